@@ -1,0 +1,71 @@
+"""The augmented Lagrangian (spec section 2) and the residuals that say how far the relaxed states are
+from a real network."""
+
+from __future__ import annotations
+
+import torch
+
+from ..network import LIFParams, forward, heaviside
+from .state import ADMMState
+from .updates import prev, targets
+
+
+def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rho: float, beta: float,
+                     params: LIFParams, rho_out: float | None = None) -> dict:
+    """Each term of
+
+        L = ‖z_{L,T} − y‖² + Σ_{l<L} Σ_t [(ρ/2)‖z_{l,t} − δ z_{l,t-1} − W_l a_{l-1,t} + θ a_{l,t-1}‖²
+                                           + (β/2)‖a_{l,t} − h(z_{l,t})‖²]
+            + Σ_t (ρ/2)‖z_{L,t} − δ z_{L,t-1} − W_L a_{L-1,t}‖² + ⟨λ, z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T}⟩
+
+    summed over samples, as Python floats: ``loss``, ``dynamics`` (per layer), ``spike`` (per hidden
+    layer), ``dual`` and their total ``lagrangian``."""
+    delta, theta = params.delta, params.theta
+    L = state.n_layers
+    dyn, spk = [], []
+    for l in range(L):
+        a_in = state.layer_inputs(frames, l).to(state.weights[l].dtype)
+        u = a_in @ state.weights[l].T
+        hidden = l < L - 1
+        x = targets(state.potentials[l], state.spikes[l] if hidden else None, delta, theta)
+        res = x - u
+        dyn.append(0.5 * (rho if hidden or rho_out is None else rho_out) * float((res ** 2).sum()))
+        if hidden:
+            a = state.spikes[l]
+            spk.append(0.5 * beta * float(((a - heaviside(state.potentials[l], theta)) ** 2).sum()))
+        else:
+            dual_term = float((state.dual * res[-1]).sum())
+    loss = float(((state.potentials[-1][-1] - y) ** 2).sum())
+    total = loss + sum(dyn) + sum(spk) + dual_term
+    return {"lagrangian": total, "loss": loss, "dynamics": dyn, "spike": spk, "dual": dual_term}
+
+
+def residuals(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> dict:
+    """Primal residuals, root-mean-square per entry:
+
+        output   z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T}        (the exact constraint)
+        dynamics[l]  x_{l,t} − W_l a_{l-1,t}                 (per layer, all t)
+        spike[l]     a_{l,t} − h(z_{l,t})                    (per hidden layer)
+    """
+    delta, theta = params.delta, params.theta
+    L = state.n_layers
+    dyn, spk = [], []
+    out_res = 0.0
+    for l in range(L):
+        a_in = state.layer_inputs(frames, l).to(state.weights[l].dtype)
+        u = a_in @ state.weights[l].T
+        hidden = l < L - 1
+        res = targets(state.potentials[l], state.spikes[l] if hidden else None, delta, theta) - u
+        dyn.append(float(res.pow(2).mean().sqrt()))
+        if hidden:
+            spk.append(float((state.spikes[l] - heaviside(state.potentials[l], theta)).pow(2).mean().sqrt()))
+        else:
+            out_res = float(res[-1].pow(2).mean().sqrt())
+    return {"output": out_res, "dynamics": dyn, "spike": spk}
+
+
+def forward_gap(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> list[float]:
+    """Per hidden layer: the fraction of (t, sample, neuron) where the true forward simulation of the
+    current weights spikes differently from the rounded relaxed spikes round(a)."""
+    trace = forward(state.weights, frames, params)
+    return [float((fa != a.round()).float().mean()) for fa, a in zip(trace.spikes, state.spikes)]

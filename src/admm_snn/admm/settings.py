@@ -1,0 +1,125 @@
+"""The one settings record of the ADMM trainer, with documented defaults (OSQP style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import SettingsError
+from ..network import LIFParams
+
+SCHEDULES = ("parallel", "sequential")
+INITS = ("forward", "uniform")
+SPIKE_SOLVERS = ("clip", "box")
+OUTPUT_SOLVES = ("joint", "potentials", "sweep")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ADMMSettings:
+    """Every setting of an ADMM run.
+
+    Penalties and neurons
+      rho        ρ > 0, penalty on violated membrane dynamics of the hidden layers.
+      rho_out    penalty on violated output dynamics and the dual step size (None: the same as rho).
+                 The paper uses one ρ; a larger output penalty keeps the output an exact integrator of
+                 the hidden spikes, so the output error reaches the hidden layers instead of being
+                 absorbed by slack in the output dynamics.
+      beta       β > 0, penalty on spikes that disagree with the threshold of their potential.
+      delta      δ in (0, 1], membrane leak of every layer.
+      theta      θ > 0, firing threshold (soft reset subtracts θ).
+      eps        ε > 0, how far above θ the Heaviside subroutine puts a potential that should spike.
+    Iterations
+      iterations number of ADMM iterations.
+      warmup     the dual λ is not updated during the first ``warmup`` iterations.
+      schedule   "parallel" (default: all t of a layer's spikes in one solve, potentials red-black in
+                 time, exact joint output solve) or "sequential" (the paper's order: one t at a time,
+                 random order of hidden layers and of t = 1..T-1, t = T last).
+    Linear algebra
+      ridge      relative ridge added to every Gram matrix: G + ridge·(tr G / n)·I. It regularises the
+                 weights (a weight decay (ρ/2)·ridge·(tr G/n)·‖W‖²) and keeps Cholesky stable.
+      spike_solver "clip" (the paper: ridge solve then clip to [0, 1]) or "box" (the exact minimiser
+                 over [0, 1]^n, by projected accelerated gradient started from the clipped solve).
+      box_iterations iterations of the box solver.
+      output_solve how the output block (W_L, z_L) is updated by the parallel schedule:
+                 "joint": the exact joint minimiser over W_L and all z_{L,t} (a ridge regression of
+                 y + λ/ρ on the leaky sums of the hidden spikes, then one T×T solve for the potentials);
+                 "potentials": W_L by least squares (spec step 1), then all z_{L,t} in one T×T solve;
+                 "sweep": W_L, then z_{L,t} red-black with the spec's step 4 formulas.
+      dtype      dtype of the per-sample state ("float32" or "float64").
+      gram_dtype dtype in which Gram sums Σ a aᵀ and Σ x aᵀ are accumulated and solved.
+      chunk_size samples processed at once in per-sample updates (None: all). Bounds working memory.
+    Start
+      init       "forward": random weights (scaled so that hidden layers fire), states from the forward
+                 simulation of that network; "uniform": the paper's W = 0, z and a uniform in [0, 1).
+      init_gain  scale of the random initial weights relative to 1/sqrt(fan-in) (init="forward").
+      reproject  every K iterations, after the hidden layers' updates and before the output block,
+                 replace the hidden states (z, a) by the forward simulation of the current weights
+                 (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
+                 the spikes the network really emits.
+      seed       fixes every random choice (initial state, update orders).
+    """
+
+    rho: float = 1.0
+    rho_out: float | None = None
+    beta: float = 1.0
+    delta: float = 0.95
+    theta: float = 1.0
+    eps: float = 1e-5
+    iterations: int = 30
+    warmup: int = 5
+    schedule: str = "parallel"
+    ridge: float = 1e-3
+    spike_solver: str = "clip"
+    box_iterations: int = 50
+    output_solve: str = "joint"
+    dtype: str = "float32"
+    gram_dtype: str = "float64"
+    chunk_size: int | None = None
+    init: str = "forward"
+    init_gain: float = 3.0
+    reproject: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        LIFParams(self.delta, self.theta)  # validates δ and θ
+        positive = {"rho": self.rho, "rho_out": self.output_rho, "beta": self.beta, "eps": self.eps,
+                    "init_gain": self.init_gain}
+        for name, value in positive.items():
+            if not (value > 0) or value != value or value == float("inf"):
+                raise SettingsError(f"{name}={value} must be a finite number > 0")
+        if not (self.ridge >= 0) or self.ridge == float("inf"):
+            raise SettingsError(f"ridge={self.ridge} must be a finite number >= 0")
+        for name in ("iterations", "warmup", "reproject", "box_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise SettingsError(f"{name}={value!r} must be an integer >= 0")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
+        for name, allowed in (("schedule", SCHEDULES), ("init", INITS), ("spike_solver", SPIKE_SOLVERS),
+                              ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+    @property
+    def output_rho(self) -> float:
+        """ρ_L: the output layer's penalty (rho_out, or rho when unset)."""
+        return self.rho if self.rho_out is None else self.rho_out
+
+    @property
+    def lif(self) -> LIFParams:
+        return LIFParams(self.delta, self.theta)
+
+    def replace(self, **changes) -> "ADMMSettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ADMMSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}")
+        return cls(**values)

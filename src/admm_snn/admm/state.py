@@ -1,0 +1,55 @@
+"""The variables of the relaxed problem: weights, per-sample potentials, spikes and the dual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..network import LIFParams, forward
+
+
+@dataclass
+class ADMMState:
+    """Weights ``W_l`` (n_l, n_{l-1}) for l = 1..L; per sample: ``potentials[l]`` z (T, N, n_l) for every
+    layer, ``spikes[l]`` a (T, N, n_l) for hidden layers, ``dual`` λ (N, n_L) for the exact output
+    constraint at t = T; ``iteration`` counts completed iterations."""
+
+    weights: list[torch.Tensor]
+    potentials: list[torch.Tensor]
+    spikes: list[torch.Tensor]
+    dual: torch.Tensor
+    iteration: int = 0
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.weights)
+
+    def layer_inputs(self, frames: torch.Tensor, l: int) -> torch.Tensor:
+        """a_{l-1}: the frames for the first layer, else the spikes of the layer below (0-based l)."""
+        return frames if l == 0 else self.spikes[l - 1]
+
+
+def random_weights(sizes: list[int], gain: float, generator: torch.Generator, dtype, device) -> list[torch.Tensor]:
+    """W_l with entries N(0, (gain / sqrt(n_{l-1}))²); the output layer uses gain 1."""
+    ws = []
+    for l in range(1, len(sizes)):
+        g = gain if l < len(sizes) - 1 else 1.0
+        w = torch.randn(sizes[l], sizes[l - 1], generator=generator, dtype=torch.float64) * (g / sizes[l - 1] ** 0.5)
+        ws.append(w.to(dtype=dtype, device=device))
+    return ws
+
+
+def state_from_forward(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams) -> tuple[list, list]:
+    """Potentials and spikes of the exact forward simulation (states that satisfy every constraint)."""
+    trace = forward(weights, frames, params)
+    return trace.potentials, trace.spikes
+
+
+def uniform_state(sizes, T, N, generator, dtype, device):
+    """The paper's start: z and a uniform in [0, 1) for every layer (a for hidden layers only)."""
+    pots = [torch.rand(T, N, n, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+            for n in sizes[1:]]
+    spikes = [torch.rand(T, N, n, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+              for n in sizes[1:-1]]
+    return pots, spikes

@@ -1,0 +1,317 @@
+"""Closed-form block updates of the augmented Lagrangian (spec sections 2-3).
+
+Every function here is pure: it takes current values and returns the new value of one block. Layout:
+time-major tensors ``(T, N, n)``; index ``t`` below is 0-based (``t = 0`` is the spec's t = 1) and
+``prev(x)[t] = x[t-1]`` with ``x[-1] = 0``.
+
+Per-layer "targets" (the spec's shorthand x_{l,t}, what W_l a_{l-1,t} should equal):
+
+    hidden:  x_{l,t} = z_{l,t} − δ z_{l,t-1} + θ a_{l,t-1}
+    output:  x_{L,t} = z_{L,t} − δ z_{L,t-1}
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DivergenceError
+from ..network import heaviside
+
+
+def prev(x: torch.Tensor) -> torch.Tensor:
+    """x shifted one step later in time: prev(x)[t] = x[t-1], prev(x)[0] = 0."""
+    return torch.cat([torch.zeros_like(x[:1]), x[:-1]], dim=0)
+
+
+def targets(z: torch.Tensor, a: torch.Tensor | None, delta: float, theta: float) -> torch.Tensor:
+    """x_t = z_t − δ z_{t-1} + θ a_{t-1} (hidden, ``a`` given) or z_t − δ z_{t-1} (output, ``a`` None)."""
+    x = z - delta * prev(z)
+    if a is not None:
+        x = x + theta * prev(a)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------------
+
+def weight_statistics(inputs: torch.Tensor, x: torch.Tensor, dtype: torch.dtype,
+                      dual: torch.Tensor | None = None, rho: float = 1.0, gram: bool = True):
+    """The sums the weight update needs, over t and samples (they add across chunks and processes):
+
+        G = Σ_t a_{l-1,t} a_{l-1,t}ᵀ,     C = Σ_t x_{l,t} a_{l-1,t}ᵀ  [+ (1/ρ) λ a_{L-1,T}ᵀ for the output]
+
+    Returns ``(G, C)`` in ``dtype`` (G is None when ``gram`` is False, e.g. for the fixed input Gram).
+    """
+    a = inputs.reshape(-1, inputs.shape[-1]).to(dtype)
+    C = x.reshape(-1, x.shape[-1]).to(dtype).T @ a
+    if dual is not None:
+        C = C + (dual.to(dtype).T @ inputs[-1].to(dtype)) / rho
+    G = a.T @ a if gram else None
+    return G, C
+
+
+def ridge_value(G: torch.Tensor, ridge: float) -> float:
+    """Absolute ridge μ = ridge · tr(G)/n added to G (at least a tiny floor so G + μI is definite)."""
+    n = G.shape[0]
+    scale = float(torch.diagonal(G).sum()) / max(n, 1)
+    return ridge * scale + 1e-10 * max(scale, 1.0)
+
+
+def cholesky(M: torch.Tensor, what: str = "matrix") -> torch.Tensor:
+    """Lower Cholesky factor of a symmetric positive definite M; retries with growing jitter, then fails
+    with a one-line error (never an explicit inverse)."""
+    L, info = torch.linalg.cholesky_ex(M)
+    if int(info) == 0:
+        return L
+    scale = float(torch.diagonal(M).abs().mean()) or 1.0
+    eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
+    for k in range(-8, 0):
+        L, info = torch.linalg.cholesky_ex(M + (10.0 ** k) * scale * eye)
+        if int(info) == 0:
+            return L
+    raise DivergenceError(f"the {what} is not positive definite even with jitter; "
+                          "raise --ridge or check the data for NaN/inf")
+
+
+def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.Tensor | None = None):
+    """W = C (G + μI)^{-1}, the exact minimiser of (ρ/2) Σ‖x − W a‖² + (ρμ/2)‖W‖² [− ⟨λ, W a_T⟩].
+
+    Solved as (G + μI) Wᵀ = Cᵀ with a Cholesky factor (pass ``factor`` to reuse one, e.g. for the input
+    layer whose Gram never changes). Returns ``(W, factor)``.
+    """
+    if factor is None:
+        mu = ridge_value(G, ridge)
+        M = G + mu * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+        factor = cholesky(M, "Gram matrix of the weight update")
+    W = torch.cholesky_solve(C.T.contiguous(), factor).T
+    return W, factor
+
+
+# ----------------------------------------------------------------------------------------------------
+# Spikes
+# ----------------------------------------------------------------------------------------------------
+
+def spike_matrices(W_next: torch.Tensor, theta: float, rho_own: float, rho_next: float, beta: float):
+    """The two system matrices of the spike update of layer l (shared by every sample):
+
+        t < T:  ρ_{l+1} WᵀW + (ρ_l θ² + β) I,      t = T:  ρ_{l+1} WᵀW + β I
+    with W = W_{l+1} the next layer's weights, ρ_l the penalty of layer l's own dynamics and ρ_{l+1} that
+    of the next layer's (with one ρ this is ρ times the spec's WᵀW + (θ² + β/ρ) I).
+    """
+    WtW = rho_next * (W_next.T @ W_next)
+    eye = torch.eye(WtW.shape[0], dtype=WtW.dtype, device=WtW.device)
+    return WtW + (rho_own * theta ** 2 + beta) * eye, WtW + beta * eye
+
+
+def spike_rhs(W_next, c, d_next, h, theta, rho_own, rho_next, beta, dual=None, includes_last=True):
+    """Right-hand sides of the spike update for all t at once (shape (T, N, n_l)):
+
+        t < T:  ρ_{l+1} Wᵀ c_t − ρ_l θ d_{t+1} + β h(z_{l,t})
+        t = T:  ρ_{l+1} Wᵀ c_T + β h(z_{l,T})  [+ Wᵀ λ when layer l+1 is the output]
+
+    c = x_{l+1,t} (next layer's targets), d_next[t] = d_{t+1} = z_{l,t+1} − δ z_{l,t} − W_l a_{l-1,t+1}
+    (own dynamics one step later without the reset; its last row is unused). With ``includes_last``
+    False every row is a t < T row (used to update single time steps).
+    """
+    rhs = rho_next * (c @ W_next) + beta * h
+    inner = slice(None, -1) if includes_last else slice(None)
+    rhs[inner] -= (rho_own * theta) * d_next[inner]
+    if dual is not None and includes_last:
+        rhs[-1] += dual @ W_next
+    return rhs
+
+
+def box_qp(M: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, iterations: int) -> torch.Tensor:
+    """argmin over [0,1]^n of ½ aᵀ M a − bᵀ a for each row of b (M shared), by projected accelerated
+    gradient (FISTA with restart) from ``x0``. Exact in the limit; monotone in the objective."""
+    if iterations == 0:
+        return x0
+    step = 1.0 / float(torch.linalg.eigvalsh(M)[-1])
+    x, y, t_k = x0.clone(), x0.clone(), 1.0
+
+    def objective(v):
+        return 0.5 * ((v @ M) * v).sum(-1) - (b * v).sum(-1)
+
+    f_x = objective(x)
+    for _ in range(iterations):
+        x_new = (y - step * (y @ M - b)).clamp_(0.0, 1.0)
+        f_new = objective(x_new)
+        worse = f_new > f_x
+        if bool(worse.any()):  # restart rows whose objective rose: plain projected gradient step from x
+            x_pg = (x - step * (x @ M - b)).clamp_(0.0, 1.0)
+            x_new = torch.where(worse.unsqueeze(-1), x_pg, x_new)
+            f_new = torch.where(worse, objective(x_pg), f_new)
+        t_next = 0.5 * (1.0 + (1.0 + 4.0 * t_k * t_k) ** 0.5)
+        y = x_new + ((t_k - 1.0) / t_next) * (x_new - x)
+        x, f_x, t_k = x_new, f_new, t_next
+    return x
+
+
+def solve_spikes(M_inner: torch.Tensor, M_last: torch.Tensor, rhs: torch.Tensor, solver: str = "clip",
+                 box_iterations: int = 50, factors=None) -> torch.Tensor:
+    """Spikes a_{l,t} of one layer for all t: solve M a = rhs (M_inner for t < T, M_last for t = T) by
+    Cholesky, then clip to [0, 1] ("clip", the paper) or minimise exactly over the box ("box")."""
+    if factors is None:
+        factors = (cholesky(M_inner, "spike-update matrix"), cholesky(M_last, "spike-update matrix"))
+    T, N, n = rhs.shape
+    out = torch.empty_like(rhs)
+    inner = rhs[:-1].reshape(-1, n)
+    if inner.numel():
+        out[:-1] = torch.cholesky_solve(inner.T, factors[0]).T.reshape(T - 1, N, n)
+    out[-1] = torch.cholesky_solve(rhs[-1].T, factors[1]).T
+    out.clamp_(0.0, 1.0)
+    if solver == "box":
+        if inner.numel():
+            out[:-1] = box_qp(M_inner, inner, out[:-1].reshape(-1, n), box_iterations).reshape(T - 1, N, n)
+        out[-1] = box_qp(M_last, rhs[-1], out[-1], box_iterations)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hidden potentials
+# ----------------------------------------------------------------------------------------------------
+
+def heaviside_subroutine(z_star, f_star, f_theta, a, theta, rho, beta, eps):
+    """Exact minimiser of C(z) = (ρ/2) f(z) + (β/2)(a − h(z))² given the unconstrained minimiser z* of
+    the convex quadratic f, f(z*) and f(θ) (elementwise):
+
+        Δ1 = β (1 − 2a),  Δ2 = ρ (f(z*) − f(θ)) ≤ 0
+        z* > θ and Δ1 + Δ2 > 0  →  θ         (not spiking is cheaper)
+        z* ≤ θ and Δ2 − Δ1 > 0  →  θ + ε     (spiking is cheaper)
+        otherwise               →  z*
+    """
+    d1 = beta * (1.0 - 2.0 * a)
+    d2 = rho * (f_star - f_theta)
+    above = z_star > theta
+    z = torch.where(above & (d1 + d2 > 0), torch.full_like(z_star, theta), z_star)
+    return torch.where(~above & (d2 - d1 > 0), torch.full_like(z_star, theta + eps), z)
+
+
+def potential_terms(z, a, u, t, delta, theta):
+    """For the time indices ``t`` (a 1-D index tensor) of one hidden layer, with u = W_l a_{l-1}:
+
+        q = δ z_{t-1} + u_t − θ a_{t-1}           (what the dynamics predict)
+        r = z_{t+1} − u_{t+1} + θ a_t             (for t < T; zero at t = T, where it is unused)
+    Returns ``(q, r, last)`` with ``last`` a boolean (len(t), 1, 1) mask of t = T.
+    """
+    T = z.shape[0]
+    zp, ap = prev(z), prev(a)
+    q = delta * zp[t] + u[t] - theta * ap[t]
+    tn = (t + 1).clamp(max=T - 1)
+    last = (t == T - 1).view(-1, 1, 1)
+    r = torch.where(last, torch.zeros_like(q), z[tn] - u[tn] + theta * a[t])
+    return q, r, last
+
+
+def update_potentials(z, a, u, t, delta, theta, rho, beta, eps):
+    """New hidden potentials z_{l,t} at the time indices ``t`` (which must not be neighbours):
+
+        f(z) = (z − q)² + (r − δ z)²,  z* = (q + δ r)/(1 + δ²)   for t < T
+        f(z) = (z − q)²,               z* = q                    for t = T
+    followed by :func:`heaviside_subroutine` with the current spikes a_{l,t}.
+    """
+    q, r, last = potential_terms(z, a, u, t, delta, theta)
+    k = torch.where(last, torch.zeros_like(q), torch.ones_like(q))  # 1 where the t+1 term exists
+    z_star = (q + k * delta * r) / (1.0 + k * delta * delta)
+
+    def f(v):
+        return (v - q) ** 2 + k * (r - delta * v) ** 2
+
+    return heaviside_subroutine(z_star, f(z_star), f(torch.full_like(q, theta)), a[t], theta, rho, beta, eps)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output potentials and dual
+# ----------------------------------------------------------------------------------------------------
+
+def update_output_potentials_at(z, u, y, dual, t, delta, rho):
+    """Output potentials at the (non-neighbouring) time indices ``t``, each the exact minimiser given
+    the rest, with s = δ z_{L,t-1} + u_t, r = z_{L,t+1} − u_{t+1}, u = W_L a_{L-1}:
+
+        t < T:  z = (s + δ r + [t = T−1] δ λ/ρ) / (1 + δ²)
+        t = T:  z = (ρ s + 2y − λ) / (2 + ρ)
+    """
+    T = z.shape[0]
+    s = delta * prev(z)[t] + u[t]
+    tn = (t + 1).clamp(max=T - 1)
+    r = z[tn] - u[tn]
+    inner = (s + delta * r + (t == T - 2).view(-1, 1, 1) * (delta / rho) * dual) / (1.0 + delta * delta)
+    final = (rho * s + 2.0 * y - dual) / (2.0 + rho)
+    return torch.where((t == T - 1).view(-1, 1, 1), final, inner)
+
+
+def output_system(T: int, delta: float, rho: float, dtype, device):
+    """Cholesky factor of the T×T matrix A = ρ DᵀD + 2 e_T e_Tᵀ of the joint output solve, with D the
+    bidiagonal (Dz)_t = z_t − δ z_{t-1}. A is tridiagonal and the same for every sample and neuron."""
+    D = torch.eye(T, dtype=dtype, device=device) - delta * torch.diag(torch.ones(T - 1, dtype=dtype, device=device), -1)
+    A = rho * D.T @ D
+    A[-1, -1] += 2.0
+    return D, cholesky(A, "output system")
+
+
+def solve_output_potentials(u, y, dual, delta, rho, system=None):
+    """All output potentials z_{L,1..T} at once: the exact minimiser of
+
+        (ρ/2) ‖D z − u‖² + ‖z_T − y‖² + ⟨λ, (D z)_T⟩   →   (ρ DᵀD + 2 e_T e_Tᵀ) z = ρ Dᵀu + 2 y e_T − λ Dᵀe_T
+    for every sample and output neuron (u = W_L a_{L-1}, shape (T, N, n_L)).
+    """
+    T, N, n = u.shape
+    D, factor = system if system is not None else output_system(T, delta, rho, u.dtype, u.device)
+    D, factor = D.to(u.dtype), factor.to(u.dtype)
+    rhs = rho * torch.einsum("st,snk->tnk", D, u)
+    rhs[-1] += 2.0 * y
+    rhs -= D[-1].view(T, 1, 1) * dual.unsqueeze(0)
+    return torch.cholesky_solve(rhs.reshape(T, N * n), factor).reshape(T, N, n)
+
+
+def leaky_sum(a: torch.Tensor, delta: float) -> torch.Tensor:
+    """S = Σ_t δ^{T−t} a_t (shape (N, n)): what a leaky integrator driven by ``a`` holds at T, per unit
+    of weight."""
+    T = a.shape[0]
+    k = delta ** torch.arange(T - 1, -1, -1, dtype=a.dtype, device=a.device)
+    return torch.einsum("t,tnk->nk", k, a)
+
+
+def joint_output_statistics(a: torch.Tensor, y: torch.Tensor, dual: torch.Tensor, delta: float, rho: float,
+                            dtype: torch.dtype):
+    """Sums for the exact joint minimiser over (W_L, z_{L,1..T}) of the output block (they add across
+    chunks and processes): G_S = Σ S Sᵀ and C_S = Σ (y + λ/ρ) Sᵀ with S = Σ_t δ^{T−t} a_{L-1,t}.
+
+    Eliminating the potentials (v = D z = W a + e, e optimal) leaves, with K = Σ_t δ^{2(T−t)},
+
+        min_W  (ρ / (ρ + 2K)) Σ ‖W S − y − λ/ρ‖² + (ρμ/2) ‖W‖²
+    a ridge regression of y + λ/ρ on the leaky sums S; the potentials then follow from
+    :func:`solve_output_potentials` with the new W.
+    """
+    S = leaky_sum(a.to(dtype), delta)
+    return S.T @ S, (y.to(dtype) + dual.to(dtype) / rho).T @ S
+
+
+def joint_output_ridge(G: torch.Tensor, ridge: float, delta: float, rho: float, T: int) -> tuple[float, float]:
+    """(μ_S, μ): μ_S = ridge·tr(G_S)/n is added to G_S; it is the weight decay (ρμ/2)‖W‖² of the
+    Lagrangian with μ_S = μ (ρ + 2K) / 2, K = Σ_t δ^{2(T−t)}."""
+    K = sum(delta ** (2 * j) for j in range(T))
+    mu_S = ridge_value(G, ridge)
+    return mu_S, 2.0 * mu_S / (rho + 2.0 * K)
+
+
+def dual_residual_output(z_out, u_last, delta):
+    """r_λ = z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T} (the exact constraint's violation), shape (N, n_L)."""
+    zp = z_out[-2] if z_out.shape[0] > 1 else torch.zeros_like(z_out[-1])
+    return z_out[-1] - delta * zp - u_last
+
+
+def update_dual(dual, z_out, u_last, delta, rho):
+    """λ ← λ + ρ (z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T})."""
+    return dual + rho * dual_residual_output(z_out, u_last, delta)
+
+
+def check_finite(tensor: torch.Tensor, block: str, iteration: int) -> None:
+    """Raise :class:`DivergenceError` naming the block and iteration when ``tensor`` has NaN or inf."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise DivergenceError(f"training diverged at iteration {iteration}: {block} has NaN or infinite "
+                              "values; lower --rho/--beta or raise --ridge")
+
+
+__all__ = [name for name in dir() if not name.startswith("_")]
