@@ -38,6 +38,9 @@ class ADMMSettings:
     Linear algebra
       ridge      relative ridge added to every Gram matrix: G + ridge·(tr G / n)·I. It regularises the
                  weights (a weight decay (ρ/2)·ridge·(tr G/n)·‖W‖²) and keeps Cholesky stable.
+      ridge_out  relative ridge of the output layer's solve (None: the same as ridge).
+      proximal   hidden weight updates minimise (ρμ/2)‖W − W_prev‖² instead of the ridge (ρμ/2)‖W‖²:
+                 the weights move towards the least-squares fit without shrinking to zero each time.
       spike_solver "clip" (the paper: ridge solve then clip to [0, 1]) or "box" (the exact minimiser
                  over [0, 1]^n, by projected accelerated gradient started from the clipped solve).
       box_iterations iterations of the box solver.
@@ -70,6 +73,8 @@ class ADMMSettings:
     warmup: int = 5
     schedule: str = "parallel"
     ridge: float = 1e-3
+    ridge_out: float | None = None
+    proximal: bool = False
     spike_solver: str = "clip"
     box_iterations: int = 50
     output_solve: str = "joint"
@@ -88,8 +93,10 @@ class ADMMSettings:
         for name, value in positive.items():
             if not (value > 0) or value != value or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number > 0")
-        if not (self.ridge >= 0) or self.ridge == float("inf"):
-            raise SettingsError(f"ridge={self.ridge} must be a finite number >= 0")
+        for name in ("ridge", "ridge_out"):
+            value = getattr(self, name)
+            if value is not None and (not (value >= 0) or value == float("inf")):
+                raise SettingsError(f"{name}={value} must be a finite number >= 0")
         for name in ("iterations", "warmup", "reproject", "box_iterations"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -105,6 +112,11 @@ class ADMMSettings:
     def output_rho(self) -> float:
         """ρ_L: the output layer's penalty (rho_out, or rho when unset)."""
         return self.rho if self.rho_out is None else self.rho_out
+
+    @property
+    def output_ridge(self) -> float:
+        """The output layer's relative ridge (ridge_out, or ridge when unset)."""
+        return self.ridge if self.ridge_out is None else self.ridge_out
 
     @property
     def lif(self) -> LIFParams:

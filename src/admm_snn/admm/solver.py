@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -19,8 +20,11 @@ class SolverCache:
     """Factorisations that stay valid across iterations: the input layer's Gram factor (the input Gram
     never changes) and the output system of the joint output solve."""
 
+    input_gram: torch.Tensor | None = None
     input_gram_factor: torch.Tensor | None = None
     output_system: tuple | None = None
+    reduce: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda t: t)
+    """Sums a tensor over every process (identity in one process; an all-reduce in data-parallel runs)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -68,8 +72,15 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
                                    gram=not (first and cache.input_gram_factor is not None))
         G = g if G is None else (G if g is None else G + g)
         C = c if C is None else C + c
+    C = cache.reduce(C)
+    if first and cache.input_gram is None:
+        cache.input_gram = cache.reduce(G)
+    elif not first:
+        G = cache.reduce(G)
     factor = cache.input_gram_factor if first else None
-    W, factor = U.solve_weights(G, C, settings.ridge, factor)
+    anchor = state.weights[l] if (settings.proximal and not out) else None
+    ridge = settings.output_ridge if out else settings.ridge
+    W, factor = U.solve_weights(cache.input_gram if first else G, C, ridge, factor, anchor)
     if first:
         cache.input_gram_factor = factor
     state.weights[l] = W.to(state.weights[l].dtype)
@@ -116,7 +127,8 @@ def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings
         state.potentials[l][:, sl] = z
 
 
-def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSettings) -> None:
+def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSettings,
+                                cache: SolverCache | None = None) -> None:
     """W_L by the exact joint minimisation over (W_L, z_L): ridge regression of y + λ/ρ on leaky sums."""
     gdt = DTYPES[settings.gram_dtype]
     G = C = None
@@ -124,9 +136,11 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
         g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
                                          state.dual[sl], settings.delta, settings.output_rho, gdt)
         G, C = (g, c) if G is None else (G + g, C + c)
-    mu_S, _ = U.joint_output_ridge(G, settings.ridge, settings.delta, settings.output_rho, frames.shape[0])
+    if cache is not None:
+        G, C = cache.reduce(G), cache.reduce(C)
+    mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho, frames.shape[0])
     factor = U.cholesky(G + mu_S * torch.eye(G.shape[0], dtype=G.dtype, device=G.device), "output Gram matrix")
-    W, _ = U.solve_weights(G, C, settings.ridge, factor)
+    W, _ = U.solve_weights(G, C, settings.output_ridge, factor)
     state.weights[-1] = W.to(state.weights[-1].dtype)
 
 
@@ -171,7 +185,7 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
 def parallel_output(state, frames, y, settings, cache, generator) -> None:
     """The output block: (W_L, z_L) jointly, or W_L then the potentials (settings.output_solve)."""
     if settings.output_solve == "joint":
-        update_output_joint_weights(state, frames, y, settings)
+        update_output_joint_weights(state, frames, y, settings, cache)
     else:
         update_weights(state, frames, settings, cache, state.n_layers - 1)
     update_output(state, frames, y, settings, cache)

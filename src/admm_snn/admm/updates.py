@@ -74,16 +74,21 @@ def cholesky(M: torch.Tensor, what: str = "matrix") -> torch.Tensor:
                           "raise --ridge or check the data for NaN/inf")
 
 
-def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.Tensor | None = None):
-    """W = C (G + μI)^{-1}, the exact minimiser of (ρ/2) Σ‖x − W a‖² + (ρμ/2)‖W‖² [− ⟨λ, W a_T⟩].
+def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.Tensor | None = None,
+                  anchor: torch.Tensor | None = None):
+    """W = (C + μ W₀)(G + μI)^{-1}, the exact minimiser of
 
-    Solved as (G + μI) Wᵀ = Cᵀ with a Cholesky factor (pass ``factor`` to reuse one, e.g. for the input
-    layer whose Gram never changes). Returns ``(W, factor)``.
+        (ρ/2) Σ‖x − W a‖² + (ρμ/2)‖W − W₀‖²  [− ⟨λ, W a_T⟩ for the output]
+    with W₀ = 0 (a ridge, the default) or W₀ = ``anchor`` (a proximal term: the previous weights).
+    Solved as (G + μI) Wᵀ = (C + μW₀)ᵀ with a Cholesky factor (pass ``factor`` to reuse one, e.g. for
+    the input layer whose Gram never changes). Returns ``(W, factor)``.
     """
+    mu = ridge_value(G, ridge)
     if factor is None:
-        mu = ridge_value(G, ridge)
         M = G + mu * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
         factor = cholesky(M, "Gram matrix of the weight update")
+    if anchor is not None:
+        C = C + mu * anchor.to(C.dtype)
     W = torch.cholesky_solve(C.T.contiguous(), factor).T
     return W, factor
 
@@ -236,7 +241,7 @@ def update_output_potentials_at(z, u, y, dual, t, delta, rho):
     s = delta * prev(z)[t] + u[t]
     tn = (t + 1).clamp(max=T - 1)
     r = z[tn] - u[tn]
-    inner = (s + delta * r + (t == T - 2).view(-1, 1, 1) * (delta / rho) * dual) / (1.0 + delta * delta)
+    inner = (s + delta * r + (t == T - 2).to(s.dtype).view(-1, 1, 1) * (delta / rho) * dual) / (1.0 + delta * delta)
     final = (rho * s + 2.0 * y - dual) / (2.0 + rho)
     return torch.where((t == T - 1).view(-1, 1, 1), final, inner)
 

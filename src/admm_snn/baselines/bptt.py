@@ -1,0 +1,305 @@
+"""Surrogate-gradient BPTT baseline (snnTorch) on the same network that ADMM trains.
+
+Architecture (identical to :mod:`admm_snn.network`): ``nn.Linear(bias=False)`` layers; every hidden
+layer is an ``snntorch.Leaky(beta=δ, threshold=θ, reset_mechanism="subtract",
+spike_grad=fast_sigmoid(slope))``; the output layer is an ``snntorch.Leaky(beta=δ,
+reset_mechanism="none")`` whose membrane potential at the last step T is the logit vector (its spikes
+are discarded). Loss: cross-entropy on ``z_{L,T}``; optimiser: Adam (optional decoupled-free L2
+``weight_decay`` as in ``torch.optim.Adam``).
+
+Semantics: snnTorch ``Leaky`` versus ours (checked against the snnTorch 1.0 source and by
+``tests/test_bptt.py``). With its default ``reset_delay=True`` one call does::
+
+    reset = H(mem_prev − θ)               # detached; mem_prev is the potential returned last step
+    mem   = β·mem_prev + I_t − θ·reset    # "subtract"
+    spk   = H(mem − θ)                     # FastSigmoid forward: (mem − θ) > 0, i.e. strict
+    # mem is NOT reduced after spk (the reset is delayed to the next call)
+
+Because ``mem_prev`` is the unreduced potential of the previous step, ``reset`` equals that step's
+spike ``a_{t-1}``; so ``mem = δ z_{t-1} + W a_{l-1,t} − θ a_{l,t-1}`` and ``spk = [z_t > θ]``: exactly
+our hidden recurrence (same order of integration and reset, strict threshold, reset by the previous
+step's spike, z_0 = a_0 = 0). For floats ``z − θ > 0`` ⇔ ``z > θ``, so the forward passes agree bit for
+bit when the input currents agree. ``reset_mechanism="none"`` gives ``mem = β·mem_prev + I_t``, our
+output integrator. ``beta`` is clamped to [0, 1], which δ ∈ (0, 1] already satisfies.
+
+The differences are in the backward pass only: snnTorch detaches the reset term (no gradient flows
+through ``−θ a_{t-1}``), and the Heaviside's derivative is replaced by the fast-sigmoid surrogate
+``1 / (1 + k|z − θ|)²``. Neither changes the network that is evaluated: the returned weights are
+the ``nn.Linear`` weights, already in our ``(n_l, n_{l-1})`` convention, and every accuracy in the
+history that is called ``val_acc`` is computed with :func:`admm_snn.network.predict` on them.
+
+Implementation note: each layer's input current is computed for all T steps at once (one matrix
+product, as :func:`admm_snn.network.forward` does); only the membrane recurrence is a loop over t.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import DataError, DivergenceError, SettingsError
+from ..network import LIFParams, predict
+
+__all__ = ["BPTTSettings", "BPTTResult", "BPTTNet", "train_bptt"]
+
+
+@dataclass(frozen=True)
+class BPTTSettings:
+    """Hyper-parameters of the BPTT baseline.
+
+    Defaults were tuned (on a validation split only) on 1,000 N-MNIST recordings, 30 frames of
+    10 ms, 2312 inputs, hidden (128,), δ = 0.95, θ = 1.
+    """
+
+    epochs: int = 30
+    lr: float = 2e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    surrogate_slope: float = 25.0  # k of snntorch.surrogate.fast_sigmoid
+    seed: int = 0
+    init_scale: float = 1.0  # weights ~ U(−s/√fan_in, s/√fan_in) (s = 1: PyTorch's Linear default)
+
+    def __post_init__(self):
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise SettingsError(f"epochs={self.epochs!r} must be an integer >= 1, e.g. 30")
+        if not (self.lr > 0.0 and self.lr < float("inf")):
+            raise SettingsError(f"lr={self.lr!r} must be a finite number > 0, e.g. 2e-3")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise SettingsError(f"batch_size={self.batch_size!r} must be an integer >= 1, e.g. 64")
+        if not (0.0 <= self.weight_decay < float("inf")):
+            raise SettingsError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if not (0.0 < self.surrogate_slope < float("inf")):
+            raise SettingsError(
+                f"surrogate_slope={self.surrogate_slope!r} must be a finite number > 0, e.g. 25")
+        if not isinstance(self.seed, int):
+            raise SettingsError(f"seed={self.seed!r} must be an integer")
+        if not (0.0 < self.init_scale < float("inf")):
+            raise SettingsError(f"init_scale={self.init_scale!r} must be a finite number > 0, e.g. 1")
+
+
+@dataclass
+class BPTTResult:
+    """What :func:`train_bptt` returns.
+
+    ``weights``: float32 CPU tensors ``(n_l, n_{l-1})`` for :func:`admm_snn.network.forward`; those of
+    the epoch with the best ``val_acc`` when validation data were given, else of the last epoch.
+    ``history``: one dict per epoch with ``epoch`` (1-based), ``wall_s`` (cumulative training time,
+    excluding validation), ``train_loss`` and ``train_acc`` (mean over the epoch's mini-batches, as
+    they were trained) and ``val_acc`` (with :func:`admm_snn.network.predict`) if validation was given.
+    ``wall_s``: total time of the call. ``peak_memory_bytes``: on CUDA, the peak of
+    ``torch.cuda.max_memory_allocated`` during the call; on CPU, the growth of the process's peak
+    resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) during the call, which is 0 when the call
+    stayed below a peak the process had already reached.
+    """
+
+    weights: list[torch.Tensor]
+    history: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+    peak_memory_bytes: int = 0
+    best_epoch: Optional[int] = None
+
+
+class BPTTNet(nn.Module):
+    """The admm_snn network built from snnTorch parts (see the module docstring)."""
+
+    def __init__(self, sizes: Sequence[int], params: LIFParams, surrogate_slope: float = 25.0):
+        super().__init__()
+        import snntorch as snn
+        from snntorch import surrogate
+
+        spike_grad = surrogate.fast_sigmoid(slope=surrogate_slope)
+        self.params = params
+        self.fcs = nn.ModuleList(
+            nn.Linear(sizes[i], sizes[i + 1], bias=False) for i in range(len(sizes) - 1))
+        self.lifs = nn.ModuleList(
+            snn.Leaky(beta=params.delta, threshold=params.theta, spike_grad=spike_grad,
+                      reset_mechanism="subtract")
+            for _ in range(len(sizes) - 2))
+        self.out = snn.Leaky(beta=params.delta, threshold=params.theta, spike_grad=spike_grad,
+                             reset_mechanism="none")
+
+    @classmethod
+    def from_weights(cls, weights: Sequence[torch.Tensor], params: LIFParams,
+                     surrogate_slope: float = 25.0) -> "BPTTNet":
+        sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
+        net = cls(sizes, params, surrogate_slope)
+        with torch.no_grad():
+            for fc, w in zip(net.fcs, weights):
+                fc.weight.copy_(w)
+        return net
+
+    def export_weights(self) -> list[torch.Tensor]:
+        """Weights in admm_snn convention (n_l, n_{l-1}), float32, detached CPU copies."""
+        return [fc.weight.detach().to("cpu", torch.float32).clone() for fc in self.fcs]
+
+    def forward(self, frames: torch.Tensor, record: bool = False):
+        """Run on time-major ``frames`` (T, N, n_0).
+
+        Returns the output potentials (T, N, n_L); with ``record=True`` also the lists of hidden
+        potentials and spikes, each (T, N, n_l).
+        """
+        x = frames
+        T = x.shape[0]
+        hid_z, hid_a = [], []
+        for fc, lif in zip(self.fcs[:-1], self.lifs):
+            current = fc(x)  # (T, N, n_l), all steps at once
+            mem = torch.zeros_like(current[0])
+            spikes, mems = [], []
+            for t in range(T):
+                spk, mem = lif(current[t], mem)
+                spikes.append(spk)
+                mems.append(mem)
+            x = torch.stack(spikes)
+            if record:
+                hid_z.append(torch.stack(mems))
+                hid_a.append(x)
+        current = self.fcs[-1](x)
+        mem = torch.zeros_like(current[0])
+        mems = []
+        for t in range(T):
+            _, mem = self.out(current[t], mem)
+            mems.append(mem)
+        out = torch.stack(mems)
+        return (out, hid_z, hid_a) if record else out
+
+
+def _check_data(frames, labels, what: str) -> None:
+    if not isinstance(frames, torch.Tensor) or frames.dim() != 3:
+        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise DataError(f"{what} frames have shape {shape}; expected a tensor (T, N, inputs)")
+    if frames.shape[0] == 0 or frames.shape[1] == 0:
+        raise DataError(f"{what} frames have shape {tuple(frames.shape)}; need T >= 1 and N >= 1")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise DataError(f"{what} labels have shape {shape}; expected ({frames.shape[1]},) to match "
+                        f"the {frames.shape[1]} samples of the frames")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dtype.is_complex:
+        raise DataError(f"{what} labels have dtype {labels.dtype}; expected integer class indices")
+    if int(labels.min()) < 0:
+        raise DataError(f"{what} labels contain {int(labels.min())}; class indices must be >= 0")
+
+
+def _peak_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024  # Linux reports KiB
+
+
+def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: Sequence[int],
+               params: LIFParams, settings: BPTTSettings = BPTTSettings(),
+               val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
+               device="cpu", progress: bool = False, n_classes: Optional[int] = None) -> BPTTResult:
+    """Train the admm_snn network with surrogate-gradient BPTT (snnTorch) and Adam.
+
+    ``train_frames`` (T, N, n_in), any numeric dtype (cast to float32 per batch); ``train_labels``
+    (N,) integer. ``hidden``: sizes of the hidden LIF layers (may be empty). ``n_classes`` defaults to
+    1 + the largest label seen. With validation data, the weights of the epoch with the best
+    validation accuracy (first such epoch) are returned. Same seed, same data, same device → same
+    weights on CPU (explicit generators for initialisation and shuffling; global RNGs are untouched).
+    """
+    t_start = time.perf_counter()
+    _check_data(train_frames, train_labels, "training")
+    have_val = val_frames is not None or val_labels is not None
+    if have_val:
+        if val_frames is None or val_labels is None:
+            raise SettingsError("give both val_frames and val_labels, or neither")
+        _check_data(val_frames, val_labels, "validation")
+        if val_frames.shape[0] != train_frames.shape[0] or val_frames.shape[2] != train_frames.shape[2]:
+            raise DataError(f"validation frames have shape {tuple(val_frames.shape)}; expected "
+                            f"(T, N, inputs) = ({train_frames.shape[0]}, N, {train_frames.shape[2]}) "
+                            f"like the training frames")
+    hidden = [int(h) for h in hidden]
+    if any(h < 1 for h in hidden):
+        raise SettingsError(f"hidden={hidden} has a layer with < 1 neurons; give positive sizes")
+    max_label = int(train_labels.max())
+    if have_val:
+        max_label = max(max_label, int(val_labels.max()))
+    if n_classes is None:
+        n_classes = max(max_label + 1, 2)
+    elif n_classes <= max_label:
+        raise SettingsError(f"n_classes={n_classes} but a label is {max_label}; "
+                            f"n_classes must exceed every label")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device={device} but CUDA is not available; use device='cpu'")
+        torch.cuda.reset_peak_memory_stats(device)
+        mem0 = torch.cuda.memory_allocated(device)
+    rss0 = _peak_rss_bytes()
+
+    s = settings
+    gen = torch.Generator().manual_seed(s.seed)
+    sizes = [train_frames.shape[2], *hidden, n_classes]
+    net = BPTTNet(sizes, params, s.surrogate_slope)
+    with torch.no_grad():
+        for fc in net.fcs:
+            bound = s.init_scale / fc.in_features ** 0.5
+            fc.weight.copy_(torch.rand(fc.weight.shape, generator=gen) * (2 * bound) - bound)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+
+    N = train_frames.shape[1]
+    labels_dev = train_labels.to(device=device, dtype=torch.long)
+    if have_val:
+        val_x = val_frames.to(device=device, dtype=torch.float32)
+        val_y = val_labels.to(device=device, dtype=torch.long)
+    history: list[dict] = []
+    best_acc, best_epoch, best_weights = -1.0, None, None
+    train_time = 0.0
+    epochs = range(1, s.epochs + 1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(epochs, desc="bptt", unit="epoch")
+        epochs = bar
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        net.train()
+        perm = torch.randperm(N, generator=gen)
+        loss_sum, correct = 0.0, 0
+        for b in range(0, N, s.batch_size):
+            idx = perm[b:b + s.batch_size]
+            x = train_frames[:, idx].to(device=device, dtype=torch.float32)
+            y = labels_dev[idx.to(device)]
+            logits = net(x)[-1]  # z_{L,T}
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"BPTT loss became {float(loss)} in epoch {epoch}; "
+                                      f"lower lr (now {s.lr}) or init_scale (now {s.init_scale})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+        if cuda:
+            torch.cuda.synchronize(device)
+        train_time += time.perf_counter() - t0
+        rec = dict(epoch=epoch, wall_s=train_time, train_loss=loss_sum / N, train_acc=correct / N)
+        if have_val:
+            with torch.no_grad():
+                pred = predict([fc.weight.detach() for fc in net.fcs], val_x, params)
+            vacc = float((pred == val_y).float().mean())
+            rec["val_acc"] = vacc
+            if vacc > best_acc:
+                best_acc, best_epoch, best_weights = vacc, epoch, net.export_weights()
+        history.append(rec)
+        if bar is not None:
+            bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k not in ("epoch", "wall_s")})
+    if bar is not None:
+        bar.close()
+    if best_weights is None:
+        best_weights, best_epoch = net.export_weights(), s.epochs
+    if cuda:
+        peak = int(torch.cuda.max_memory_allocated(device) - mem0)
+    else:
+        peak = max(0, _peak_rss_bytes() - rss0)
+    return BPTTResult(weights=best_weights, history=history, wall_s=time.perf_counter() - t_start,
+                      peak_memory_bytes=peak, best_epoch=best_epoch)

@@ -1,0 +1,258 @@
+"""Command line: ``admm-snn train | eval | compare | sweep | bench | export``.
+
+Every problem a user can cause ends in one line on stderr (``admm-snn: error: ...``) and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from .errors import AdmmSnnError
+
+DEFAULT_HIDDEN = 128
+# Commands that live in their own modules: each module has add_parser(subparsers) and run(args).
+EXTRA_COMMANDS = ["admm_snn.commands.compare", "admm_snn.commands.sweep", "admm_snn.commands.bench",
+                  "admm_snn.commands.export"]
+
+
+def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
+    """The data options shared by train, eval, compare and sweep. With ``inherit`` (eval) an option that
+    is not given keeps the value stored in the model, so the same held-out split is rebuilt."""
+    g = p.add_argument_group("data" + (" (default: as the model was trained)" if inherit else ""))
+    if inherit:
+        g.argument_default = argparse.SUPPRESS
+    g.add_argument("--dataset", choices=["digits", "nmnist"], default="digits",
+                   help="digits: scikit-learn's bundled 8x8 digits as spike trains (no download); "
+                        "nmnist: N-MNIST event recordings read with tonic (default: digits)")
+    g.add_argument("--data-dir", metavar="ROOT", help="N-MNIST root with Train/<digit>/*.bin (and Test/...)")
+    g.add_argument("--download", action="store_true", help="download N-MNIST with tonic into ROOT if absent")
+    g.add_argument("--time-steps", type=int, default=30, metavar="T", help="frames per sample (default 30)")
+    g.add_argument("--bin-ms", type=float, default=10.0, metavar="MS", help="N-MNIST frame width in ms (default 10)")
+    g.add_argument("--denoise-ms", type=float, default=10.0, metavar="MS",
+                   help="tonic Denoise filter time in ms, 0 = off (default 10)")
+    g.add_argument("--encoding", choices=["rate", "latency"], default="rate", help="digits spike code (default rate)")
+    g.add_argument("--limit", type=int, metavar="N", help="use at most N training recordings")
+    g.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction of training recordings held out for validation (default 0.2)")
+    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction held out as test set when the data has no Test folder (default 0.2)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the stratified splits (default 0)")
+    g.add_argument("--cache-dir", metavar="DIR", help="where framed N-MNIST tensors are cached "
+                                                      "(default $ADMM_SNN_CACHE or ~/.cache/admm-snn)")
+
+
+DATA_FIELDS = ["dataset", "data_dir", "download", "time_steps", "bin_ms", "denoise_ms", "encoding", "limit",
+               "val_fraction", "test_fraction", "split_seed", "cache_dir"]
+
+
+def data_options(args, base: dict | None = None):
+    """DataOptions from the parsed options, on top of ``base`` (e.g. the options stored in a model)."""
+    from .experiment import DataOptions
+    values = dict(base or {})
+    values.update({k: getattr(args, k) for k in DATA_FIELDS if hasattr(args, k)})
+    if not values.get("denoise_ms"):
+        values["denoise_ms"] = None
+    return DataOptions(**values)
+
+
+def add_admm_options(p: argparse.ArgumentParser) -> None:
+    """Every field of ADMMSettings as an option, documented from its defaults."""
+    from .admm.settings import ADMMSettings
+    d = ADMMSettings()
+    g = p.add_argument_group("ADMM (see ADMMSettings for the meaning of each)")
+    g.add_argument("--rho", type=float, default=d.rho, help=f"hidden dynamics penalty ρ (default {d.rho})")
+    g.add_argument("--rho-out", type=float, default=d.rho_out,
+                   help="output dynamics penalty and dual step ρ_L (default: same as --rho)")
+    g.add_argument("--beta", type=float, default=d.beta, help=f"spike-consistency penalty β (default {d.beta})")
+    g.add_argument("--delta", type=float, default=d.delta, help=f"membrane leak δ in (0, 1] (default {d.delta})")
+    g.add_argument("--theta", type=float, default=d.theta, help=f"firing threshold θ > 0 (default {d.theta})")
+    g.add_argument("--eps", type=float, default=d.eps, help=f"Heaviside subroutine ε (default {d.eps})")
+    g.add_argument("--iterations", type=int, default=d.iterations, metavar="K",
+                   help=f"ADMM iterations (default {d.iterations})")
+    g.add_argument("--warmup", type=int, default=d.warmup, metavar="W",
+                   help=f"iterations before the first dual update (default {d.warmup})")
+    g.add_argument("--schedule", choices=["parallel", "sequential"], default=d.schedule,
+                   help=f"update schedule (default {d.schedule})")
+    g.add_argument("--ridge", type=float, default=d.ridge, help=f"relative ridge of the Gram solves (default {d.ridge})")
+    g.add_argument("--spike-solver", choices=["clip", "box"], default=d.spike_solver,
+                   help=f"spike block: solve then clip, or exact box QP (default {d.spike_solver})")
+    g.add_argument("--output-solve", choices=["joint", "potentials", "sweep"], default=d.output_solve,
+                   help=f"output block update (default {d.output_solve})")
+    g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
+                   help=f"initial state (default {d.init}; uniform is the paper's)")
+    g.add_argument("--init-gain", type=float, default=d.init_gain, help=f"initial weight scale (default {d.init_gain})")
+    g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
+                   help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
+                        f"(default {d.reproject})")
+    g.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype, help=f"state dtype (default {d.dtype})")
+    g.add_argument("--gram-dtype", choices=["float32", "float64"], default=d.gram_dtype,
+                   help=f"dtype of Gram sums and solves (default {d.gram_dtype})")
+    g.add_argument("--chunk-size", type=int, default=d.chunk_size, metavar="N",
+                   help="samples per chunk in per-sample updates (default: all)")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"seed of every random choice (default {d.seed})")
+
+
+def admm_settings(args):
+    from .admm.settings import ADMMSettings
+    names = {f.name for f in dataclasses.fields(ADMMSettings)}
+    return ADMMSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a network with ADMM",
+                       description="Train a feed-forward LIF network with ADMM. With no arguments: the bundled "
+                                   "digits, one hidden layer of 128, the default settings.")
+    add_data_options(p)
+    p.add_argument("--hidden", type=int, action="append", metavar="N",
+                   help=f"width of a hidden layer; repeat for more layers (default: one of {DEFAULT_HIDDEN})")
+    add_admm_options(p)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="DIR", default="runs/latest",
+                   help="output folder: model.safetensors, metrics.jsonl, summary.json (default runs/latest)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="write the full training state every K iterations (0 = only at the end)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _device(name: str) -> str:
+    import torch
+    from .errors import SettingsError
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SettingsError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise SettingsError(f"--device {name!r} is not cpu or cuda[:N]")
+    return name
+
+
+def cmd_train(args) -> int:
+    from .experiment import load_splits
+    from .train import train, accuracy_and_rates
+    device = _device(args.device)
+    settings = admm_settings(args)
+    opts = data_options(args)
+    splits = load_splits(opts)
+    hidden = args.hidden or [DEFAULT_HIDDEN]
+    val = (splits.val.time_major(), splits.val.labels) if splits.val is not None else None
+    print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
+          f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
+    result = train(splits.train.time_major(), splits.train.labels, hidden, settings,
+                   n_classes=splits.train.n_classes, val=val, out=args.out,
+                   checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
+                   progress=not args.quiet, device=device,
+                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]})
+    last = result.history[-1] if result.history else {}
+    summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),
+               "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    if val is not None:
+        summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
+                                        if h["iteration"] == result.best_iteration), None)
+    if splits.test is not None:
+        import torch
+        acc, rates = accuracy_and_rates([w.to(device) for w in result.weights],
+                                        splits.test.time_major(device=device), splits.test.labels.to(device),
+                                        settings.lif)
+        summary["test_accuracy"] = acc
+        summary["test_firing_rate"] = rates
+        path = Path(args.out) / "summary.json"
+        full = json.loads(path.read_text())
+        full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
+        path.write_text(json.dumps(full, indent=2))
+    print(json.dumps(summary))
+    if "test_accuracy" in summary:
+        print(f"test accuracy: {summary['test_accuracy']:.4f}")
+    return 0
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained model by forward simulation",
+                       description="Simulate a trained network on a split and report accuracy and firing rate. "
+                                   "Data options default to those the model was trained with.")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder (or file) written by 'admm-snn train'")
+    add_data_options(p, inherit=True)
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split (default test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    import torch
+    from .experiment import load_splits
+    from .io import load_model
+    from .network import LIFParams, forward, synaptic_operations
+    from .train import accuracy_and_rates
+    device = _device(args.device)
+    model = load_model(Path(args.model))
+    opts = data_options(args, base=model["extra"].get("data"))
+    splits = load_splits(opts, need_test=args.split == "test")
+    ds = {"train": splits.train, "val": splits.val, "test": splits.test}[args.split]
+    if ds is None:
+        from .errors import DataError
+        raise DataError(f"split {args.split!r} is empty with these data options")
+    if ds.n_inputs != model["sizes"][0]:
+        from .errors import CheckpointError
+        raise CheckpointError(f"{args.model} expects {model['sizes'][0]} inputs but the data has {ds.n_inputs}; "
+                              "it is from another dataset")
+    params = LIFParams(model["delta"], model["theta"])
+    weights = [w.to(device) for w in model["weights"]]
+    frames = ds.time_major(device=device)
+    acc, rates = accuracy_and_rates(weights, frames, ds.labels.to(device), params)
+    trace = forward(weights, frames[:, :512], params)
+    sops = synaptic_operations(weights, frames[:, :512], trace)
+    overall = sum(r * w.shape[0] for r, w in zip(rates, weights[:-1])) / max(sum(w.shape[0] for w in weights[:-1]), 1)
+    report = {"accuracy": acc, "n_samples": len(ds), "firing_rate": overall, "firing_rate_per_layer": rates,
+              "synaptic_ops_per_sample": sops, "split": args.split, "sizes": model["sizes"]}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.split} accuracy: {acc:.4f} on {len(ds)} samples; firing rate {overall:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admm-snn", description="Train spiking neural networks with ADMM.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    for name in EXTRA_COMMANDS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # command module not present
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        if args.command is None:
+            argv = ["train"]
+            args = parser.parse_args(argv)
+        else:
+            parser.print_help()
+            return 2
+    try:
+        return int(args.func(args) or 0)
+    except AdmmSnnError as exc:
+        print(f"admm-snn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("admm-snn: interrupted; the last checkpoint in the output folder is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
