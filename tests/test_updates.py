@@ -305,15 +305,11 @@ def test_output_sweep_formula_is_exact_minimiser_at_t(ts, T):
     p_ref, _, _ = newton_minimiser(objective, z0[idx_t].flatten())
     u = state.spikes[-1] @ state.weights[-1].T
     got = U.update_output_potentials_at(z0, u, y, state.dual, idx_t, s.delta, s.output_rho)
-    # 1e-7, not 1e-10: the λ branch is computed with a float32 coefficient (see the xfail test below)
+    # the λ branch is also checked to float64 precision by the test below
     assert torch.allclose(got.flatten(), p_ref, atol=1e-7, rtol=1e-7)
     assert grad_norm(objective, got.flatten()) < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: updates.update_output_potentials_at computes "
-                   "`(t == T - 2).view(-1, 1, 1) * (delta / rho)` as a bool tensor times a Python float, "
-                   "which is float32 in torch, so δ/ρ is rounded to float32 (relative error ~1e-8) even "
-                   "for float64 state; the t = T−1 update is then not the float64 exact minimiser")
 def test_output_sweep_lambda_branch_is_float64_exact():
     s = make_settings(output_solve="sweep")
     state, frames, y = random_problem(8, [6, 4, 3], T=2)
