@@ -4,7 +4,7 @@ Architecture (identical to :mod:`admm_snn.network`): ``nn.Linear(bias=False)`` l
 layer is an ``snntorch.Leaky(beta=δ, threshold=θ, reset_mechanism="subtract",
 spike_grad=fast_sigmoid(slope))``; the output layer is an ``snntorch.Leaky(beta=δ,
 reset_mechanism="none")`` whose membrane potential at the last step T is the logit vector (its spikes
-are discarded). Loss: cross-entropy on ``z_{L,T}``; optimiser: Adam (optional decoupled-free L2
+are discarded). Loss: cross-entropy on ``z_{L,T}``; optimiser: Adam (optional coupled L2
 ``weight_decay`` as in ``torch.optim.Adam``).
 
 Semantics: snnTorch ``Leaky`` versus ours (checked against the snnTorch 1.0 source and by
@@ -34,7 +34,6 @@ product, as :func:`admm_snn.network.forward` does); only the membrane recurrence
 
 from __future__ import annotations
 
-import copy
 import resource
 import sys
 import time
@@ -54,12 +53,14 @@ __all__ = ["BPTTSettings", "BPTTResult", "BPTTNet", "train_bptt"]
 class BPTTSettings:
     """Hyper-parameters of the BPTT baseline.
 
-    Defaults were tuned (on a validation split only) on 1,000 N-MNIST recordings, 30 frames of
-    10 ms, 2312 inputs, hidden (128,), δ = 0.95, θ = 1.
+    Defaults were tuned a little, on a validation split only (stratified 800/200 of the 1,000 N-MNIST
+    recordings in shared/data, 30 binary frames of 10 ms, 2312 inputs, δ = 0.95, θ = 1): with hidden
+    (128,), lr 5e-3 beat 2e-3 and 1e-2 (mean best validation accuracy over 3 seeds 0.903 vs 0.898
+    and 0.897 within 20 epochs); init_scale 2 was no better than 1. The same settings suit (128, 128).
     """
 
-    epochs: int = 30
-    lr: float = 2e-3
+    epochs: int = 20
+    lr: float = 5e-3
     batch_size: int = 64
     weight_decay: float = 0.0
     surrogate_slope: float = 25.0  # k of snntorch.surrogate.fast_sigmoid
@@ -95,8 +96,8 @@ class BPTTResult:
     they were trained) and ``val_acc`` (with :func:`admm_snn.network.predict`) if validation was given.
     ``wall_s``: total time of the call. ``peak_memory_bytes``: on CUDA, the peak of
     ``torch.cuda.max_memory_allocated`` during the call; on CPU, the growth of the process's peak
-    resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) during the call, which is 0 when the call
-    stayed below a peak the process had already reached.
+    resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) during the call (after importing snntorch),
+    which is 0 when the call stayed below a peak the process had already reached.
     """
 
     weights: list[torch.Tensor]
@@ -232,6 +233,8 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
             raise SettingsError(f"device={device} but CUDA is not available; use device='cpu'")
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
+    import snntorch  # noqa: F401  (imported before the memory baseline so its import is not counted)
+
     rss0 = _peak_rss_bytes()
 
     s = settings
