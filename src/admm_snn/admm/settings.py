@@ -10,7 +10,7 @@ from ..network import LIFParams
 
 SCHEDULES = ("parallel", "sequential")
 INITS = ("forward", "uniform")
-SPIKE_SOLVERS = ("clip", "box")
+SPIKE_SOLVERS = ("clip", "box", "free")
 OUTPUT_SOLVES = ("joint", "potentials", "sweep")
 DTYPES = ("float32", "float64")
 
@@ -41,8 +41,11 @@ class ADMMSettings:
       ridge_out  relative ridge of the output layer's solve (None: the same as ridge).
       proximal   hidden weight updates minimise (ρμ/2)‖W − W_prev‖² instead of the ridge (ρμ/2)‖W‖²:
                  the weights move towards the least-squares fit without shrinking to zero each time.
-      spike_solver "clip" (the paper: ridge solve then clip to [0, 1]) or "box" (the exact minimiser
-                 over [0, 1]^n, by projected accelerated gradient started from the clipped solve).
+      weight_step η: hidden weights move to W_prev + η (W* − W_prev) with W* the block minimiser
+                 (1: exact; larger values extrapolate along the update direction).
+      spike_solver "clip" (the paper: ridge solve then clip to [0, 1]), "box" (the exact minimiser
+                 over [0, 1]^n, by projected accelerated gradient started from the clipped solve) or
+                 "free" (the exact minimiser with spikes relaxed to all reals: no clipping).
       box_iterations iterations of the box solver.
       output_solve how the output block (W_L, z_L) is updated by the parallel schedule:
                  "joint": the exact joint minimiser over W_L and all z_{L,t} (a ridge regression of
@@ -75,6 +78,7 @@ class ADMMSettings:
     ridge: float = 1e-3
     ridge_out: float | None = None
     proximal: bool = False
+    weight_step: float = 1.0
     spike_solver: str = "clip"
     box_iterations: int = 50
     output_solve: str = "joint"
@@ -89,7 +93,7 @@ class ADMMSettings:
     def __post_init__(self):
         LIFParams(self.delta, self.theta)  # validates δ and θ
         positive = {"rho": self.rho, "rho_out": self.output_rho, "beta": self.beta, "eps": self.eps,
-                    "init_gain": self.init_gain}
+                    "init_gain": self.init_gain, "weight_step": self.weight_step}
         for name, value in positive.items():
             if not (value > 0) or value != value or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number > 0")

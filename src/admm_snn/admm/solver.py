@@ -29,9 +29,10 @@ class SolverCache:
 
 
 def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
-               generator: torch.Generator) -> ADMMState:
+               generator: torch.Generator, cache: "SolverCache | None" = None) -> ADMMState:
     """The starting point: ``init="uniform"`` is the paper's (W = 0, z and a uniform in [0, 1), λ = 0);
-    ``init="forward"`` draws random weights and takes the states of their forward simulation."""
+    ``init="forward"`` draws random weights, takes the states of their forward simulation and (parallel
+    schedule) fits the output block to them, so the first sweep already sees the output's error."""
     dtype, device = DTYPES[settings.dtype], frames.device
     T, N = frames.shape[0], frames.shape[1]
     if settings.init == "uniform":
@@ -41,7 +42,10 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
         pots, spikes = state_from_forward(weights, frames.to(dtype), settings.lif)
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
-    return ADMMState(weights, pots, spikes, dual, 0)
+    state = ADMMState(weights, pots, spikes, dual, 0)
+    if settings.init == "forward" and settings.schedule == "parallel":
+        parallel_output(state, frames, y, settings, cache or SolverCache(), generator)
+    return state
 
 
 def _chunks(N: int, size: int | None):
@@ -83,7 +87,10 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     W, factor = U.solve_weights(cache.input_gram if first else G, C, ridge, factor, anchor)
     if first:
         cache.input_gram_factor = factor
-    state.weights[l] = W.to(state.weights[l].dtype)
+    W = W.to(state.weights[l].dtype)
+    if not out and settings.weight_step != 1.0:
+        W = U.extrapolate(state.weights[l], W, settings.weight_step)
+    state.weights[l] = W
 
 
 def _spike_setup(state, l, settings):
@@ -175,11 +182,12 @@ def update_dual(state: ADMMState, frames, settings: ADMMSettings) -> None:
 
 
 def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
-    """Hidden layers in order: W_l, spikes of all t in one solve, potentials red-black in time."""
-    for l in range(state.n_layers - 1):
-        update_weights(state, frames, settings, cache, l)
+    """Hidden layers from the top down (the output's targets reach the first layer in one sweep); in
+    each: spikes of all t in one solve, potentials red-black in time, then W_l from the new states."""
+    for l in reversed(range(state.n_layers - 1)):
         update_spikes_all_t(state, frames, settings, l)
         update_potentials_red_black(state, frames, settings, l)
+        update_weights(state, frames, settings, cache, l)
 
 
 def parallel_output(state, frames, y, settings, cache, generator) -> None:
@@ -217,7 +225,9 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
                 a[t] = U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver, settings.box_iterations,
                                       factors)[0]
             else:  # a single t < T row: solve with the inner matrix only
-                sol = torch.cholesky_solve(rhs[0].T, factors[0]).T.clamp(0.0, 1.0)
+                sol = torch.cholesky_solve(rhs[0].T, factors[0]).T
+                if settings.spike_solver != "free":
+                    sol = sol.clamp(0.0, 1.0)
                 if settings.spike_solver == "box":
                     sol = U.box_qp(M_inner, rhs[0], sol, settings.box_iterations)
                 a[t] = sol

@@ -93,6 +93,13 @@ def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.
     return W, factor
 
 
+def extrapolate(W_prev: torch.Tensor, W_new: torch.Tensor, step: float) -> torch.Tensor:
+    """W_prev + η (W_new − W_prev): η = 1 keeps the exact block minimiser; η > 1 extrapolates along the
+    direction the block update found (over-relaxation; with the proximal weight update and a large
+    ridge the direction is close to the gradient of the dynamics penalty, and η acts as a step size)."""
+    return W_prev + step * (W_new - W_prev)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Spikes
 # ----------------------------------------------------------------------------------------------------
@@ -156,7 +163,9 @@ def box_qp(M: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, iterations: int) 
 def solve_spikes(M_inner: torch.Tensor, M_last: torch.Tensor, rhs: torch.Tensor, solver: str = "clip",
                  box_iterations: int = 50, factors=None) -> torch.Tensor:
     """Spikes a_{l,t} of one layer for all t: solve M a = rhs (M_inner for t < T, M_last for t = T) by
-    Cholesky, then clip to [0, 1] ("clip", the paper) or minimise exactly over the box ("box")."""
+    Cholesky, then clip to [0, 1] ("clip", the paper), minimise exactly over the box ("box"), or keep
+    the unconstrained minimiser ("free": spikes relaxed to all reals, so a silent neuron can be pushed
+    further from firing as well as towards it)."""
     if factors is None:
         factors = (cholesky(M_inner, "spike-update matrix"), cholesky(M_last, "spike-update matrix"))
     T, N, n = rhs.shape
@@ -165,6 +174,8 @@ def solve_spikes(M_inner: torch.Tensor, M_last: torch.Tensor, rhs: torch.Tensor,
     if inner.numel():
         out[:-1] = torch.cholesky_solve(inner.T, factors[0]).T.reshape(T - 1, N, n)
     out[-1] = torch.cholesky_solve(rhs[-1].T, factors[1]).T
+    if solver == "free":
+        return out
     out.clamp_(0.0, 1.0)
     if solver == "box":
         if inner.numel():
