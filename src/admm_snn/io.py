@@ -5,7 +5,8 @@ version, the layer sizes, δ, θ and the frame settings. A checkpoint (``checkpo
 the full training state: weights, per-sample potentials, spikes and dual, the best weights so far, every
 random generator's state, and (in its JSON header) the settings, the iteration, the metrics history and a
 fingerprint of the training data. Both are written to a temporary file in the same folder, flushed to
-disk, then renamed over the old one, so a crash (even SIGKILL mid-write) leaves the previous file intact.
+disk, renamed over the old one, and the folder is flushed, so a crash (even SIGKILL mid-write) leaves
+the previous file intact and a full disk leaves the previous file loadable.
 Loading reads tensors and JSON only: no code from a file is ever executed.
 """
 
@@ -21,16 +22,40 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, SettingsError
+from .network import LIFParams
 
 MODEL_FORMAT = "admm-snn-model"
 CHECKPOINT_FORMAT = "admm-snn-checkpoint"
 FORMAT_VERSION = "1"
 
 
-def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
-    """Write ``tensors`` with string ``metadata`` to ``path`` atomically (temp file, fsync, rename)."""
-    path = Path(path)
+#: Test-only: seconds to sleep between writing the temporary file and renaming it (widens the window in
+#: which a crash test can kill a process mid-write). Never set it outside tests.
+_TEST_DELAY_ENV = "ADMM_SNN_TEST_SAVE_DELAY"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename inside it survives a power cut (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_in(path: Path) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,11 +63,21 @@ def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
     except OSError as exc:
         raise CheckpointError(f"cannot write to folder {path.parent}: {exc.strerror or exc}; "
                               "choose a writable --out folder") from None
+    return tmp
+
+
+def _commit(tmp: str, path: Path, write) -> None:
+    """Run ``write(tmp)``, fsync, give the file the usual permissions, rename it over ``path`` and fsync
+    the folder. On any failure the temporary file is removed and ``path`` is untouched."""
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={k: str(v) for k, v in metadata.items()})
+        write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
+        delay = os.environ.get(_TEST_DELAY_ENV)
+        if delay:
+            import time
+            time.sleep(float(delay))
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -51,12 +86,48 @@ def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
+    """Write ``tensors`` with string ``metadata`` to ``path`` atomically: a temporary file in the same
+    folder, fsync, rename over ``path``, fsync of the folder. A crash at any moment leaves either the old
+    or the new file, never a partial one; a failure (e.g. disk full) raises :class:`CheckpointError` and
+    leaves the old file as it was."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {k: str(v) for k, v in metadata.items()}
+    _commit(_temp_in(path), path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (same guarantees as :func:`atomic_save`)."""
+    path = Path(path)
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    _commit(_temp_in(path), path, write)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files a killed writer left in ``folder`` (``.NAME.*.tmp`` of our files)."""
+    for name in ("checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "summary.json"):
+        for f in Path(folder).glob(f".{name}.*.tmp"):
+            try:
+                f.unlink()
+            except OSError:
+                pass
 
 
 def read_safetensors(path: Path, expected_format: str) -> tuple[dict, dict]:
     """Tensors and metadata of a safetensors file; one-line CheckpointError if missing, corrupt or not
-    of ``expected_format``."""
+    of ``expected_format``. Only the safetensors format is parsed (a JSON header and raw tensor bytes):
+    nothing in the file is ever executed, whatever its content (e.g. a pickle renamed .safetensors)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a {expected_format} file")
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; pass the folder written by 'admm-snn train --out'")
     try:
@@ -64,13 +135,16 @@ def read_safetensors(path: Path, expected_format: str) -> tuple[dict, dict]:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is corrupt or not a safetensors file ({str(exc).splitlines()[0][:80]})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError, MemoryError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+        raise CheckpointError(f"{path} is corrupt or not a safetensors file ({first}); restore it or "
+                              "retrain") from None
     if metadata.get("format") != expected_format:
-        raise CheckpointError(f"{path} is not an {expected_format} file (format={metadata.get('format')!r})")
+        raise CheckpointError(f"{path} is not an {expected_format} file (format={metadata.get('format')!r}); "
+                              "pass the file written by admm-snn")
     if metadata.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {metadata.get('version')!r}; this admm-snn reads "
-                              f"version {FORMAT_VERSION}")
+                              f"version {FORMAT_VERSION} (use the admm-snn that wrote it, or retrain)")
     return tensors, metadata
 
 
@@ -93,15 +167,30 @@ def load_model(path: Path) -> dict:
         sizes = json.loads(meta["sizes"])
         delta, theta = float(meta["delta"]), float(meta["theta"])
         extra = json.loads(meta.get("extra", "{}"))
+        if not (isinstance(sizes, list) and len(sizes) >= 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
+            raise ValueError(f"sizes={meta['sizes']}")
+        if not isinstance(extra, dict):
+            raise ValueError(f"extra={meta['extra'][:40]}")
         weights = [tensors[f"W{i}"] for i in range(1, len(sizes))]
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} has a damaged header (field {exc}); retrain or restore the file") from None
+    try:
+        LIFParams(delta, theta)
+    except SettingsError as exc:
+        raise CheckpointError(f"{path}: {exc}; the file is damaged, retrain or restore it") from None
+    extra_tensors = sorted(set(tensors) - {f"W{i}" for i in range(1, len(sizes))})
+    if extra_tensors:
+        raise CheckpointError(f"{path} holds tensor(s) {', '.join(extra_tensors[:3])} that a {len(sizes) - 1}-layer "
+                              "model does not have; the file is damaged or from another program")
     for i, w in enumerate(weights):
         if tuple(w.shape) != (sizes[i + 1], sizes[i]):
             raise CheckpointError(f"{path}: W{i + 1} has shape {tuple(w.shape)} but the header says "
                                   f"({sizes[i + 1]}, {sizes[i]}); the file is from another network")
+        if not w.dtype.is_floating_point:
+            raise CheckpointError(f"{path}: W{i + 1} has dtype {w.dtype}, not floating point; the file is damaged")
         if not bool(torch.isfinite(w).all()):
-            raise CheckpointError(f"{path}: W{i + 1} has NaN or infinite values")
+            raise CheckpointError(f"{path}: W{i + 1} has NaN or infinite values; retrain or restore the file")
     return {"weights": weights, "sizes": sizes, "delta": delta, "theta": theta, "extra": extra}
 
 
