@@ -328,7 +328,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
         elapsed0, compute_s = r.elapsed_s, r.compute_s
     else:
-        state = _init_state(X, y, sizes, settings, generator, cache)
+        state = S.init_state(X, y, sizes, settings, generator, cache=cache)
         best, best_it, history, best_score = [w.clone() for w in state.weights], 0, [], -1.0
         elapsed0, compute_s = 0.0, 0.0
     if out is not None:
@@ -387,10 +387,3 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return result
 
-
-def _init_state(X, y, sizes, settings, generator, cache):
-    """``S.init_state``, passing the solver cache where the solver accepts one."""
-    import inspect
-    if "cache" in inspect.signature(S.init_state).parameters:
-        return S.init_state(X, y, sizes, settings, generator, cache=cache)
-    return S.init_state(X, y, sizes, settings, generator)

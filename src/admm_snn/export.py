@@ -1,0 +1,239 @@
+"""Export a trained network to NIR (the Neuromorphic Intermediate Representation, nir >= 1.0).
+
+Graph
+-----
+``input → fc1 (Linear W1, no bias) → lif1 (LIF) → fc2 (Linear W2) → ... → fcL (Linear WL) → out (LIF with
+v_threshold = +inf) → output``. Node names are ``fc{l}`` and ``lif{l}`` for l = 1..L-1 and ``fc{L}``, ``out``.
+The graph's metadata records ``producer``, ``dt``, ``delta``, ``theta`` and ``reset``; every neuron node's
+metadata records its ``role`` ("hidden" or "output") and ``reset``.
+
+Leak and gain
+-------------
+NIR's LIF is ``tau dv/dt = (v_leak − v) + R I``. One forward-Euler step of width ``dt`` gives
+``v_t = (1 − dt/tau) v_{t−1} + (R dt/tau) I_t``. With ``tau = dt / (1 − δ)`` and ``R = tau / dt`` this is our
+``z_t = δ z_{t−1} + I_t`` (leak δ, unit input gain); ``v_leak = 0``. ``dt`` is the real time one of our
+steps stands for (for N-MNIST models, the frame width): it only sets the unit of ``tau``. δ = 1 (no leak)
+has no finite ``tau``; such graphs use NIR ``IF`` nodes (``dv/dt = R I``, ``R = 1/dt``).
+
+The output layer never spikes and never resets: it is a LIF with an infinite threshold, which under the
+NIR equations is exactly a leaky integrator (NIR ``LI``). ``LIF`` is used because snnTorch's importer has no
+``LI`` node. Prediction = argmax of the output node's membrane potential at the last step.
+
+Semantic differences (read before using the graph elsewhere)
+------------------------------------------------------------
+1. Reset. Ours is a soft reset applied in the *next* step, undecayed:
+   ``z_t = δ z_{t−1} + W a_{t} − θ a_{l,t−1}``. NIR 1.0's LIF resets to ``v_reset`` immediately after a
+   spike (``v ← v_reset``); it has no subtractive reset, and no recurrent linear edge can express one
+   (the NIR reset is multiplicative). The exported LIF nodes carry ``v_reset = 0`` (NIR requires one) and
+   ``metadata["reset"] = "subtract-threshold-next-step"``. A NIR consumer that ignores this metadata
+   simulates reset-to-zero, which is a *different network* (spike trains and accuracy change).
+   :func:`import_snntorch` applies the right reset.
+2. Threshold. Ours is strict (spike iff z > θ). NIR's LIF is strict too (``v > v_thr``); so is snnTorch's
+   forward (``(mem − threshold) > 0``, which for IEEE floats is the same as ``mem > threshold``, whatever
+   snnTorch's ATan docstring says about ``≥``).
+3. snnTorch's importer (``snntorch.import_from_nir``, snnTorch 1.0) does not reproduce our network as is:
+   (a) it assumes ``dt = 1e-4`` whatever the graph says (``beta = 1 − 1e-4/tau``), so a graph written with
+   another ``dt`` gets a wrong leak; (b) when ``R·1e-4/tau`` is not 1 it divides the threshold by that
+   factor ("hack_w_scale"); (c) it builds ``snn.Leaky(reset_mechanism="zero", reset_delay=False)``: reset to
+   zero right after the spike (NIR's reading) instead of our subtraction at the next step; (d) it returns
+   the spikes of the last node, not its membrane potential; (e) it rejects IF nodes with ``R != 1`` and
+   gives IF ``beta = 0.9``, so δ = 1 graphs cannot be imported.
+   :func:`import_snntorch` calls ``snntorch.import_from_nir`` and then replaces every neuron module by
+   ``snn.Leaky(beta = 1 − dt/tau`` with the graph's ``dt``, ``threshold = v_threshold``,
+   ``reset_mechanism = "subtract"`` (hidden) or ``"none"`` (output), ``reset_delay = True)`` (a Leaky
+   fixes its update function in ``__init__``; changing ``reset_mechanism`` on the imported module later
+   has no effect on its dynamics). snnTorch's hidden update is then
+   ``mem_t = (beta·mem_{t−1} + input_t) − H(mem_{t−1} − thr)·thr``, our equation term for term and in the
+   same floating-point order. :func:`simulate_snntorch` reads the output membrane from the output module's
+   ``mem`` after each step. With these, predictions and hidden spike counts equal
+   :func:`admm_snn.network.predict` / :func:`admm_snn.network.forward` (tests/test_export.py checks it on
+   real N-MNIST recordings).
+4. Floating point. snnTorch computes the input current per step (``(N, n_in) @ Wᵀ``), ours for all steps at
+   once (``(T·N, n_in) @ Wᵀ``); a BLAS may sum in another order, so potentials can differ in the last bit.
+   A spike can only differ when a potential lies within rounding of θ; the test checks that this did not
+   happen on its data rather than assuming it never can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, SettingsError
+from .network import LIFParams
+
+#: snnTorch 1.0's importer hard-codes this time step.
+SNNTORCH_IMPORT_DT = 1e-4
+RESET = "subtract-threshold-next-step"
+PRODUCER = "admm-snn"
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise SettingsError("NIR export needs the 'nir' package; install it with pip install 'admm-snn[export]'") from None
+    return nir
+
+
+def _check_weights(weights: Sequence) -> list[np.ndarray]:
+    if len(weights) == 0:
+        raise SettingsError("weights is empty; pass the list [W1, ..., WL] of a trained network")
+    out, prev = [], None
+    for i, w in enumerate(weights, start=1):
+        w = torch.as_tensor(w).detach().cpu()
+        if w.dim() != 2:
+            raise SettingsError(f"W{i} has shape {tuple(w.shape)}; expected a 2-D matrix (n_out, n_in)")
+        if prev is not None and w.shape[1] != prev:
+            raise SettingsError(f"W{i} has shape {tuple(w.shape)}; expected (n_{i}, {prev}) to follow a layer "
+                                f"of {prev} units")
+        if not bool(torch.isfinite(w).all()):
+            raise SettingsError(f"W{i} has NaN or infinite values; export a trained, finite network")
+        prev = w.shape[0]
+        out.append(w.to(torch.float32).numpy().copy())
+    return out
+
+
+def to_nir(weights: Sequence[torch.Tensor], delta: float, theta: float, dt: float = 1e-3):
+    """The network ``weights = [W1, ..., WL]`` (``W_l``: (n_l, n_{l-1})) with leak ``delta`` and threshold
+    ``theta`` as a ``nir.NIRGraph`` (see the module docstring for the mapping and its caveats)."""
+    nir = _nir()
+    LIFParams(float(delta), float(theta))  # validates δ and θ
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise SettingsError(f"dt={dt!r} must be a finite number of seconds > 0, e.g. 1e-3")
+    ws = _check_weights(weights)
+    delta, theta, dt = float(delta), float(theta), float(dt)
+    L = len(ws)
+
+    def neuron(n: int, role: str):
+        thr = np.full(n, theta if role == "hidden" else np.inf)
+        meta = {"role": role, "reset": RESET if role == "hidden" else "none"}
+        if delta == 1.0:
+            return nir.IF(r=np.full(n, 1.0 / dt), v_threshold=thr, v_reset=np.zeros(n), metadata=meta)
+        tau = dt / (1.0 - delta)
+        return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n), v_threshold=thr,
+                       v_reset=np.zeros(n), metadata=meta)
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([ws[0].shape[1]])})}
+    edges, prev = [], "input"
+    for l, w in enumerate(ws, start=1):
+        fc, cell = f"fc{l}", (f"lif{l}" if l < L else "out")
+        nodes[fc] = nir.Linear(weight=w)
+        nodes[cell] = neuron(w.shape[0], "hidden" if l < L else "output")
+        edges += [(prev, fc), (fc, cell)]
+        prev = cell
+    nodes["output"] = nir.Output(output_type={"output": np.array([ws[-1].shape[0]])})
+    edges.append((prev, "output"))
+    meta = {"producer": PRODUCER, "dt": dt, "delta": delta, "theta": theta, "reset": RESET}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def write_nir(graph, path: str | Path) -> None:
+    """``nir.write`` to ``path``, via a temporary file in the same folder renamed into place."""
+    import os
+    import tempfile
+    nir = _nir()
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable output path") from None
+    try:
+        nir.write(tmp, graph)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose "
+                              "another output path") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_model(model: str | Path, out: str | Path, fmt: str = "nir", dt: float | None = None) -> dict:
+    """Read a model written by ``admm-snn train`` and write it as ``fmt`` (only "nir") to ``out``.
+    ``dt`` defaults to the model's frame width (N-MNIST ``bin_ms``) or 1 ms. Returns a short report."""
+    from .io import load_model
+    if fmt != "nir":
+        raise SettingsError(f"--format {fmt!r} is not supported; use --format nir")
+    m = load_model(Path(model))
+    if dt is None:
+        data = m["extra"].get("data") or {}
+        bin_ms = data.get("bin_ms") if data.get("dataset") == "nmnist" else None
+        dt = float(bin_ms) / 1000.0 if isinstance(bin_ms, (int, float)) and bin_ms > 0 else 1e-3
+    graph = to_nir(m["weights"], m["delta"], m["theta"], dt)
+    write_nir(graph, out)
+    return {"out": str(out), "format": fmt, "sizes": m["sizes"], "dt": dt, "delta": m["delta"],
+            "theta": m["theta"], "nodes": len(graph.nodes)}
+
+
+def _neuron_nodes(graph) -> list[tuple[str, object]]:
+    return [(k, v) for k, v in graph.nodes.items() if type(v).__name__ in ("LIF", "IF")]
+
+
+def import_snntorch(graph):
+    """``snntorch.import_from_nir(graph)`` with the corrections (module docstring, item 3) that make the
+    imported network compute exactly our forward simulation. Returns the torch module."""
+    import snntorch
+    from snntorch.import_nir import import_from_nir
+    neurons = _neuron_nodes(graph)
+    if any(type(n).__name__ == "IF" for _, n in neurons):
+        raise SettingsError("snnTorch's NIR importer cannot load IF nodes (δ = 1): it requires R = 1 and "
+                            "gives them beta = 0.9; export with δ < 1 for snnTorch")
+    dt = float(graph.metadata.get("dt", SNNTORCH_IMPORT_DT))
+    with contextlib.redirect_stdout(io.StringIO()):  # the importer prints progress and weight-scale warnings
+        net = import_from_nir(graph)
+    modules = dict(net.named_modules())
+    for name, node in neurons:
+        mod = modules.get(name)
+        if not isinstance(mod, snntorch.Leaky):
+            raise SettingsError(f"snnTorch imported node {name!r} as {type(mod).__name__}, not Leaky")
+        tau = np.unique(np.asarray(node.tau, dtype=np.float64))
+        thr = np.unique(np.asarray(node.v_threshold, dtype=np.float64))
+        if tau.size != 1 or thr.size != 1:
+            raise SettingsError(f"node {name!r} has per-neuron tau or threshold; snnTorch needs one value per layer")
+        hidden = node.metadata.get("reset") == RESET
+        # A Leaky picks its update function in __init__, so the reset mechanism cannot be changed on the
+        # imported module afterwards: build a fresh one with snnTorch's public constructor instead.
+        setattr(net, name, snntorch.Leaky(beta=1.0 - dt / float(tau[0]), threshold=float(thr[0]),
+                                          reset_mechanism="subtract" if hidden else "none",
+                                          reset_delay=True, init_hidden=True))
+    return net
+
+
+def simulate_snntorch(net, frames: torch.Tensor, graph) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run an imported network step by step on ``frames`` (T, N, n_0) from zero state. Returns the output
+    membrane potentials (T, N, n_L) and the spikes of each hidden neuron node, each (T, N, n_l)."""
+    import snntorch
+    modules = dict(net.named_modules())
+    neurons = _neuron_nodes(graph)
+    hidden = [modules[k] for k, n in neurons if n.metadata.get("role") == "hidden"]
+    outs = [modules[k] for k, n in neurons if n.metadata.get("role") == "output"]
+    if len(outs) != 1:
+        raise SettingsError("the graph has no single output neuron node (metadata role='output')")
+    for m in modules.values():
+        if isinstance(m, snntorch.Leaky):
+            m.mem = torch.zeros(0)
+    spikes: dict[int, list] = {id(m): [] for m in hidden}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: spikes[id(mod)].append(
+        (out[0] if isinstance(out, tuple) else out).detach().clone())) for m in hidden]
+    potentials = []
+    try:
+        with torch.no_grad():
+            for t in range(frames.shape[0]):
+                net(frames[t].to(torch.float32))
+                potentials.append(outs[0].mem.detach().clone())
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(potentials), [torch.stack(spikes[id(m)]) for m in hidden]
