@@ -79,9 +79,22 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"iterations before the first dual update (default {d.warmup})")
     g.add_argument("--schedule", choices=["parallel", "sequential"], default=d.schedule,
                    help=f"update schedule (default {d.schedule})")
-    g.add_argument("--ridge", type=float, default=d.ridge, help=f"relative ridge of the Gram solves (default {d.ridge})")
-    g.add_argument("--spike-solver", choices=["clip", "box"], default=d.spike_solver,
-                   help=f"spike block: solve then clip, or exact box QP (default {d.spike_solver})")
+    g.add_argument("--preset", choices=["default", "paper"], default="default",
+                   help="paper: the spec's method as published (uniform start, β=1, clipped spikes, sequential "
+                        "order, dual on, no re-projection/extrapolation); explicit options override it")
+    g.add_argument("--ridge", type=float, default=d.ridge,
+                   help=f"relative ridge (or proximal weight) of the hidden weight solves (default {d.ridge})")
+    g.add_argument("--ridge-out", type=float, default=d.ridge_out,
+                   help=f"relative ridge of the output solve (default {d.ridge_out})")
+    g.add_argument("--proximal", action=argparse.BooleanOptionalAction, default=d.proximal,
+                   help=f"hidden weights: proximal term ‖W − W_prev‖² instead of the ridge ‖W‖² (default {d.proximal})")
+    g.add_argument("--weight-step", type=float, default=d.weight_step, metavar="ETA",
+                   help=f"hidden weights move to W_prev + η (W* − W_prev); 1 = exact block minimiser "
+                        f"(default {d.weight_step:g})")
+    g.add_argument("--dual", action=argparse.BooleanOptionalAction, default=d.dual,
+                   help=f"update the dual λ of the exact output constraint after the warm-up (default {d.dual})")
+    g.add_argument("--spike-solver", choices=["clip", "box", "free"], default=d.spike_solver,
+                   help=f"spike block: solve then clip (paper), exact box QP, or unclipped (default {d.spike_solver})")
     g.add_argument("--output-solve", choices=["joint", "potentials", "sweep"], default=d.output_solve,
                    help=f"output block update (default {d.output_solve})")
     g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
@@ -98,10 +111,27 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help=f"seed of every random choice (default {d.seed})")
 
 
+def _given_options(argv: list[str]) -> set[str]:
+    """Names (dest form) of the options written on the command line."""
+    out = set()
+    for a in argv:
+        if a.startswith("--"):
+            name = a[2:].split("=")[0]
+            out.add((name[3:] if name.startswith("no-") else name).replace("-", "_"))
+    return out
+
+
 def admm_settings(args):
+    """ADMMSettings from the options; with --preset paper, the paper's values for every option that
+    was not given explicitly."""
     from .admm.settings import ADMMSettings
     names = {f.name for f in dataclasses.fields(ADMMSettings)}
-    return ADMMSettings(**{k: v for k, v in vars(args).items() if k in names})
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if getattr(args, "preset", "default") == "paper":
+        given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
+        paper = ADMMSettings.paper().to_dict()
+        values = {k: (v if k in given else paper[k]) for k, v in values.items()}
+    return ADMMSettings(**values)
 
 
 def add_train_parser(sub) -> None:
@@ -236,11 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         if args.command is None:
-            argv = ["train"]
-            args = parser.parse_args(argv)
+            args = parser.parse_args(["train"])
+            args.argv = ["train"]
         else:
             parser.print_help()
             return 2

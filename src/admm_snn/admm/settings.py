@@ -31,6 +31,9 @@ class ADMMSettings:
       eps        ε > 0, how far above θ the Heaviside subroutine puts a potential that should spike.
     Iterations
       iterations number of ADMM iterations.
+      dual       update the dual λ of the exact output constraint (the paper). Off by default: with
+                 re-projection the accumulated λ makes the readout interpolate the training set
+                 (measured on N-MNIST: validation 0.84 → 0.69 over 10 iterations).
       warmup     the dual λ is not updated during the first ``warmup`` iterations.
       schedule   "parallel" (default: all t of a layer's spikes in one solve, potentials red-black in
                  time, exact joint output solve) or "sequential" (the paper's order: one t at a time,
@@ -68,18 +71,19 @@ class ADMMSettings:
 
     rho: float = 1.0
     rho_out: float | None = None
-    beta: float = 1.0
+    beta: float = 0.001
     delta: float = 0.95
     theta: float = 1.0
     eps: float = 1e-5
-    iterations: int = 30
+    iterations: int = 20
+    dual: bool = False
     warmup: int = 5
     schedule: str = "parallel"
-    ridge: float = 1e-3
-    ridge_out: float | None = None
-    proximal: bool = False
-    weight_step: float = 1.0
-    spike_solver: str = "clip"
+    ridge: float = 10.0
+    ridge_out: float | None = 0.1
+    proximal: bool = True
+    weight_step: float = 1e4
+    spike_solver: str = "free"
     box_iterations: int = 50
     output_solve: str = "joint"
     dtype: str = "float32"
@@ -87,7 +91,7 @@ class ADMMSettings:
     chunk_size: int | None = None
     init: str = "forward"
     init_gain: float = 3.0
-    reproject: int = 0
+    reproject: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -111,6 +115,17 @@ class ADMMSettings:
                               ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+    @classmethod
+    def paper(cls, **changes) -> "ADMMSettings":
+        """The paper's method as written in the spec: W = 0 and uniform states, β = 1, one ρ, clipped
+        spikes, plain ridge least squares, no re-projection, no extrapolation, the sequential order
+        and the spec's output sweep."""
+        base = dict(beta=1.0, rho_out=None, ridge=1e-6, ridge_out=None, proximal=False, weight_step=1.0,
+                    spike_solver="clip", reproject=0, init="uniform", schedule="sequential",
+                    output_solve="sweep", dual=True, warmup=5, iterations=30)
+        base.update(changes)
+        return cls(**base)
 
     @property
     def output_rho(self) -> float:

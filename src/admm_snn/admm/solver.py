@@ -7,10 +7,10 @@ from typing import Callable
 
 import torch
 
-from ..network import heaviside
+from ..network import forward, heaviside
 from . import updates as U
 from .settings import ADMMSettings
-from .state import ADMMState, random_weights, state_from_forward, uniform_state
+from .state import ADMMState, random_weights, uniform_state
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -22,6 +22,10 @@ class SolverCache:
 
     input_gram: torch.Tensor | None = None
     input_gram_factor: torch.Tensor | None = None
+    input_mu: torch.Tensor | None = None
+    """μ of the input layer's ridge (computed once from the fixed input Gram)."""
+    frames_int8: bool | None = None
+    """Whether the frames hold integers in [0, 127] (then the input Gram is formed exactly in int8)."""
     output_system: tuple | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda t: t)
     """Sums a tensor over every process (identity in one process; an all-reduce in data-parallel runs)."""
@@ -40,7 +44,9 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         pots, spikes = uniform_state(sizes, T, N, generator, dtype, device)
     else:
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
-        pots, spikes = state_from_forward(weights, frames.to(dtype), settings.lif)
+        # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
+        trace = forward(weights, frames, settings.lif, chunk=settings.chunk_size)
+        pots, spikes = trace.potentials, trace.spikes
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
     if settings.init == "forward" and settings.schedule == "parallel":
@@ -61,32 +67,81 @@ def _next_targets(state: ADMMState, l: int, sl, delta, theta):
                      delta, theta)
 
 
-def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int) -> None:
-    """W_l ← exact least-squares minimiser, from the sums over chunks of samples (§3 step 1)."""
+def _frames_int8(frames: torch.Tensor, cache: SolverCache, chunk: int | None) -> bool:
+    """Whether every frame value is an integer in [0, 127] (binary spike frames are): checked once per
+    run, chunk by chunk, and remembered in the cache."""
+    if cache.frames_int8 is None:
+        ok = True
+        if frames.is_floating_point():
+            for sl in _chunks(frames.shape[1], chunk):
+                f = frames[:, sl]
+                ok = ok and bool(((f == f.round()) & (f >= 0) & (f <= U.INT8_EXACT_MAX)).all())
+        elif frames.dtype == torch.bool:
+            ok = True
+        else:
+            ok = frames.numel() == 0 or (int(frames.min()) >= 0 and int(frames.max()) <= U.INT8_EXACT_MAX)
+        cache.frames_int8 = ok
+    return cache.frames_int8
+
+
+def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int, sl,
+                 inputs: torch.Tensor | None = None):
+    """(G, C) of W_l's update over the samples ``sl`` (G None for the input layer once its Gram is known).
+    ``inputs``: the chunk's a_{l-1}, if the caller already has it."""
     gdt = DTYPES[settings.gram_dtype]
+    out = l == state.n_layers - 1
+    first = l == 0
+    if inputs is None:
+        inputs = state.layer_inputs(frames, l)[:, sl]
+    x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
+                  settings.theta)
+    gram = not first or cache.input_gram is None
+    g, c = U.weight_statistics(inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
+                               gram=gram and not first)
+    if first and gram:
+        # the fixed input Gram, formed once (exactly in int8 when the frames are small integers)
+        g = U.input_gram(inputs, gdt, _frames_int8(frames, cache, settings.chunk_size))
+    return g, c
+
+
+def _add(acc, g, c):
+    if acc is None:
+        return [g, c]
+    if g is not None:
+        acc[0] = g if acc[0] is None else acc[0].add_(g)
+    acc[1].add_(c)
+    return acc
+
+
+def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int,
+                   stats=None) -> None:
+    """W_l ← exact least-squares minimiser, from the sums over chunks of samples (§3 step 1).
+
+    ``stats`` = (G, C) summed over every local sample by the caller (the parallel schedule forms them
+    while it updates the states chunk by chunk); None: formed here."""
     L = state.n_layers
     out = l == L - 1
     first = l == 0
-    G = C = None
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
-        inputs = state.layer_inputs(frames, l)[:, sl]
-        x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
-                      settings.theta)
-        g, c = U.weight_statistics(inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                                   gram=not (first and cache.input_gram_factor is not None))
-        G = g if G is None else (G if g is None else G + g)
-        C = c if C is None else C + c
+    if stats is None:
+        acc = None
+        for sl in _chunks(frames.shape[1], settings.chunk_size):
+            acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl))
+        stats = acc
+    G, C = stats
     C = cache.reduce(C)
     if first and cache.input_gram is None:
         cache.input_gram = cache.reduce(G)
     elif not first:
         G = cache.reduce(G)
-    factor = cache.input_gram_factor if first else None
     anchor = state.weights[l] if (settings.proximal and not out) else None
     ridge = settings.output_ridge if out else settings.ridge
-    W, factor = U.solve_weights(cache.input_gram if first else G, C, ridge, factor, anchor)
     if first:
+        if cache.input_mu is None:
+            cache.input_mu = U.ridge_tensor(cache.input_gram, ridge)
+        W, factor = U.solve_weights(cache.input_gram, C, ridge, cache.input_gram_factor, anchor, mu=cache.input_mu)
         cache.input_gram_factor = factor
+    else:
+        W, _ = U.solve_weights(G, C, ridge, None, anchor)
     W = W.to(state.weights[l].dtype)
     if not out and settings.weight_step != 1.0:
         W = U.extrapolate(state.weights[l], W, settings.weight_step)
@@ -267,7 +322,7 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
     if settings.reproject and (state.iteration + 1) % settings.reproject == 0:
         reproject(state, frames, settings)
     output(state, frames, y, settings, cache, generator)
-    if state.iteration >= settings.warmup:
+    if settings.dual and state.iteration >= settings.warmup:
         update_dual(state, frames, settings)
     state.iteration += 1
     for l, w in enumerate(state.weights):
