@@ -48,6 +48,7 @@ def test_proximal_weight_update_is_exact_minimiser():
 def test_weight_step_extrapolates_along_the_block_minimiser():
     eta = 7.5
     s1, s2 = make_settings(proximal=True), make_settings(proximal=True, weight_step=eta)
+    assert s2.step_rule == "fixed"
     st1, frames, y = random_problem(4, SIZES)
     st2, _, _ = random_problem(4, SIZES)
     W_prev = st1.weights[0].clone()
@@ -83,3 +84,21 @@ def test_ridge_out_is_used_by_the_output_layer_only():
     assert not torch.allclose(st_a.weights[1], st_b.weights[1])
     mu = U.ridge_value(gram(st_b, frames, 1), 3.0)
     assert mu > 0
+
+
+def test_relative_step_has_the_requested_length_in_every_layer():
+    s1 = make_settings(proximal=True)
+    s2 = make_settings(proximal=True, step_rule="relative", weight_step=0.05)
+    sizes = [5, 4, 4, 3]
+    st1, frames, y = random_problem(8, sizes)
+    st2, _, _ = random_problem(8, sizes)
+    for l in (0, 1):
+        W_prev = st1.weights[l].clone()
+        S.update_weights(st1, frames, s1, S.SolverCache(), l)
+        S.update_weights(st2, frames, s2, S.SolverCache(), l)
+        D1, D2 = st1.weights[l] - W_prev, st2.weights[l] - W_prev
+        assert abs(float(D2.norm() / W_prev.norm()) - 0.05) < 1e-10
+        cos = float((D1 * D2).sum() / (D1.norm() * D2.norm()))
+        assert cos > 1 - 1e-10  # same direction as the exact block step
+        st1.weights[l] = W_prev.clone()
+        st2.weights[l] = W_prev.clone()

@@ -88,9 +88,11 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"relative ridge of the output solve (default {d.ridge_out})")
     g.add_argument("--proximal", action=argparse.BooleanOptionalAction, default=d.proximal,
                    help=f"hidden weights: proximal term ‖W − W_prev‖² instead of the ridge ‖W‖² (default {d.proximal})")
+    g.add_argument("--step-rule", choices=["fixed", "relative"], default=d.step_rule,
+                   help=f"fixed: hidden weights move to W_prev + η (W* − W_prev); relative: the same "
+                        f"direction with length η·‖W_prev‖ in every layer (default {d.step_rule})")
     g.add_argument("--weight-step", type=float, default=d.weight_step, metavar="ETA",
-                   help=f"hidden weights move to W_prev + η (W* − W_prev); 1 = exact block minimiser "
-                        f"(default {d.weight_step:g})")
+                   help=f"η of --step-rule; fixed 1 = exact block minimiser (default {d.weight_step:g})")
     g.add_argument("--dual", action=argparse.BooleanOptionalAction, default=d.dual,
                    help=f"update the dual λ of the exact output constraint after the warm-up (default {d.dual})")
     g.add_argument("--spike-solver", choices=["clip", "box", "free"], default=d.spike_solver,

@@ -13,6 +13,7 @@ INITS = ("forward", "uniform")
 SPIKE_SOLVERS = ("clip", "box", "free")
 OUTPUT_SOLVES = ("joint", "potentials", "sweep")
 DTYPES = ("float32", "float64")
+STEP_RULES = ("fixed", "relative")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,11 @@ class ADMMSettings:
       ridge_out  relative ridge of the output layer's solve (None: the same as ridge).
       proximal   hidden weight updates minimise (ρμ/2)‖W − W_prev‖² instead of the ridge (ρμ/2)‖W‖²:
                  the weights move towards the least-squares fit without shrinking to zero each time.
-      weight_step η: hidden weights move to W_prev + η (W* − W_prev) with W* the block minimiser
-                 (1: exact; larger values extrapolate along the update direction).
+      step_rule  "fixed": hidden weights move to W_prev + η (W* − W_prev) with W* the block minimiser
+                 and η = weight_step (1: exact; larger values extrapolate along the update direction);
+                 "relative": the same direction, with a length of weight_step · ‖W_prev‖ in every
+                 layer (scale-free, so one value serves every depth).
+      weight_step η of step_rule (relative step length for "relative").
       spike_solver "clip" (the paper: ridge solve then clip to [0, 1]), "box" (the exact minimiser
                  over [0, 1]^n, by projected accelerated gradient started from the clipped solve) or
                  "free" (the exact minimiser with spikes relaxed to all reals: no clipping).
@@ -82,7 +86,8 @@ class ADMMSettings:
     ridge: float = 10.0
     ridge_out: float | None = 0.1
     proximal: bool = True
-    weight_step: float = 1e4
+    step_rule: str = "relative"
+    weight_step: float = 0.03
     spike_solver: str = "free"
     box_iterations: int = 50
     output_solve: str = "joint"
@@ -111,7 +116,8 @@ class ADMMSettings:
                 raise SettingsError(f"{name}={value!r} must be an integer >= 0")
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
-        for name, allowed in (("schedule", SCHEDULES), ("init", INITS), ("spike_solver", SPIKE_SOLVERS),
+        for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("init", INITS),
+                              ("spike_solver", SPIKE_SOLVERS),
                               ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -122,8 +128,8 @@ class ADMMSettings:
         spikes, plain ridge least squares, no re-projection, no extrapolation, the sequential order
         and the spec's output sweep."""
         base = dict(beta=1.0, rho_out=None, ridge=1e-6, ridge_out=None, proximal=False, weight_step=1.0,
-                    spike_solver="clip", reproject=0, init="uniform", schedule="sequential",
-                    output_solve="sweep", dual=True, warmup=5, iterations=30)
+                    step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
+                    schedule="sequential", output_solve="sweep", dual=True, warmup=5, iterations=30)
         base.update(changes)
         return cls(**base)
 
