@@ -401,7 +401,7 @@ def test_divergence_names_iteration_and_block_and_keeps_last_checkpoint(tmp_path
     with pytest.raises(DivergenceError) as e:
         train(X, y, [4], s, out=out, checkpoint_every=1, progress=False)
     _one_line_error(e, DivergenceError, f"iteration {k}", "weights of layer 2",
-                    f"checkpoint of iteration {k - 1}", str(out))
+                    f"last checkpoint (iteration {k - 1})", str(out))
     monkeypatch.undo()
     r = load_checkpoint(out, s, [12, 4, 3], _fp(X, y), "cpu")
     assert r.state.iteration == k - 1

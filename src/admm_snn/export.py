@@ -1,6 +1,6 @@
 """Export a trained network to NIR (the Neuromorphic Intermediate Representation, nir >= 1.0).
 
-Graph
+Graph (weights are written as float32, as in model files)
 -----
 ``input → fc1 (Linear W1, no bias) → lif1 (LIF) → fc2 (Linear W2) → ... → fcL (Linear WL) → out (LIF with
 v_threshold = +inf) → output``. Node names are ``fc{l}`` and ``lif{l}`` for l = 1..L-1 and ``fc{L}``, ``out``.
@@ -10,7 +10,8 @@ metadata records its ``role`` ("hidden" or "output") and ``reset``.
 Leak and gain
 -------------
 NIR's LIF is ``tau dv/dt = (v_leak − v) + R I``. One forward-Euler step of width ``dt`` gives
-``v_t = (1 − dt/tau) v_{t−1} + (R dt/tau) I_t``. With ``tau = dt / (1 − δ)`` and ``R = tau / dt`` this is our
+``v_t = (1 − dt/tau) v_{t−1} + (R dt/tau) I_t`` (I_t = W_l a_{l−1,t}: the input of step t acts in step
+t). With ``tau = dt / (1 − δ)`` and ``R = tau / dt`` this is our
 ``z_t = δ z_{t−1} + I_t`` (leak δ, unit input gain); ``v_leak = 0``. ``dt`` is the real time one of our
 steps stands for (for N-MNIST models, the frame width): it only sets the unit of ``tau``. δ = 1 (no leak)
 has no finite ``tau``; such graphs use NIR ``IF`` nodes (``dv/dt = R I``, ``R = 1/dt``).
@@ -22,7 +23,8 @@ NIR equations is exactly a leaky integrator (NIR ``LI``). ``LIF`` is used becaus
 Semantic differences (read before using the graph elsewhere)
 ------------------------------------------------------------
 1. Reset. Ours is a soft reset applied in the *next* step, undecayed:
-   ``z_t = δ z_{t−1} + W a_{t} − θ a_{l,t−1}``. NIR 1.0's LIF resets to ``v_reset`` immediately after a
+   ``z_{l,t} = δ z_{l,t−1} + W_l a_{l−1,t} − θ a_{l,t−1}`` (equivalently: subtract θ/δ right after the
+   spike, then decay). NIR 1.0's LIF resets to ``v_reset`` immediately after a
    spike (``v ← v_reset``); it has no subtractive reset, and no recurrent linear edge can express one
    (the NIR reset is multiplicative). The exported LIF nodes carry ``v_reset = 0`` (NIR requires one) and
    ``metadata["reset"] = "subtract-threshold-next-step"``. A NIR consumer that ignores this metadata

@@ -345,9 +345,8 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
             try:
                 S.iterate(state, X, y, settings, cache, generator)
             except DivergenceError as exc:
-                where = (f"the checkpoint of iteration {saved_it} in {out} is intact (resume from it with other "
-                         "settings in a new --out, or start afresh)" if saved_it is not None
-                         else "no checkpoint was written")
+                where = (f"the last checkpoint (iteration {saved_it}) in {out} is intact" if saved_it is not None
+                         else "no checkpoint of this run was written")
                 raise DivergenceError(f"{exc}; {where}") from None
             step_s = time.perf_counter() - t0
             compute_s += step_s
