@@ -1,11 +1,12 @@
 """Export a trained network to NIR (the Neuromorphic Intermediate Representation, nir >= 1.0).
 
-Graph (weights are written as float32, as in model files)
+Graph
 -----
 ``input → fc1 (Linear W1, no bias) → lif1 (LIF) → fc2 (Linear W2) → ... → fcL (Linear WL) → out (LIF with
 v_threshold = +inf) → output``. Node names are ``fc{l}`` and ``lif{l}`` for l = 1..L-1 and ``fc{L}``, ``out``.
 The graph's metadata records ``producer``, ``dt``, ``delta``, ``theta`` and ``reset``; every neuron node's
-metadata records its ``role`` ("hidden" or "output") and ``reset``.
+metadata records its ``role`` ("hidden" or "output") and ``reset``. Weights are written as float32, as
+in model files.
 
 Leak and gain
 -------------
