@@ -136,6 +136,7 @@ def test_foreign_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError) as e:
         train(X, lab, [8], s, out=tmp_path / "empty", resume=True, progress=False)
     assert "without --resume" in _one_line(e)
+    assert not (tmp_path / "empty").exists()  # a failed resume creates nothing
 
 
 def test_checkpoint_from_older_settings_schema_is_accepted(tmp_path):

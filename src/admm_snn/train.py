@@ -300,6 +300,8 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise SettingsError("resume needs an output folder (--out DIR)")
+    if resume and not (out / CHECKPOINT).exists():
+        load_checkpoint(out, settings, sizes, "", device)  # raises the "no checkpoint to resume from" error
     if out is not None:
         _prepare_out(out)
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None)
