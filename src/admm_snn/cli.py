@@ -197,7 +197,8 @@ def cmd_train(args) -> int:
         path = Path(args.out) / "summary.json"
         full = json.loads(path.read_text())
         full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
-        path.write_text(json.dumps(full, indent=2))
+        from .io import atomic_write_text
+        atomic_write_text(path, json.dumps(full, indent=2))
     print(json.dumps(summary))
     if "test_accuracy" in summary:
         print(f"test accuracy: {summary['test_accuracy']:.4f}")
@@ -250,8 +251,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (subparsers inherit the class)."""
+
+    def error(self, message):
+        sys.stderr.write(f"admm-snn: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="admm-snn", description="Train spiking neural networks with ADMM.")
+    parser = _OneLineParser(prog="admm-snn", description="Train spiking neural networks with ADMM.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(sub)
     add_eval_parser(sub)

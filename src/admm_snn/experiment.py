@@ -50,6 +50,8 @@ class DataOptions:
             v = getattr(self, name)
             if not (0.0 <= v < 1.0):
                 raise SettingsError(f"{name}={v} must be in [0, 1)")
+        if self.limit is not None and self.limit < 1:
+            raise SettingsError(f"limit={self.limit} must be >= 1 (or left out to use every recording)")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise SettingsError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} "
                                 "leaves no training data; keep their sum below 1")
@@ -76,6 +78,10 @@ def load_splits(opts: DataOptions, need_test: bool = True) -> Splits:
     dataset's own test set where it has one, else a stratified held-out part of the training data)."""
     if opts.dataset == "digits":
         full = load_digits(opts.time_steps, opts.encoding, seed=opts.split_seed)
+        if opts.limit is not None and opts.limit < len(full):
+            from .data import limit_files
+            keep = limit_files([(i, int(c)) for i, c in enumerate(full.labels)], opts.limit)
+            full = full.subset(torch.tensor(sorted(i for i, _ in keep)))
         separate_test = None
     else:
         fs = FrameSettings(opts.time_steps, opts.bin_ms, opts.denoise_ms)

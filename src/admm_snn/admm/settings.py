@@ -45,7 +45,8 @@ class ADMMSettings:
       ridge_out  relative ridge of the output layer's solve (None: the same as ridge).
       proximal   hidden weight updates minimise (ρμ/2)‖W − W_prev‖² instead of the ridge (ρμ/2)‖W‖²:
                  the weights move towards the least-squares fit without shrinking to zero each time.
-      step_rule  "fixed": hidden weights move to W_prev + η (W* − W_prev) with W* the block minimiser
+      step_rule  after each sweep of the hidden layers (every block exact), the hidden weights are moved:
+                 "fixed": to W_prev + η (W* − W_prev) with W* the block minimiser
                  and η = weight_step (1: exact; larger values extrapolate along the update direction);
                  "relative": the same direction, with a length of weight_step · ‖W_prev‖ in every
                  layer (scale-free, so one value serves every depth).

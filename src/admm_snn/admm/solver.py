@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..network import forward, heaviside
+from ..network import forward, heaviside, lif_recurrence
 from . import updates as U
 from .settings import ADMMSettings
 from .state import ADMMState, random_weights, uniform_state
@@ -24,12 +24,31 @@ class SolverCache:
     input_gram_factor: torch.Tensor | None = None
     input_mu: torch.Tensor | None = None
     """μ of the input layer's ridge (computed once from the fixed input Gram)."""
-    frames_int8: bool | None = None
-    """Whether the frames hold integers in [0, 127] (then the input Gram is formed exactly in int8)."""
+    frames_int8: int | None = None
+    """The frames' largest value if they hold integers in [0, 127] (then the input Gram is formed
+    exactly in int8), -1 if not; None until checked."""
     output_system: tuple | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda t: t)
     """Sums a tensor over every process (identity in one process; an all-reduce in data-parallel runs)."""
     extra: dict = field(default_factory=dict)
+
+
+def _converted(cache: "SolverCache | None", key: str, x: torch.Tensor, dtype) -> torch.Tensor:
+    """``x.to(dtype)``; on CPU into a buffer kept in the cache and reused every iteration (a fresh
+    tensor of this size is mapped from the kernel page by page each time, which costs several times the
+    conversion itself; accelerators' caching allocators reuse blocks anyway)."""
+    if x.dtype == dtype:
+        return x
+    if cache is None or x.device.type != "cpu":
+        return x.to(dtype)
+    b = cache.extra.get(("buffer", key))
+    if b is None or b.dtype != dtype or b.numel() < x.numel():
+        cache.extra.pop(("buffer", key), None)
+        b = torch.empty(x.numel(), dtype=dtype)
+        cache.extra[("buffer", key)] = b
+    out = b[:x.numel()].view(x.shape)
+    out.copy_(x)
+    return out
 
 
 def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
@@ -45,7 +64,8 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
     else:
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
         # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
-        trace = forward(weights, frames, settings.lif, chunk=settings.chunk_size)
+        trace = forward(weights, frames, settings.lif,
+                        chunk=block_size(N, T, max(sizes[1:]), settings, device))
         pots, spikes = trace.potentials, trace.spikes
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
@@ -60,6 +80,38 @@ def _chunks(N: int, size: int | None):
         yield slice(s, min(s + size, N))
 
 
+CPU_BLOCK_ELEMENTS = 1 << 20
+"""On CPU, per-sample updates run on blocks of samples whose state-shaped temporaries (T × samples ×
+width) hold about this many numbers (4 MiB in float32), so that the element-wise work of the spike and
+potential updates runs from cache instead of from main memory (measured 1.5-2x faster on the 2-core
+development machine); matrix products over T·samples ≥ 2000 rows stay efficient. Accelerators use whole
+chunks (fewer, larger kernels)."""
+
+
+def block_size(N: int, T: int, width: int, settings: ADMMSettings, device) -> int:
+    """Samples per block of the per-sample updates: ``settings.chunk_size`` (None: all N), and on CPU at
+    most what keeps a (T, block, width) temporary near :data:`CPU_BLOCK_ELEMENTS` numbers (at least 16
+    samples). Samples are independent given the weights, so the blocking changes no result beyond the
+    order in which the weight sums are added."""
+    size = min(settings.chunk_size or N, N)
+    if torch.device(device).type == "cpu":
+        size = min(size, max(16, CPU_BLOCK_ELEMENTS // max(1, T * width)))
+    return max(1, size)
+
+
+def _blocks(state: ADMMState, frames, settings: ADMMSettings):
+    """Slices of samples for the per-sample updates (see :func:`block_size`)."""
+    T, N = frames.shape[0], frames.shape[1]
+    width = max(w.shape[0] for w in state.weights)
+    return _chunks(N, block_size(N, T, width, settings, frames.device))
+
+
+def _keeps_currents(settings: ADMMSettings, N: int) -> bool:
+    """Re-projection keeps the hidden layers' input currents for the next sweep when the run does not
+    bound its memory by chunking (it costs one state-sized tensor per hidden layer)."""
+    return bool(settings.reproject) and (not settings.chunk_size or settings.chunk_size >= N)
+
+
 def _next_targets(state: ADMMState, l: int, sl, delta, theta):
     """c = x_{l+1,t} for the samples ``sl``: the targets of the layer above layer l."""
     hidden_next = l + 1 < state.n_layers - 1
@@ -67,21 +119,30 @@ def _next_targets(state: ADMMState, l: int, sl, delta, theta):
                      delta, theta)
 
 
-def _frames_int8(frames: torch.Tensor, cache: SolverCache, chunk: int | None) -> bool:
-    """Whether every frame value is an integer in [0, 127] (binary spike frames are): checked once per
-    run, chunk by chunk, and remembered in the cache."""
+def _frames_int8(frames: torch.Tensor, cache: SolverCache) -> int | None:
+    """The largest frame value when every frame value is an integer in [0, 127] (binary spike frames:
+    1), else None: checked once per run, a slice of samples at a time, and remembered in the cache."""
     if cache.frames_int8 is None:
-        ok = True
-        if frames.is_floating_point():
-            for sl in _chunks(frames.shape[1], chunk):
-                f = frames[:, sl]
-                ok = ok and bool(((f == f.round()) & (f >= 0) & (f <= U.INT8_EXACT_MAX)).all())
-        elif frames.dtype == torch.bool:
-            ok = True
-        else:
-            ok = frames.numel() == 0 or (int(frames.min()) >= 0 and int(frames.max()) <= U.INT8_EXACT_MAX)
-        cache.frames_int8 = ok
-    return cache.frames_int8
+        T, N = frames.shape[0], frames.shape[1]
+        step = max(1, (1 << 22) // max(1, T * frames.shape[2]))
+        top = 0
+        for sl in _chunks(N, step):
+            f = frames[:, sl]
+            if f.numel() == 0:
+                continue
+            if f.is_floating_point():
+                if not bool(((f == f.round()) & (f >= 0) & (f <= U.INT8_EXACT_MAX)).all()):
+                    top = None
+                    break
+                top = max(top, int(f.max()))
+            else:
+                lo, hi = int(f.min()), int(f.max())
+                if lo < 0 or hi > U.INT8_EXACT_MAX:
+                    top = None
+                    break
+                top = max(top, hi)
+        cache.frames_int8 = -1 if top is None else top
+    return None if cache.frames_int8 < 0 else cache.frames_int8
 
 
 def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int, sl,
@@ -93,6 +154,7 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
     first = l == 0
     if inputs is None:
         inputs = state.layer_inputs(frames, l)[:, sl]
+    inputs = _converted(cache, "inputs-gram", inputs, gdt)
     x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
                   settings.theta)
     gram = not first or cache.input_gram is None
@@ -100,7 +162,7 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
                                gram=gram and not first)
     if first and gram:
         # the fixed input Gram, formed once (exactly in int8 when the frames are small integers)
-        g = U.input_gram(inputs, gdt, _frames_int8(frames, cache, settings.chunk_size))
+        g = U.input_gram(inputs, gdt, _frames_int8(frames, cache))
     return g, c
 
 
@@ -124,7 +186,7 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     first = l == 0
     if stats is None:
         acc = None
-        for sl in _chunks(frames.shape[1], settings.chunk_size):
+        for sl in _blocks(state, frames, settings):
             acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl))
         stats = acc
     G, C = stats
@@ -142,10 +204,7 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
         cache.input_gram_factor = factor
     else:
         W, _ = U.solve_weights(G, C, ridge, None, anchor)
-    W = W.to(state.weights[l].dtype)
-    if not out and settings.weight_step != 1.0:
-        W = U.extrapolate(state.weights[l], W, settings.weight_step)
-    state.weights[l] = W
+    state.weights[l] = W.to(state.weights[l].dtype)
 
 
 def _spike_setup(state, l, settings):
@@ -157,36 +216,61 @@ def _spike_setup(state, l, settings):
     return W_next, rhos, M_inner, M_last, factors, dual_next
 
 
-def update_spikes_all_t(state: ADMMState, frames, settings: ADMMSettings, l: int) -> None:
-    """a_{l,t} for all t at once (one factorisation, T·N right-hand sides), exact given the rest."""
-    W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings)
+def _chunk_current(state: ADMMState, cache, l: int, inputs: torch.Tensor, dtype) -> torch.Tensor:
+    """u = W_l a_{l-1} for one chunk's inputs (converted to ``dtype`` in a reused buffer)."""
+    return _converted(cache, "inputs", inputs, dtype) @ state.weights[l].T
+
+
+def _input_current(state: ADMMState, frames, l: int, sl, dtype) -> torch.Tensor:
+    """u = W_l a_{l-1} for the samples ``sl`` (T, n, n_l); the chunk's inputs converted to ``dtype`` here."""
+    return state.layer_inputs(frames, l)[:, sl].to(dtype) @ state.weights[l].T
+
+
+def update_spikes_all_t(state: ADMMState, frames, settings: ADMMSettings, l: int, sl=None, u=None,
+                        setup=None) -> None:
+    """a_{l,t} for all t at once (one factorisation, T·N right-hand sides), exact given the rest.
+
+    With ``sl``, only those samples (the parallel schedule passes its chunk, with ``u`` = W_l a_{l-1} of
+    the chunk and ``setup`` = the factorisations, so that neither is formed twice)."""
+    if setup is None:
+        setup = _spike_setup(state, l, settings)
+    if sl is None:
+        for sl_ in _blocks(state, frames, settings):
+            update_spikes_all_t(state, frames, settings, l, sl_, None, setup)
+        return
+    W_next, rhos, M_inner, M_last, factors, dual_next = setup
     delta, theta = settings.delta, settings.theta
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
-        z = state.potentials[l][:, sl]
-        u = state.layer_inputs(frames, l)[:, sl].to(z.dtype) @ state.weights[l].T
-        d_next = torch.empty_like(z)
-        d_next[:-1] = z[1:] - delta * z[:-1] - u[1:]
-        d_next[-1] = 0
-        c = _next_targets(state, l, sl, delta, theta)
-        rhs = U.spike_rhs(W_next, c, d_next, heaviside(z, theta), theta, *rhos, settings.beta,
-                          state.dual[sl] if dual_next else None)
-        state.spikes[l][:, sl] = U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver,
-                                                settings.box_iterations, factors)
+    z = state.potentials[l][:, sl]
+    if u is None:
+        u = _input_current(state, frames, l, sl, z.dtype)
+    d_next = torch.empty_like(z)
+    torch.sub(z[1:], delta * z[:-1], out=d_next[:-1])
+    d_next[:-1] -= u[1:]
+    d_next[-1] = 0
+    c = _next_targets(state, l, sl, delta, theta)
+    rhs = U.spike_rhs(W_next, c, d_next, heaviside(z, theta), theta, *rhos, settings.beta,
+                      state.dual[sl] if dual_next else None)
+    del c, d_next
+    state.spikes[l][:, sl] = U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver,
+                                            settings.box_iterations, factors)
 
 
-def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings, l: int) -> None:
-    """z_{l,t}: all even t, then all odd t (z_t shares terms only with z_{t±1}: an exact block update)."""
-    T = frames.shape[0]
-    dev = frames.device
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
-        z = state.potentials[l][:, sl]
-        a = state.spikes[l][:, sl]
-        u = state.layer_inputs(frames, l)[:, sl].to(z.dtype) @ state.weights[l].T
-        for parity in (0, 1):
-            t = torch.arange(parity, T, 2, device=dev)
-            z[t] = U.update_potentials(z, a, u, t, settings.delta, settings.theta, settings.rho, settings.beta,
-                                       settings.eps)
-        state.potentials[l][:, sl] = z
+def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings, l: int, sl=None,
+                                u=None) -> None:
+    """z_{l,t}: all even t, then all odd t (z_t shares terms only with z_{t±1}: an exact block update).
+
+    With ``sl`` (and optionally ``u`` = W_l a_{l-1} of those samples), only those samples."""
+    if sl is None:
+        for sl_ in _blocks(state, frames, settings):
+            update_potentials_red_black(state, frames, settings, l, sl_)
+        return
+    z = state.potentials[l][:, sl]  # a view: written in place
+    a = state.spikes[l][:, sl]
+    if u is None:
+        u = _input_current(state, frames, l, sl, z.dtype)
+    for parity in (0, 1):
+        z[parity::2] = U.update_potentials_parity(z, a, u, parity, settings.delta, settings.theta, settings.rho,
+                                                  settings.beta, settings.eps)
 
 
 def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSettings,
@@ -194,7 +278,7 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
     """W_L by the exact joint minimisation over (W_L, z_L): ridge regression of y + λ/ρ on leaky sums."""
     gdt = DTYPES[settings.gram_dtype]
     G = C = None
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
+    for sl in _blocks(state, frames, settings):
         g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
                                          state.dual[sl], settings.delta, settings.output_rho, gdt)
         G, C = (g, c) if G is None else (G + g, C + c)
@@ -210,7 +294,7 @@ def update_output(state: ADMMState, frames, y, settings: ADMMSettings, cache: So
     """Output potentials: the exact joint T×T solve, or red-black sweeps of the spec's step 4."""
     L = state.n_layers
     T = frames.shape[0]
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
+    for sl in _blocks(state, frames, settings):
         u = state.layer_inputs(frames, L - 1)[:, sl].to(state.weights[-1].dtype) @ state.weights[-1].T
         if settings.output_solve in ("joint", "potentials"):
             if cache.output_system is None:
@@ -230,7 +314,7 @@ def update_output(state: ADMMState, frames, y, settings: ADMMSettings, cache: So
 def update_dual(state: ADMMState, frames, settings: ADMMSettings) -> None:
     """λ ← λ + ρ (z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T})."""
     L = state.n_layers
-    for sl in _chunks(frames.shape[1], settings.chunk_size):
+    for sl in _blocks(state, frames, settings):
         u_last = state.layer_inputs(frames, L - 1)[-1, sl].to(state.weights[-1].dtype) @ state.weights[-1].T
         state.dual[sl] = U.update_dual(state.dual[sl], state.potentials[-1][:, sl], u_last, settings.delta,
                                        settings.output_rho)
@@ -238,11 +322,26 @@ def update_dual(state: ADMMState, frames, settings: ADMMSettings) -> None:
 
 def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
     """Hidden layers from the top down (the output's targets reach the first layer in one sweep); in
-    each: spikes of all t in one solve, potentials red-black in time, then W_l from the new states."""
+    each: spikes of all t in one solve, potentials red-black in time, then W_l from the new states.
+
+    Samples are separable given the weights, so each block of samples goes through spikes, potentials
+    and its share of W_l's sums in turn (one product W_l a_{l-1} and one conversion of the block's
+    inputs serve all three; the product is skipped when the re-projection kept it); W_l is solved once
+    every block has been added. The result is the same as updating the spikes of every sample, then
+    every potential, then the weights."""
+    dtype = state.potentials[0].dtype
     for l in reversed(range(state.n_layers - 1)):
-        update_spikes_all_t(state, frames, settings, l)
-        update_potentials_red_black(state, frames, settings, l)
-        update_weights(state, frames, settings, cache, l)
+        setup = _spike_setup(state, l, settings)
+        kept = _take_current(state, frames, cache, l)
+        acc = None
+        for sl in _blocks(state, frames, settings):
+            inputs = state.layer_inputs(frames, l)[:, sl]
+            u = kept[:, sl] if kept is not None else _chunk_current(state, cache, l, inputs, dtype)
+            update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
+            update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
+            del u
+            acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs))
+        update_weights(state, frames, settings, cache, l, stats=acc)
 
 
 def parallel_output(state, frames, y, settings, cache, generator) -> None:
@@ -264,12 +363,12 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
     order of t < T, t = T last): spikes a_{l,t}, then potentials z_{l,t}."""
     L, T = state.n_layers, frames.shape[0]
     delta, theta, rho, beta, eps = settings.delta, settings.theta, settings.rho, settings.beta, settings.eps
-    dev = frames.device
+    steps = torch.arange(T, device=frames.device)  # index tensors sliced per t: no host-to-device copy per t
     for l in torch.randperm(L - 1, generator=generator).tolist():
         update_weights(state, frames, settings, cache, l)
         W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings)
         z, a = state.potentials[l], state.spikes[l]
-        u = state.layer_inputs(frames, l).to(z.dtype) @ state.weights[l].T
+        u = _current_all(state, frames, l, settings)
         for t in _time_order(T, generator):
             last = t == T - 1
             c = _next_targets(state, l, slice(None), delta, theta)[t:t + 1]
@@ -286,28 +385,95 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
                 if settings.spike_solver == "box":
                     sol = U.box_qp(M_inner, rhs[0], sol, settings.box_iterations)
                 a[t] = sol
-            idx = torch.tensor([t], device=dev)
-            z[t] = U.update_potentials(z, a, u, idx, delta, theta, rho, beta, eps)[0]
+            z[t] = U.update_potentials(z, a, u, steps[t:t + 1], delta, theta, rho, beta, eps)[0]
+
+
+def _current_all(state: ADMMState, frames, l: int, settings: ADMMSettings) -> torch.Tensor:
+    """u = W_l a_{l-1} for every sample (T, N, n_l), formed block by block (the inputs are converted
+    one block at a time)."""
+    T, N = frames.shape[0], frames.shape[1]
+    W = state.weights[l]
+    u = torch.empty(T, N, W.shape[0], dtype=W.dtype, device=W.device)
+    for sl in _blocks(state, frames, settings):
+        u[:, sl] = _input_current(state, frames, l, sl, W.dtype)
+    return u
 
 
 def sequential_output(state, frames, y, settings, cache, generator) -> None:
     """The paper's output layer: W_L, then z_{L,t} one t at a time (random order, t = T last)."""
     L, T = state.n_layers, frames.shape[0]
-    dev = frames.device
     update_weights(state, frames, settings, cache, L - 1)
     z = state.potentials[-1]
-    u = state.layer_inputs(frames, L - 1).to(z.dtype) @ state.weights[-1].T
+    u = _current_all(state, frames, L - 1, settings)
+    steps = torch.arange(T, device=frames.device)
     for t in _time_order(T, generator):
-        idx = torch.tensor([t], device=dev)
-        z[t] = U.update_output_potentials_at(z, u, y, state.dual, idx, settings.delta, settings.output_rho)[0]
+        z[t] = U.update_output_potentials_at(z, u, y, state.dual, steps[t:t + 1], settings.delta,
+                                             settings.output_rho)[0]
 
 
-def reproject(state: ADMMState, frames, settings: ADMMSettings) -> None:
-    """Replace hidden potentials and spikes by the exact forward simulation of the current weights."""
-    pots, spikes = state_from_forward(state.weights, frames.to(state.weights[0].dtype),
-                                      settings.lif)
-    state.potentials[:-1] = pots[:-1]
-    state.spikes[:] = spikes
+def _take_current(state: ADMMState, frames, cache: SolverCache, l: int) -> torch.Tensor | None:
+    """The currents W_l a_{l-1} (T, N, n_l) kept by :func:`reproject`, if the weights and the inputs they
+    were formed from are still the state's (the same tensors, not modified in place since). They serve
+    once: the entry is marked used, its buffer stays for the next re-projection."""
+    kept = cache.extra.get(("current", l)) if cache is not None else None
+    if kept is None or kept["key"] is None:
+        return None
+    W, w_version, inp, inp_version = kept["key"]
+    kept["key"] = None
+    now = state.layer_inputs(frames, l)
+    if W is state.weights[l] and W._version == w_version and inp is now and inp._version == inp_version:
+        return kept["u"]
+    return None
+
+
+def reproject(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache | None = None) -> None:
+    """Replace hidden potentials and spikes by the exact forward simulation of the current weights.
+
+    Block by block over samples like every per-sample update, in place (frames converted one block at a
+    time; no copy of the state). Given a ``cache`` and without chunking, the hidden layers' input
+    currents W_l a_{l-1} are kept in a buffer: they are exactly what the next hidden sweep needs (hidden
+    weights do not change in between), which saves one product per hidden layer and iteration for one
+    state-sized buffer per hidden layer."""
+    T, N = frames.shape[0], frames.shape[1]
+    dtype = state.weights[0].dtype
+    p = settings.lif
+    keep = cache is not None and _keeps_currents(settings, N)
+    bufs = []
+    for l in range(state.n_layers - 1):
+        if not keep:
+            bufs.append(None)
+            continue
+        shape = (T, N, state.weights[l].shape[0])
+        rec = cache.extra.get(("current", l))
+        if rec is None or tuple(rec["u"].shape) != shape or rec["u"].dtype != dtype or rec["u"].device != frames.device:
+            rec = {"u": torch.empty(shape, dtype=dtype, device=frames.device), "key": None}
+            cache.extra[("current", l)] = rec
+        rec["key"] = None
+        bufs.append(rec["u"])
+    for sl in _blocks(state, frames, settings):
+        inputs = frames[:, sl]
+        for l in range(state.n_layers - 1):
+            x = _converted(cache, "inputs", inputs, dtype) if l == 0 else inputs
+            z = x @ state.weights[l].T
+            if keep:
+                bufs[l][:, sl] = z
+            a = lif_recurrence(z, p)
+            state.potentials[l][:, sl] = z
+            state.spikes[l][:, sl] = a
+            inputs = state.spikes[l][:, sl]
+    if keep:
+        for l in range(state.n_layers - 1):
+            src = state.layer_inputs(frames, l)
+            cache.extra[("current", l)]["key"] = (state.weights[l], state.weights[l]._version, src, src._version)
+
+
+def take_weight_step(state: ADMMState, previous: list, settings: ADMMSettings) -> None:
+    """After a whole sweep of exact blocks, move each hidden layer's weights from ``previous`` along the
+    step the sweep found: W_prev + η (W* − W_prev) (fixed η, or a length η·‖W_prev‖ with the relative
+    rule). Taken after the sweep, so every layer's spike block saw the exact W* of the layer above."""
+    relative = settings.step_rule == "relative"
+    for l, W_prev in enumerate(previous):
+        state.weights[l] = U.extrapolate(W_prev, state.weights[l], settings.weight_step, relative=relative)
 
 
 def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache,
@@ -318,14 +484,17 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
         hidden, output = parallel_hidden, parallel_output
     else:
         hidden, output = sequential_hidden, sequential_output
+    stepping = settings.step_rule == "relative" or settings.weight_step != 1.0
+    previous = [w.clone() for w in state.weights[:-1]] if stepping else None
     hidden(state, frames, y, settings, cache, generator)
+    if stepping:
+        take_weight_step(state, previous, settings)
     if settings.reproject and (state.iteration + 1) % settings.reproject == 0:
-        reproject(state, frames, settings)
+        reproject(state, frames, settings, cache)
     output(state, frames, y, settings, cache, generator)
     if settings.dual and state.iteration >= settings.warmup:
         update_dual(state, frames, settings)
     state.iteration += 1
-    for l, w in enumerate(state.weights):
-        U.check_finite(w, f"weights of layer {l + 1}", state.iteration)
-    U.check_finite(state.potentials[-1], "output potentials", state.iteration)
-    U.check_finite(state.dual, "dual", state.iteration)
+    # one wait for the device per iteration (not one per checked tensor)
+    U.check_all_finite([(w, f"weights of layer {l + 1}") for l, w in enumerate(state.weights)]
+                       + [(state.potentials[-1], "output potentials"), (state.dual, "dual")], state.iteration)

@@ -24,10 +24,16 @@ def prev(x: torch.Tensor) -> torch.Tensor:
 
 
 def targets(z: torch.Tensor, a: torch.Tensor | None, delta: float, theta: float) -> torch.Tensor:
-    """x_t = z_t − δ z_{t-1} + θ a_{t-1} (hidden, ``a`` given) or z_t − δ z_{t-1} (output, ``a`` None)."""
-    x = z - delta * prev(z)
-    if a is not None:
-        x = x + theta * prev(a)
+    """x_t = z_t − δ z_{t-1} + θ a_{t-1} (hidden, ``a`` given) or z_t − δ z_{t-1} (output, ``a`` None).
+
+    Computed row-shifted in one output buffer (no shifted copies of z and a); the values are those of
+    ``z - δ·prev(z) + θ·prev(a)`` (at t = 0 the subtracted and added terms are zero)."""
+    x = torch.empty_like(z)
+    x[:1] = z[:1]
+    if z.shape[0] > 1:
+        torch.sub(z[1:], delta * z[:-1], out=x[1:])
+        if a is not None:
+            x[1:] += theta * a[:-1]
     return x
 
 
@@ -42,13 +48,41 @@ def weight_statistics(inputs: torch.Tensor, x: torch.Tensor, dtype: torch.dtype,
         G = Σ_t a_{l-1,t} a_{l-1,t}ᵀ,     C = Σ_t x_{l,t} a_{l-1,t}ᵀ  [+ (1/ρ) λ a_{L-1,T}ᵀ for the output]
 
     Returns ``(G, C)`` in ``dtype`` (G is None when ``gram`` is False, e.g. for the fixed input Gram).
+    ``inputs`` may be stored compactly (uint8 frames); it is converted once, here.
     """
     a = inputs.reshape(-1, inputs.shape[-1]).to(dtype)
     C = x.reshape(-1, x.shape[-1]).to(dtype).T @ a
     if dual is not None:
-        C = C + (dual.to(dtype).T @ inputs[-1].to(dtype)) / rho
+        C = C + (dual.to(dtype).T @ a[-dual.shape[0]:]) / rho  # the rows of t = T
     G = a.T @ a if gram else None
     return G, C
+
+
+INT8_EXACT_MAX = 127
+
+
+def input_gram(inputs: torch.Tensor, dtype: torch.dtype, int_max: int | None = None) -> torch.Tensor:
+    """G = Σ a aᵀ of one chunk of the input layer, in ``dtype``.
+
+    When the inputs are known to hold integers in [0, ``int_max``] with ``int_max`` ≤ 127 (binary spike
+    frames: 1), the sum is formed exactly with an int8 × int8 → int32 matrix product whenever every
+    partial sum stays below 2^31 (rows · int_max² < 2^31), which equals the float64 sum bit for bit and
+    runs several times faster than a float64 product. Otherwise, or where the int8 product is not
+    available, a plain product in ``dtype``."""
+    n = inputs.shape[-1]
+    a = inputs.reshape(-1, n)
+    if int_max is not None and 0 <= int_max <= INT8_EXACT_MAX and a.shape[0] * max(int_max, 1) ** 2 < 2 ** 31:
+        try:
+            ai = a.to(torch.int8)
+            pad = (-ai.shape[0]) % 8  # the int8 kernels want the inner dimension a multiple of 8
+            if pad:
+                ai = torch.cat([ai, ai.new_zeros(pad, n)])
+            if ai.shape[0] > 16 and n % 8 == 0 and n > 16:
+                return torch._int_mm(ai.T.contiguous(), ai).to(dtype)
+        except (RuntimeError, AttributeError, NotImplementedError):
+            pass
+    a = a.to(dtype)
+    return a.T @ a
 
 
 def ridge_value(G: torch.Tensor, ridge: float) -> float:
@@ -56,6 +90,14 @@ def ridge_value(G: torch.Tensor, ridge: float) -> float:
     n = G.shape[0]
     scale = float(torch.diagonal(G).sum()) / max(n, 1)
     return ridge * scale + 1e-10 * max(scale, 1.0)
+
+
+def ridge_tensor(G: torch.Tensor, ridge: float) -> torch.Tensor:
+    """:func:`ridge_value` as a 0-dim tensor on G's device (the same arithmetic, in G's dtype), so that
+    the weight update never waits for the device to report tr(G)."""
+    n = G.shape[0]
+    scale = torch.diagonal(G).sum() / max(n, 1)
+    return ridge * scale + 1e-10 * scale.clamp(min=1.0)
 
 
 def cholesky(M: torch.Tensor, what: str = "matrix") -> torch.Tensor:
@@ -74,16 +116,18 @@ def cholesky(M: torch.Tensor, what: str = "matrix") -> torch.Tensor:
                           "raise --ridge or check the data for NaN/inf")
 
 
-def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.Tensor | None = None,
-                  anchor: torch.Tensor | None = None):
+def solve_weights(G: torch.Tensor | None, C: torch.Tensor, ridge: float, factor: torch.Tensor | None = None,
+                  anchor: torch.Tensor | None = None, mu=None):
     """W = (C + μ W₀)(G + μI)^{-1}, the exact minimiser of
 
         (ρ/2) Σ‖x − W a‖² + (ρμ/2)‖W − W₀‖²  [− ⟨λ, W a_T⟩ for the output]
     with W₀ = 0 (a ridge, the default) or W₀ = ``anchor`` (a proximal term: the previous weights).
     Solved as (G + μI) Wᵀ = (C + μW₀)ᵀ with a Cholesky factor (pass ``factor`` to reuse one, e.g. for
-    the input layer whose Gram never changes). Returns ``(W, factor)``.
+    the input layer whose Gram never changes, and ``mu`` = μ of that Gram to skip recomputing it; G
+    may then be None). Returns ``(W, factor)``.
     """
-    mu = ridge_value(G, ridge)
+    if mu is None and (factor is None or anchor is not None):
+        mu = ridge_tensor(G, ridge)
     if factor is None:
         M = G + mu * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
         factor = cholesky(M, "Gram matrix of the weight update")
@@ -93,11 +137,19 @@ def solve_weights(G: torch.Tensor, C: torch.Tensor, ridge: float, factor: torch.
     return W, factor
 
 
-def extrapolate(W_prev: torch.Tensor, W_new: torch.Tensor, step: float) -> torch.Tensor:
+def extrapolate(W_prev: torch.Tensor, W_new: torch.Tensor, step: float, relative: bool = False) -> torch.Tensor:
     """W_prev + η (W_new − W_prev): η = 1 keeps the exact block minimiser; η > 1 extrapolates along the
     direction the block update found (over-relaxation; with the proximal weight update and a large
-    ridge the direction is close to the gradient of the dynamics penalty, and η acts as a step size)."""
-    return W_prev + step * (W_new - W_prev)
+    ridge the direction is close to the gradient of the dynamics penalty, and η acts as a step size).
+    With ``relative`` the step has a fixed length relative to the weights:
+    η = step · ‖W_prev‖ / ‖W_new − W_prev‖, the same for every layer whatever its scale (η = 1 when
+    W_prev = 0)."""
+    D = W_new - W_prev
+    if relative:
+        norm = W_prev.norm()
+        # from W = 0 (the paper's start) there is no scale yet: take the exact block step
+        step = torch.where(norm > 0, step * norm / D.norm().clamp_min(1e-30), torch.ones_like(norm))
+    return W_prev + step * D
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -134,13 +186,20 @@ def spike_rhs(W_next, c, d_next, h, theta, rho_own, rho_next, beta, dual=None, i
     return rhs
 
 
-def box_qp(M: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, iterations: int) -> torch.Tensor:
+def box_qp(M: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, iterations: int,
+           branch: bool | None = None) -> torch.Tensor:
     """argmin over [0,1]^n of ½ aᵀ M a − bᵀ a for each row of b (M shared), by projected accelerated
     gradient (FISTA with restart) from ``x0``. Exact in the limit; monotone in the objective."""
     if iterations == 0:
         return x0
-    step = 1.0 / float(torch.linalg.eigvalsh(M)[-1])
+    step = 1.0 / torch.linalg.eigvalsh(M)[-1]  # a 0-dim tensor: no wait for the device
     x, y, t_k = x0.clone(), x0.clone(), 1.0
+    # On CPU a data-dependent branch costs nothing and skips the restart's extra product when no row got
+    # worse; on an accelerator, testing ``worse.any()`` would stall the queue every iteration, so the
+    # restart is always computed and selected row by row (``branch`` None: chosen by device). Both give
+    # the same iterates.
+    if branch is None:
+        branch = x0.device.type == "cpu"
 
     def objective(v):
         return 0.5 * ((v @ M) * v).sum(-1) - (b * v).sum(-1)
@@ -150,7 +209,7 @@ def box_qp(M: torch.Tensor, b: torch.Tensor, x0: torch.Tensor, iterations: int) 
         x_new = (y - step * (y @ M - b)).clamp_(0.0, 1.0)
         f_new = objective(x_new)
         worse = f_new > f_x
-        if bool(worse.any()):  # restart rows whose objective rose: plain projected gradient step from x
+        if not branch or bool(worse.any()):  # restart rows whose objective rose: projected gradient from x
             x_pg = (x - step * (x @ M - b)).clamp_(0.0, 1.0)
             x_new = torch.where(worse.unsqueeze(-1), x_pg, x_new)
             f_new = torch.where(worse, objective(x_pg), f_new)
@@ -197,11 +256,16 @@ def heaviside_subroutine(z_star, f_star, f_theta, a, theta, rho, beta, eps):
         z* ≤ θ and Δ2 − Δ1 > 0  →  θ + ε     (spiking is cheaper)
         otherwise               →  z*
     """
-    d1 = beta * (1.0 - 2.0 * a)
-    d2 = rho * (f_star - f_theta)
+    d1 = a * 2.0
+    d1.neg_().add_(1.0).mul_(beta)  # β (1 − 2a), rounded as written (−2a + 1 = 1 − 2a exactly)
+    d2 = torch.sub(f_star, f_theta).mul_(rho)
     above = z_star > theta
-    z = torch.where(above & (d1 + d2 > 0), torch.full_like(z_star, theta), z_star)
-    return torch.where(~above & (d2 - d1 > 0), torch.full_like(z_star, theta + eps), z)
+    # a Python number in torch.where is the same value as torch.full_like(z_star, value), without
+    # filling a tensor (and without a host-to-device copy); nested selections instead of masks combined
+    # with & and ~ give the same result with fewer passes over memory
+    off = torch.where((d1 + d2) > 0, float(theta), z_star)       # used where z* > θ
+    on = torch.where((d2 - d1) > 0, float(theta + eps), z_star)  # used where z* ≤ θ
+    return torch.where(above, off, on)
 
 
 def potential_terms(z, a, u, t, delta, theta):
@@ -235,6 +299,53 @@ def update_potentials(z, a, u, t, delta, theta, rho, beta, eps):
         return (v - q) ** 2 + k * (r - delta * v) ** 2
 
     return heaviside_subroutine(z_star, f(z_star), f(torch.full_like(q, theta)), a[t], theta, rho, beta, eps)
+
+
+def update_potentials_parity(z, a, u, parity: int, delta, theta, rho, beta, eps) -> torch.Tensor:
+    """:func:`update_potentials` for every other time step t = parity, parity + 2, ... (one half of a
+    red-black sweep), the same formulas in the same floating-point order, but on strided views of z, a
+    and u instead of gathered and shifted copies. Returns the new z at those t, shape (len, N, n)."""
+    T = z.shape[0]
+    u_t, a_t = u[parity::2], a[parity::2]
+    n_t = u_t.shape[0]
+    if n_t == 0:
+        return z[parity::2].clone()
+    # q = δ z_{t-1} + u_t − θ a_{t-1}   (z_{-1} = a_{-1} = 0, so q = u at t = 0)
+    q = torch.empty_like(u_t)
+    first = 1 if parity == 0 else 0
+    if first:
+        q[0] = u[0]
+    k = n_t - first
+    if k:
+        start = parity - 1 + 2 * first
+        qk = q[first:]
+        torch.mul(z[start::2][:k], delta, out=qk)
+        qk += u_t[first:]
+        qk -= theta * a[start::2][:k]
+    # rows with t < T: r = z_{t+1} − u_{t+1} + θ a_t,  z* = (q + δ r)/(1 + δ²)
+    last_in = (T - 1 - parity) % 2 == 0
+    m = n_t - (1 if last_in else 0)
+    z_star = q.clone()  # z* = q at t = T
+    f_star = torch.zeros_like(q) if last_in else torch.empty_like(q)
+    f_theta = torch.empty_like(q)
+    torch.sub(theta, q, out=f_theta)
+    f_theta.square_()  # (θ − q)², all of f(θ) at t = T
+    if m:
+        dt, dev = z.dtype, z.device
+        r = torch.sub(z[parity + 1::2][:m], u[parity + 1::2][:m])
+        r += theta * a_t[:m]
+        den = torch.ones((), dtype=dt, device=dev) * delta * delta + 1.0  # 1 + δ², rounded like the reference
+        zs = z_star[:m]
+        torch.mul(r, delta, out=zs)
+        zs += q[:m]
+        zs /= den
+        fs = f_star[:m]
+        torch.sub(zs, q[:m], out=fs)
+        fs.square_()
+        fs += (r - delta * zs).square_()
+        dtheta = float(torch.tensor(delta, dtype=dt) * theta)  # δ·θ as the reference's δ·full(θ)
+        f_theta[:m] += (r - dtheta).square_()
+    return heaviside_subroutine(z_star, f_star, f_theta, a_t, theta, rho, beta, eps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -328,6 +439,16 @@ def check_finite(tensor: torch.Tensor, block: str, iteration: int) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise DivergenceError(f"training diverged at iteration {iteration}: {block} has NaN or infinite "
                               "values; lower --rho/--beta or raise --ridge")
+
+
+def check_all_finite(blocks: list[tuple[torch.Tensor, str]], iteration: int) -> None:
+    """:func:`check_finite` for several tensors with one wait for the device (one host synchronisation):
+    the per-tensor checks are stacked and read once; only on failure is each block examined to name it."""
+    flags = torch.stack([torch.isfinite(t).all() for t, _ in blocks])
+    if bool(flags.all()):
+        return
+    for t, name in blocks:
+        check_finite(t, name, iteration)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]
