@@ -79,35 +79,62 @@ def check_shapes(weights: Sequence[torch.Tensor], frames: torch.Tensor) -> None:
         prev = w.shape[0]
 
 
-def forward(weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams) -> ForwardTrace:
-    """Simulate the network on ``frames`` (T, N, n_0) exactly (binary spikes, strict threshold).
+def lif_recurrence(z: torch.Tensor, params: LIFParams, spikes: torch.Tensor | None = None):
+    """Run the hidden-layer recurrence in place: on entry ``z`` holds the input currents W a_{l-1,t}
+    (T, N, n); on return the potentials z_t = δ z_{t-1} + current_t − θ a_{t-1}. Returns the spikes
+    a_t = h(z_t) (written into ``spikes`` when given). The same arithmetic, in the same order, as
+    :func:`lif_step`, without a new tensor per step."""
+    a = torch.empty_like(z) if spikes is None else spikes
+    delta, theta = params.delta, params.theta
+    for t in range(z.shape[0]):
+        if t:
+            z[t] += delta * z[t - 1]
+            z[t] -= theta * a[t - 1]
+        a[t].copy_(z[t] > theta)
+    return a
 
-    The input current of each layer is computed for all t at once (one matrix product per layer);
-    only the recurrence over t is a loop.
-    """
-    check_shapes(weights, frames)
-    T = frames.shape[0]
+
+def leaky_recurrence(z: torch.Tensor, params: LIFParams) -> torch.Tensor:
+    """The output-layer recurrence in place: currents in, z_t = δ z_{t-1} + current_t out."""
+    for t in range(1, z.shape[0]):
+        z[t] += params.delta * z[t - 1]
+    return z
+
+
+def _forward(weights, frames, params, output: bool = True) -> ForwardTrace:
     inputs = frames.to(weights[0].dtype)
     potentials, spikes = [], []
     for li, w in enumerate(weights):
-        current = inputs @ w.T  # (T, N, n_l)
-        z = torch.empty_like(current)
-        if li < len(weights) - 1:
-            a = torch.empty_like(current)
-            z_prev = torch.zeros_like(current[0])
-            a_prev = torch.zeros_like(current[0])
-            for t in range(T):
-                z_prev, a_prev = lif_step(z_prev, a_prev, current[t], params)
-                z[t], a[t] = z_prev, a_prev
-            potentials.append(z)
-            spikes.append(a)
-            inputs = a
+        z = inputs @ w.T  # (T, N, n_l): the currents, turned into potentials in place
+        if li < len(weights) - 1 or not output:
+            inputs = lif_recurrence(z, params)
+            spikes.append(inputs)
         else:
-            z_prev = torch.zeros_like(current[0])
-            for t in range(T):
-                z_prev = leaky_step(z_prev, current[t], params)
-                z[t] = z_prev
-            potentials.append(z)
+            leaky_recurrence(z, params)
+        potentials.append(z)
+    return ForwardTrace(potentials, spikes)
+
+
+def forward(weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams,
+            chunk: int | None = None) -> ForwardTrace:
+    """Simulate the network on ``frames`` (T, N, n_0) exactly (binary spikes, strict threshold).
+
+    The input current of each layer is computed for all t at once (one matrix product per layer);
+    only the recurrence over t is a loop, done in place in the current's buffer. ``frames`` may be
+    stored compactly (uint8, bool): they are converted to the weights' dtype one chunk of ``chunk``
+    samples at a time (None: all at once), which bounds the working memory to one chunk's worth.
+    """
+    check_shapes(weights, frames)
+    T, N = frames.shape[0], frames.shape[1]
+    if chunk is None or chunk >= N:
+        return _forward(weights, frames, params)
+    dtype, device = weights[0].dtype, weights[0].device
+    potentials = [torch.empty(T, N, w.shape[0], dtype=dtype, device=device) for w in weights]
+    spikes = [torch.empty(T, N, w.shape[0], dtype=dtype, device=device) for w in weights[:-1]]
+    for s in range(0, N, chunk):
+        tr = _forward(weights, frames[:, s:s + chunk], params)
+        for buf, v in zip(potentials + spikes, tr.potentials + tr.spikes):
+            buf[:, s:s + chunk] = v
     return ForwardTrace(potentials, spikes)
 
 

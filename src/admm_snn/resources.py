@@ -6,25 +6,56 @@ import torch
 
 from .errors import ResourceError
 
-BYTES = {"float32": 4, "float64": 8, "float16": 2}
+BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "bool": 1}
 
 
-def estimate_memory(sizes: list[int], T: int, N: int, settings) -> dict:
-    """Bytes needed by a run, by part:
+def _frame_bytes(frames_dtype, state_bytes: int) -> int:
+    if frames_dtype is None:
+        return state_bytes
+    name = str(frames_dtype).replace("torch.", "")
+    if name not in BYTES:
+        raise ValueError(f"frames_dtype={frames_dtype!r} is not one of {', '.join(BYTES)}")
+    return BYTES[name]
 
-        frames     T·N·n_0 in the state dtype (the trainer converts the frames once)
-        state      potentials T·N·Σ_{l≥1} n_l + spikes T·N·Σ_{hidden} n_l + dual N·n_L (state dtype)
-        gram       two n×n Gram/factor matrices per layer input plus the weights (gram dtype)
-        working    per-chunk temporaries of the updates and the forward simulation: ~8·T·chunk·max(n)
-    """
+
+def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None) -> dict:
+    """Bytes needed by a run of the ADMM solver, by part (b = bytes of the state dtype, g = of the gram
+    dtype, f = of the stored frames, c = samples per chunk, K = T·c, n = the widest hidden/output layer):
+
+        frames     T·N·n_0·f; f is the frames' dtype (``frames_dtype``: 1 for uint8 spike frames; None:
+                   the state dtype, as when the frames are converted once before training)
+        state      potentials T·N·Σ_{l≥1} n_l + spikes T·N·Σ_{hidden} n_l + dual and one-hot targets
+                   2·N·n_L (state dtype)
+        gram       the input layer's Gram matrix and its Cholesky factor (2·n_0²·g, kept for the run),
+                   the largest other Gram with its factor (2·n²·g, one layer at a time) and the weights
+        working    the chunk's inputs converted for the products u = W a (K·n_0·b, unless the frames are
+                   already in the state dtype) and for the weight sums (K·n_0·g), kept between
+                   iterations on CPU; per-chunk temporaries of the spike, potential and weight updates
+                   (about 9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers'
+                   input currents kept for the next sweep (T·N·Σ_{hidden} n_l·b) and the re-projected
+                   layer's new states while the old ones still exist (2·T·N·n·b)
+
+    Measured against the peak resident memory of real runs by ``admm-snn bench`` (see
+    bench/README or the bench report): the estimate is within about 15% above the measured peak minus
+    the interpreter's own memory."""
     b = BYTES[settings.dtype]
     g = BYTES[settings.gram_dtype]
-    chunk = min(settings.chunk_size or N, N)
+    f = _frame_bytes(frames_dtype, b)
+    c = min(settings.chunk_size or N, N)
+    K = T * c
+    n0 = sizes[0]
     hidden = sizes[1:-1]
-    frames = T * N * sizes[0] * b
-    state = (T * N * (sum(sizes[1:]) + sum(hidden)) + N * sizes[-1]) * b
-    gram = sum(2 * n * n * g + n * m * g for n, m in zip(sizes[:-1], sizes[1:]))
-    working = 8 * T * chunk * max(sizes) * b
+    n = max(sizes[1:])
+    frames = T * N * n0 * f
+    state = (T * N * (sum(sizes[1:]) + sum(hidden)) + 2 * N * sizes[-1]) * b
+    others = max(sizes[1:-1] or [0])
+    gram = 2 * n0 * n0 * g + 2 * others * others * g + sum(m * k for m, k in zip(sizes[:-1], sizes[1:])) * (b + g)
+    conversions = K * n0 * ((b if f != b else 0) + (g if f != g else 0))
+    temporaries = 9 * K * n * b + K * n * g
+    whole = c >= N
+    reproject = getattr(settings, "reproject", 0)
+    kept = (T * N * sum(hidden) * b + 2 * T * N * max(hidden or [0]) * b) if (whole and reproject) else 0
+    working = conversions + temporaries + kept
     total = frames + state + gram + working
     return {"frames": frames, "state": state, "gram": gram, "working": working, "total": total}
 
@@ -48,14 +79,24 @@ def gib(n: int) -> str:
     return f"{n / 2 ** 30:.2f} GiB"
 
 
-def check_memory(sizes, T, N, settings, device="cpu", log=None) -> dict:
+def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None) -> dict:
     """Print the estimate (through ``log``) and raise a one-line ResourceError if it cannot fit."""
-    est = estimate_memory(sizes, T, N, settings)
+    est = estimate_memory(sizes, T, N, settings, frames_dtype)
     free = available_memory(device)
     if log is not None:
         log(f"memory estimate: {gib(est['total'])} (frames {gib(est['frames'])}, state {gib(est['state'])}, "
             f"gram {gib(est['gram'])}, working {gib(est['working'])}); available {gib(free)}")
     if est["total"] > 0.9 * free:
-        raise ResourceError(f"this run needs about {gib(est['total'])} but only {gib(free)} is available on "
-                            f"{device}; reduce --time-steps, --chunk-size, the number of samples, or the widths")
+        hints = []
+        c = min(settings.chunk_size or N, N)
+        if est["working"] > 0.1 * est["total"]:
+            hints.append(f"a smaller --chunk-size (now {c} samples; the working part, {gib(est['working'])}, "
+                         "scales with it)")
+        if frames_dtype is None or _frame_bytes(frames_dtype, 1) > 1:
+            hints.append(f"frames stored as uint8 (now {gib(est['frames'])})")
+        hints.append("fewer --time-steps, fewer samples (--limit) or narrower --hidden layers (the state, "
+                     f"{gib(est['state'])}, scales with T·N·width)")
+        raise ResourceError(f"this run needs about {gib(est['total'])} (frames {gib(est['frames'])}, state "
+                            f"{gib(est['state'])}, working {gib(est['working'])}) but only {gib(free)} is "
+                            f"available on {device}; reduce it with " + "; ".join(hints))
     return est
