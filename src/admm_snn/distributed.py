@@ -1,0 +1,702 @@
+"""Data-parallel ADMM over ``torch.distributed`` (Gloo on CPU, NCCL on GPU), and a local launcher.
+
+Why it is exact (spec §4): given the per-sample states, the weight update of every layer needs only the
+sums G = Σ a aᵀ and C = Σ x aᵀ over samples. Each process holds a contiguous shard of the samples and
+their states (potentials, spikes, dual); the solver calls ``cache.reduce`` on its G and C, which here is
+an all-reduce, so every process solves the same system and gets the same weights as one process on all
+the data, up to the order of the floating-point sums. Every other block (spikes, potentials, output
+potentials, dual) is per sample and needs no communication.
+
+Starting point. ``init="forward"`` (the default) draws the weights from the seeded generator (the same
+draws on every rank) and takes the states from the forward simulation of each sample, so the shards
+are exactly the single-process states. ``init="uniform"`` draws per-sample uniform states: every rank
+draws the full (T, N, n) tensor of each layer in the single-process order, keeps its slice and frees the
+rest (peak extra memory: one layer of the full state in float64, on every rank).
+
+Metrics (Lagrangian, loss, residuals, spike gap, accuracies, firing rates) are computed on each shard
+and combined with one all-reduce of sums and counts, so they equal the single-process values (RMS
+residuals are combined as root of the summed squares). Only rank 0 writes files.
+
+Failure handling: ``init_process_group`` gets a ``timeout``; a process that dies or hangs makes the
+others stop within it with one line (:class:`DistributedError`), and a Python error on one rank (e.g.
+divergence) is announced to the others through a per-iteration control all-reduce.
+
+Launching::
+
+    torchrun --nproc-per-node 2 -m admm_snn.distributed --dataset nmnist --data-dir ROOT ...
+    python -m admm_snn.distributed --nproc 2 --dataset nmnist --data-dir ROOT ...   # launch_local
+    python -m admm_snn.distributed --nproc 4 --federated --non-iid ...              # federated.py
+
+The options are those of ``admm-snn train`` plus :func:`add_distributed_options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from .admm import solver as S
+from .admm.settings import ADMMSettings
+from .admm.state import ADMMState
+from .errors import AdmmSnnError, SettingsError
+
+DEFAULT_TIMEOUT_S = 300.0
+FAULT_ENV = "ADMM_SNN_TEST_FAULT"
+"""Test-only fault injection: ``die:RANK:ITER`` (os._exit(1)) or ``hang:RANK:ITER`` (sleep for an hour)
+when rank RANK is about to start iteration ITER (0-based)."""
+
+
+class DistributedError(AdmmSnnError):
+    """A process of a distributed run died, hung, or could not be reached."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Communication
+# ----------------------------------------------------------------------------------------------------
+
+_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+
+
+class Comm:
+    """The process group of one run, with byte counters.
+
+    ``all_reduce(t, op, kind)`` returns the reduced copy of ``t`` (``t`` is left unchanged) and adds its
+    payload size (numel × element size) to ``bytes[kind]``; ``kind`` is "weights" (the solver's Gram
+    and cross sums, or the federated consensus average), "metrics" or "control". A collective that fails
+    (a peer died, hung past the timeout, or the connection broke) raises a one-line
+    :class:`DistributedError`. With ``world_size == 1`` nothing is communicated and nothing counted.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, group=None, timeout_s: float | None = None,
+                 device: str = "cpu", owns_group: bool = False):
+        self.rank, self.world_size, self.group = int(rank), int(world_size), group
+        self.timeout_s, self.device, self.owns_group = timeout_s, device, owns_group
+        self.bytes = {"weights": 0, "metrics": 0, "control": 0}
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    where: str = ""
+    """What the run is doing (e.g. "iteration 3"), named in error messages."""
+
+    def _fail(self, what: str, exc: BaseException):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:140]  # drop Gloo's "[/path/file.cc:123]" prefix
+        timed_out = "timed out" in first.lower() or "timeout" in first.lower()
+        cause = (f"no answer within the {self.timeout_s:g} s timeout (a process hung or is too slow)" if timed_out
+                 else "the connection to another process broke (it died)")
+        at = f" at {self.where}" if self.where else ""
+        return DistributedError(f"rank {self.rank} of {self.world_size}: {what}{at} failed: {cause}; "
+                                f"see the other ranks' messages ({first})")
+
+    def all_reduce(self, t: torch.Tensor, op: str = "sum", kind: str = "weights") -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        import torch.distributed as dist
+        buf = t.detach().to(self.device).clone().contiguous()
+        try:
+            dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op]), group=self.group)
+        except RuntimeError as exc:  # DistBackendError, DistNetworkError, Gloo/NCCL errors
+            raise self._fail("all-reduce", exc) from None
+        self.bytes[kind] += buf.numel() * buf.element_size()
+        return buf.to(t.device)
+
+    def barrier(self) -> None:
+        if self.world_size == 1:
+            return
+        self.all_reduce(torch.zeros(1), kind="control")
+
+    def close(self) -> None:
+        """Destroy the process group if this Comm created it."""
+        if self.owns_group and self.world_size > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                try:
+                    dist.destroy_process_group()
+                except Exception:  # noqa: BLE001 - a broken group cannot be cleaned up further
+                    pass
+        self.owns_group = False
+
+
+def connect(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, *, rank: int | None = None,
+            world_size: int | None = None, init_method: str | None = None, device: str = "cpu") -> Comm:
+    """Join (or reuse) the default process group and return its :class:`Comm`.
+
+    Without an initialised group, ``rank`` and ``world_size`` default to $RANK and $WORLD_SIZE (set by
+    torchrun and :func:`launch_local`); the rendezvous is ``init_method`` or env:// ($MASTER_ADDR,
+    $MASTER_PORT). ``backend`` defaults to "nccl" for a CUDA ``device`` and "gloo" otherwise.
+    ``timeout_s`` bounds the rendezvous and every collective: a process that dies or hangs makes the
+    others raise :class:`DistributedError` within it instead of waiting forever.
+    """
+    import torch.distributed as dist
+    if not dist.is_available():
+        raise DistributedError("this torch build has no torch.distributed; install a build with Gloo")
+    if dist.is_initialized():
+        return Comm(dist.get_rank(), dist.get_world_size(), None, timeout_s, device, owns_group=False)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    if world_size < 1 or not (0 <= rank < world_size):
+        raise SettingsError(f"rank {rank} / world size {world_size} are inconsistent")
+    if world_size == 1 and init_method is None and "MASTER_ADDR" not in os.environ:
+        return Comm(0, 1, None, timeout_s, device)
+    backend = backend or ("nccl" if str(device).startswith("cuda") else "gloo")
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise SettingsError("--backend nccl: this torch build has no NCCL; use gloo (CPU)")
+    if backend == "gloo" and not dist.is_gloo_available():
+        raise SettingsError("--backend gloo: this torch build has no Gloo")
+    if init_method is None:
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise SettingsError(f"{' and '.join(missing)} not set: start the processes with torchrun or "
+                                "'--nproc N' (launch_local), or pass init_method")
+    kwargs = {}
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        kwargs["device_id"] = torch.device("cuda", local)
+    where = init_method or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    try:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=float(timeout_s)), **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DistributedError(f"rank {rank} of {world_size}: could not join the process group at {where} "
+                               f"within {timeout_s:g} s ({first})") from None
+    return Comm(rank, world_size, None, timeout_s, device, owns_group=True)
+
+
+def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Contiguous shard ``[start, stop)`` of ``n`` samples for ``rank``: sizes differ by at most one, the
+    first ``n % world_size`` ranks get one more."""
+    base, extra = divmod(int(n), int(world_size))
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def fault_hook(rank: int, iteration: int) -> None:
+    """Test-only fault injection through $ADMM_SNN_TEST_FAULT (see :data:`FAULT_ENV`)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kind, r, it = spec.split(":")
+    if int(r) == rank and int(it) == iteration:
+        if kind == "die":
+            os._exit(1)
+        if kind == "hang":
+            time.sleep(3600)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data-parallel training
+# ----------------------------------------------------------------------------------------------------
+
+def _init_state(X, y, sizes, settings, generator, cache):
+    """solver.init_state, handing it ``cache`` (and so the all-reduce) when it takes one: the forward
+    init may fit the output block to the initial states, which needs the summed statistics."""
+    import inspect
+    if "cache" in inspect.signature(S.init_state).parameters:
+        return S.init_state(X, y, sizes, settings, generator, cache=cache)
+    return S.init_state(X, y, sizes, settings, generator)
+
+
+def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
+                     generator: torch.Generator, start: int, n_total: int,
+                     cache: S.SolverCache | None = None) -> ADMMState:
+    """The single-process starting state restricted to the samples ``start .. start + X.shape[1]``.
+
+    init="forward" is per-sample (the weights come from ``generator``, the same draws on every rank), so
+    it is :func:`solver.init_state` on the shard. init="uniform" draws, exactly as
+    :func:`state.uniform_state` does for all ``n_total`` samples, the potentials of every layer and then
+    the spikes of every hidden layer, each as a float64 (T, n_total, n) tensor, and keeps the slice; it
+    consumes the generator exactly as the single process does.
+    """
+    if settings.init != "uniform":
+        return _init_state(X, y, sizes, settings, generator, cache if cache is not None else S.SolverCache())
+    dtype, device = S.DTYPES[settings.dtype], X.device
+    T, n_local = X.shape[0], X.shape[1]
+    sl = slice(start, start + n_local)
+
+    def draw(n):
+        full = torch.rand(T, n_total, n, generator=generator, dtype=torch.float64)
+        return full[:, sl].to(dtype=dtype, device=device).contiguous()
+
+    weights = [torch.zeros(sizes[l], sizes[l - 1], dtype=dtype, device=device) for l in range(1, len(sizes))]
+    pots = [draw(n) for n in sizes[1:]]
+    spikes = [draw(n) for n in sizes[1:-1]]
+    dual = torch.zeros(n_local, sizes[-1], dtype=dtype, device=device)
+    return ADMMState(weights, pots, spikes, dual, 0)
+
+
+def reduce_metrics(m: dict, comm: Comm, n_local: int, n_val_local: int) -> dict:
+    """Combine per-shard :func:`train.iteration_metrics` into the metrics of all the data.
+
+    Means over samples (loss per sample, spike gap, accuracy, firing rates) are weighted by the shard
+    sizes; RMS residuals are combined as sqrt(Σ_k N_k r_k² / N); the Lagrangian is a plain sum. One
+    float64 all-reduce.
+    """
+    L_dyn, L_hid = len(m["residual_dynamics"]), len(m["spike_gap"])
+    vals = [m["lagrangian"], m["loss"] * n_local, m["residual_output"] ** 2 * n_local]
+    vals += [r ** 2 * n_local for r in m["residual_dynamics"]]
+    vals += [r ** 2 * n_local for r in m["residual_spike"]]
+    vals += [g * n_local for g in m["spike_gap"]]
+    vals += [m["train_accuracy"] * n_local]
+    vals += [r * n_local for r in m["firing_rate"]]
+    has_val = "val_accuracy" in m
+    vals += [m.get("val_accuracy", 0.0) * n_val_local, float(n_local), float(n_val_local)]
+    v = comm.all_reduce(torch.tensor(vals, dtype=torch.float64), kind="metrics").tolist()
+    n, nv = v[-2], v[-1]
+    i = 3
+    out = {"iteration": m["iteration"], "lagrangian": v[0], "loss": v[1] / n, "residual_output": (v[2] / n) ** 0.5}
+    out["residual_dynamics"] = [(x / n) ** 0.5 for x in v[i:i + L_dyn]]
+    i += L_dyn
+    out["residual_spike"] = [(x / n) ** 0.5 for x in v[i:i + L_hid]]
+    i += L_hid
+    out["spike_gap"] = [x / n for x in v[i:i + L_hid]]
+    i += L_hid
+    out["train_accuracy"] = v[i] / n
+    i += 1
+    out["firing_rate"] = [x / n for x in v[i:i + L_hid]]
+    i += L_hid
+    if has_val:
+        out["val_accuracy"] = v[i] / max(nv, 1.0)
+    return out
+
+
+def _shard(frames, labels, comm: Comm, sharded: bool):
+    """(local frames, local labels, start, n_total, shard sizes)."""
+    n = frames.shape[1]
+    if sharded:
+        counts = torch.zeros(comm.world_size, dtype=torch.float64)
+        counts[comm.rank] = n
+        counts = [int(c) for c in comm.all_reduce(counts, kind="control").tolist()]
+        start = sum(counts[:comm.rank])
+        return frames, labels, start, sum(counts), counts
+    counts = [b - a for a, b in (shard_bounds(n, comm.world_size, r) for r in range(comm.world_size))]
+    a, b = shard_bounds(n, comm.world_size, comm.rank)
+    return frames[:, a:b], labels[a:b], a, n, counts
+
+
+def _write_jsonl(path: Path, m: dict, mode: str = "a") -> None:
+    with open(path, mode) as fh:
+        fh.write(json.dumps(m) + "\n")
+
+
+def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,
+                      n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
+                      comm: Comm | None = None, sharded: bool = False, backend: str | None = None,
+                      timeout_s: float = DEFAULT_TIMEOUT_S, rank: int | None = None,
+                      world_size: int | None = None, init_method: str | None = None,
+                      progress: bool = False, device: str = "cpu", metrics_every: int = 1,
+                      model_extra: dict | None = None, log=print):
+    """Data-parallel ADMM: the same result as :func:`train.train` on all the data, computed by
+    ``world_size`` processes that each hold a contiguous shard of the samples and their states.
+
+    Every process calls this with the same arguments. ``frames`` (T, N, n_0) and ``labels`` (N,) are all
+    the training data (each rank keeps its shard ``shard_bounds(N, world_size, rank)``), or, with
+    ``sharded=True``, this rank's shard (the shards of ranks 0, 1, ... concatenated are the data set).
+    ``val`` = (frames, labels) is split the same way. The process group is ``comm``, else the already
+    initialised default group, else one created here from ``rank``/``world_size``/``init_method`` or the
+    torchrun environment (destroyed at the end) with ``backend`` and ``timeout_s``.
+
+    Returns a :class:`train.TrainResult` (identical on every rank, apart from ``state``, which holds
+    this rank's shard). Each history entry has, besides :func:`train.iteration_metrics`' fields,
+    ``allreduce_bytes`` (payload of the solver's all-reduces that iteration: the Gram and cross sums)
+    and ``metrics_bytes`` (metrics and control reductions). Only rank 0 writes ``out``: metrics.jsonl,
+    model.safetensors (admm_snn.io.save_model) and summary.json. Checkpoints and resume are not
+    supported in data-parallel runs.
+    """
+    from .io import save_model
+    from .resources import check_memory
+    from .train import TrainResult, _postfix, iteration_metrics
+
+    if frames.dim() != 3:
+        raise SettingsError(f"frames have shape {tuple(frames.shape)}; expected (T, N, inputs)")
+    if labels.shape != (frames.shape[1],):
+        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},)")
+    if any(h < 1 for h in hidden):
+        raise SettingsError(f"hidden sizes {list(hidden)} must all be >= 1")
+    if metrics_every < 1:
+        raise SettingsError("metrics_every must be >= 1")
+    created = comm is None
+    if comm is None:
+        comm = connect(backend, timeout_s, rank=rank, world_size=world_size, init_method=init_method,
+                       device=device)
+    try:
+        Xf, lab, start, n_total, counts = _shard(frames, labels, comm, sharded)
+        if min(counts) < 1:
+            raise SettingsError(f"{n_total} training samples cannot be split over {comm.world_size} processes; "
+                                "use fewer processes or more data")
+        k = int(labels.max()) + 1 if labels.numel() else 1
+        k_all = int(comm.all_reduce(torch.tensor([float(k)], dtype=torch.float64), "max", "control")[0])
+        n_classes = int(n_classes or k_all)
+        dtype = S.DTYPES[settings.dtype]
+        sizes = [frames.shape[2], *hidden, n_classes]
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
+        check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
+                     log=log if (progress and comm.is_main) else None)
+        X = Xf.to(device=device, dtype=dtype)
+        if not bool(torch.isfinite(X).all()):
+            raise SettingsError("frames contain NaN or infinite values; check the input data")
+        lab = lab.to(device)
+        y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
+        n_val_local = 0
+        if val is not None:
+            vf, vl = val
+            if not sharded:
+                a, b = shard_bounds(vf.shape[1], comm.world_size, comm.rank)
+                vf, vl = vf[:, a:b], vl[a:b]
+            val = (vf.to(device=device, dtype=dtype), vl.to(device))
+            n_val_local = vf.shape[1]
+        generator = torch.Generator().manual_seed(settings.seed)
+        cache = S.SolverCache()
+        cache.reduce = lambda t: comm.all_reduce(t, "sum", "weights")
+        state = init_state_shard(X, y, sizes, settings, generator, start, n_total, cache)
+        out = Path(out) if out is not None else None
+        if out is not None and comm.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").write_text("")
+        best, best_it, best_score, history = [w.clone() for w in state.weights], 0, -1.0, []
+        bar = None
+        if progress and comm.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=settings.iterations, desc=f"admm x{comm.world_size}", dynamic_ncols=True)
+        t_start = time.perf_counter()
+        try:
+            while state.iteration < settings.iterations:
+                fault_hook(comm.rank, state.iteration)
+                comm.where = f"iteration {state.iteration + 1}"
+                b0 = dict(comm.bytes)
+                t0 = time.perf_counter()
+                failure = None
+                try:
+                    S.iterate(state, X, y, settings, cache, generator)
+                except DistributedError:
+                    raise
+                except AdmmSnnError as exc:  # e.g. divergence on this shard: tell the others, then raise
+                    failure = exc
+                step = time.perf_counter() - t0
+                flag = comm.all_reduce(torch.tensor([1.0 if failure else 0.0, step], dtype=torch.float64),
+                                       "max", "control")
+                if failure is not None:
+                    raise failure
+                if flag[0] > 0:
+                    raise DistributedError(f"rank {comm.rank}: another process stopped with an error at iteration "
+                                           f"{state.iteration} (see its message)")
+                last = state.iteration == settings.iterations
+                if state.iteration % metrics_every == 0 or last:
+                    m = reduce_metrics(iteration_metrics(state, X, y, lab, settings, val), comm,
+                                       X.shape[1], n_val_local)
+                    m["seconds"] = float(flag[1])
+                    m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
+                    m["allreduce_bytes"] = comm.bytes["weights"] - b0["weights"]
+                    m["metrics_bytes"] = (comm.bytes["metrics"] + comm.bytes["control"]
+                                          - b0["metrics"] - b0["control"])
+                    m["world_size"] = comm.world_size
+                    history.append(m)
+                    score = m.get("val_accuracy", m["train_accuracy"] if val is None else -1.0)
+                    if val is None or score > best_score:
+                        best, best_it, best_score = [w.clone() for w in state.weights], state.iteration, score
+                    if out is not None and comm.is_main:
+                        _write_jsonl(out / "metrics.jsonl", m)
+                    if bar is not None:
+                        bar.set_postfix(_postfix(m), refresh=False)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t_start
+        weights = best if val is not None else state.weights
+        result = TrainResult([w.detach().clone() for w in weights], [w.detach().clone() for w in state.weights],
+                             best_it if val is not None else state.iteration, history, state.iteration, wall,
+                             state=state)
+        if out is not None and comm.is_main:
+            extra = {"distributed": {"mode": "data-parallel", "world_size": comm.world_size,
+                                     "shard_sizes": counts, "bytes": dict(comm.bytes)}, **(model_extra or {})}
+            save_model(out / "model.safetensors", result.weights, settings.delta, settings.theta,
+                       {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **extra})
+            summary = {"iterations": state.iteration, "best_iteration": result.best_iteration, "wall_s": wall,
+                       "sizes": sizes, "settings": settings.to_dict(), "final": history[-1] if history else None,
+                       **extra}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return result
+    finally:
+        if created:
+            comm.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line (torchrun / launch_local workers)
+# ----------------------------------------------------------------------------------------------------
+
+def add_distributed_options(p: argparse.ArgumentParser, nproc_default: int = 1) -> None:
+    """The options of a distributed or federated run (also usable from ``admm-snn train``)."""
+    g = p.add_argument_group("distributed / federated")
+    g.add_argument("--nproc", type=int, default=nproc_default, metavar="N",
+                   help="start N local processes (Gloo on CPU) without torchrun (default 1); with --federated, "
+                        "N clients")
+    g.add_argument("--backend", choices=["gloo", "nccl"], default=None,
+                   help="torch.distributed backend (default: nccl for --device cuda, else gloo)")
+    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"seconds a process waits for the others (rendezvous and every all-reduce) before it "
+                        f"stops with an error (default {DEFAULT_TIMEOUT_S:g})")
+    g.add_argument("--federated", action="store_true",
+                   help="consensus ADMM over the weights: every process is a client that shares only its "
+                        "weights (see admm_snn.federated)")
+    g.add_argument("--partition", choices=["iid", "classes", "dirichlet"], default="iid",
+                   help="federated split of the training data over the clients (default iid)")
+    g.add_argument("--non-iid", action="store_true", help="shorthand for --partition classes")
+    g.add_argument("--dirichlet-alpha", type=float, default=0.5, metavar="A",
+                   help="concentration of the Dirichlet label skew (default 0.5)")
+    g.add_argument("--consensus", type=float, default=None, metavar="C",
+                   help="federated consensus penalty, relative to each client's Gram scale (default: "
+                        "admm_snn.federated.DEFAULT_CONSENSUS)")
+    g.add_argument("--local-iterations", type=int, default=1, metavar="E",
+                   help="local ADMM iterations per federated round (default 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import DEFAULT_HIDDEN, add_admm_options, add_data_options
+    p = argparse.ArgumentParser(prog="python -m admm_snn.distributed",
+                                description="Data-parallel (default) or federated ADMM training; run under "
+                                            "torchrun or with --nproc N.")
+    add_data_options(p)
+    p.add_argument("--hidden", type=int, action="append", metavar="N",
+                   help=f"width of a hidden layer; repeat for more layers (default: one of {DEFAULT_HIDDEN})")
+    add_admm_options(p)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="DIR", default="runs/latest", help="output folder (written by rank 0)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--checkpoint-every", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    add_distributed_options(p)
+    return p
+
+
+def strip_launcher_options(argv: list[str]) -> list[str]:
+    """``argv`` without a leading ``train`` sub-command and without ``--nproc N`` / ``--nproc=N``."""
+    argv = list(argv)
+    if argv and argv[0] == "train":
+        argv = argv[1:]
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The worker command line for a parsed ``admm-snn train`` (or this module's) namespace, without
+    --nproc: what :func:`launch_local` passes to each process. Uses the raw command line in
+    ``args.argv`` when the CLI stored it (so --preset sees the same explicitly given options), else
+    rebuilds the options whose values differ from the worker parser's defaults."""
+    raw = getattr(args, "argv", None)
+    if raw is not None:
+        return strip_launcher_options(raw)
+    argv = []
+    for action in build_parser()._actions:
+        if not action.option_strings or action.dest in ("help", "nproc") or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        long = [o for o in action.option_strings if o.startswith("--") and not o.startswith("--no-")]
+        opt = long[0] if long else action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(opt if value else "--no-" + opt[2:])
+        elif isinstance(action, argparse._StoreTrueAction):
+            if value:
+                argv.append(opt)
+        elif isinstance(action, argparse._AppendAction):
+            for v in value or []:
+                argv += [opt, str(v)]
+        elif value is not None:
+            argv += [opt, repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_local(nproc: int, argv: list[str], *, grace_s: float = 15.0, env: dict | None = None,
+                 program: list[str] | None = None) -> int:
+    """Run ``python -m admm_snn.distributed ARGV`` in ``nproc`` local processes (no torchrun): sets
+    MASTER_ADDR=127.0.0.1, MASTER_PORT (a free port), RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE
+    and, unless already set, OMP_NUM_THREADS = cores // nproc. Output goes to this process's
+    stdout/stderr (``program`` replaces ``[python, -m, admm_snn.distributed]``). When a process fails,
+    the others get ``grace_s`` seconds to stop on their own (a peer blocked in an all-reduce with the
+    failed one reports it at once; a peer that hangs is bounded by its own --timeout), then are
+    terminated; if rank 0 had to be terminated, one line says which rank failed first. Returns rank 0's
+    exit status if it failed by itself, else the first failing rank's status, else 0."""
+    if nproc < 1:
+        raise SettingsError(f"--nproc {nproc} must be >= 1")
+    base = dict(os.environ if env is None else env)
+    base.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
+                 "LOCAL_WORLD_SIZE": str(nproc)})
+    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = list(program) if program else [sys.executable, "-m", "admm_snn.distributed"]
+    procs = [subprocess.Popen([*cmd, *argv], env=dict(base, RANK=str(r), LOCAL_RANK=str(r))) for r in range(nproc)]
+    first_fail = None  # (time, rank, status)
+    killed = set()
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            if all(c is not None for c in codes):
+                break
+            if first_fail is None:
+                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+                if bad:
+                    first_fail = (time.monotonic(), *bad[0])
+            if first_fail is not None and time.monotonic() - first_fail[0] > grace_s:
+                for r, p in enumerate(procs):
+                    if p.poll() is None:
+                        killed.add(r)
+                        p.terminate()
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                    time.sleep(0.1)
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                    p.wait()
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return 130
+    codes = [p.returncode for p in procs]
+    if 0 in killed and first_fail is not None:
+        print(f"admm-snn: error: rank {first_fail[1]} of {nproc} exited with status {first_fail[2]}; stopped the "
+              f"other processes after {grace_s:g} s", file=sys.stderr, flush=True)
+        return first_fail[2]
+    if codes[0] != 0:
+        return codes[0]
+    return next((c for c in codes if c != 0), 0)
+
+
+def _load_worker_data(args, comm_rank: int):
+    from .cli import data_options
+    from .experiment import load_splits
+    opts = data_options(args)
+    return load_splits(opts, need_test=comm_rank == 0)
+
+
+def run_worker(args) -> int:
+    """One process of a distributed or federated run (rank from the environment)."""
+    from .cli import DEFAULT_HIDDEN, _device, admm_settings
+    from .train import accuracy_and_rates
+    rank = int(os.environ.get("RANK", 0))
+    if args.checkpoint_every or args.resume:
+        raise SettingsError("--checkpoint-every and --resume are not supported with --nproc/torchrun runs yet; "
+                            "run single-process to checkpoint")
+    device = _device(args.device)
+    if device.startswith("cuda") and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    settings = admm_settings(args)
+    hidden = args.hidden or [DEFAULT_HIDDEN]
+    # Every rank loads the data before the rendezvous (the framing cache is written atomically, so
+    # concurrent loads are safe), so the collective timeout never has to cover data loading.
+    splits = _load_worker_data(args, rank)
+    comm = connect(args.backend, args.timeout, device=device)
+    try:
+        train_ds = splits.train
+        val = (splits.val.time_major(), splits.val.labels) if splits.val is not None else None
+        extra = {"data": splits.info["data"], "test_source": splits.info["test_source"]}
+        if comm.is_main:
+            print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
+                  f"({splits.info['test_source']}); network {[train_ds.n_inputs, *hidden, train_ds.n_classes]}; "
+                  f"{comm.world_size} {'clients' if args.federated else 'processes'}", flush=True)
+        if args.federated:
+            from .federated import DEFAULT_CONSENSUS, client_indices, train_federated
+            scheme = "classes" if args.non_iid else args.partition
+            idx = client_indices(train_ds.labels, comm.world_size, comm.rank, scheme, seed=args.split_seed,
+                                 alpha=args.dirichlet_alpha, n_classes=train_ds.n_classes)
+            local = train_ds.subset(idx)
+            extra["partition"] = scheme
+            result = train_federated(local.time_major(), local.labels, hidden, settings,
+                                     n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
+                                     consensus=args.consensus if args.consensus is not None else DEFAULT_CONSENSUS,
+                                     local_iterations=args.local_iterations, progress=not args.quiet,
+                                     device=device, model_extra=extra)
+        else:
+            result = train_distributed(train_ds.time_major(), train_ds.labels, hidden, settings,
+                                       n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
+                                       progress=not args.quiet, device=device, model_extra=extra)
+        if comm.is_main:
+            last = result.history[-1] if result.history else {}
+            summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),
+                       "train_accuracy": last.get("train_accuracy"), "val_accuracy": None,
+                       "world_size": comm.world_size, "mode": "federated" if args.federated else "data-parallel",
+                       "bytes": dict(comm.bytes)}
+            if val is not None:
+                summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
+                                                if h["iteration"] == result.best_iteration), None)
+            if splits.test is not None:
+                acc, rates = accuracy_and_rates([w.to(device) for w in result.weights],
+                                                splits.test.time_major(device=device),
+                                                splits.test.labels.to(device), settings.lif)
+                summary["test_accuracy"], summary["test_firing_rate"] = acc, rates
+                path = Path(args.out) / "summary.json"
+                full = json.loads(path.read_text())
+                full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
+                path.write_text(json.dumps(full, indent=2))
+            print(json.dumps(summary), flush=True)
+            if "test_accuracy" in summary:
+                print(f"test accuracy: {summary['test_accuracy']:.4f}", flush=True)
+        return 0
+    finally:
+        comm.close()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.nproc > 1 and "RANK" not in os.environ:
+        try:
+            return launch_local(args.nproc, worker_argv(args))
+        except AdmmSnnError as exc:
+            print(f"admm-snn: error: {exc}", file=sys.stderr)
+            return 2
+    rank = os.environ.get("RANK", "0")
+    try:
+        return run_worker(args)
+    except AdmmSnnError as exc:
+        msg = str(exc) if str(exc).startswith("rank ") else f"rank {rank}: {exc}"
+        print(f"admm-snn: error: {msg}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"admm-snn: rank {rank} interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""Federated ADMM: K clients that share only their weights (consensus ADMM over W).
+
+Each client k holds its own recordings and everything per sample (potentials, spikes, the output
+dual λ); no data, state, Gram matrix or cross sum ever leaves it. The clients agree on the weights by
+consensus ADMM (Boyd et al., "Distributed optimization and statistical learning via ADMM", §7):
+
+    minimise Σ_k f_k(W^k)   subject to   W^k = Z  for every k
+
+where f_k is client k's relaxed problem (its augmented Lagrangian of spec §2, minimised over its own
+states) plus its share of the weight regulariser. Each client keeps local weights W^k and a scaled
+dual U^k per layer; one round is
+
+  1. local: ``local_iterations`` iterations of the single-process solver (``solver.iterate``: the
+     same schedule, spike/potential/output/dual updates, re-projection, step rules) on the client's
+     data, with every weight step replaced by a consensus step towards V^k = Z − U^k (below);
+  2. coordinator: Z = Σ_k w_k (W^k + U^k) / Σ_k w_k with w_k ∝ tr G_k (one all-reduce of the
+     weights and the w_k only);
+  3. local: U^k ← U^k + W^k − Z.
+
+Consensus weight step (exact form). With G_k = Σ_t Σ_{i∈k} a_{l-1,t} a_{l-1,t}ᵀ and
+C_k = Σ_t Σ_{i∈k} x_{l,t} a_{l-1,t}ᵀ (plus (1/ρ_L) λ a_{L-1,T}ᵀ for the output layer), the W-part of
+client k's Lagrangian is (ρ/2)[tr(W G_k Wᵀ) − 2 tr(W C_kᵀ)] + (ρ μ_k/2)‖W‖² (μ_k = ridge·tr(G_k)/n); adding
+the consensus term (ρ κ_k/2)‖W − Z + U^k‖² and setting the gradient to zero,
+
+    ρ (W G_k − C_k) + ρ μ_k W + ρ κ_k (W − Z + U^k) = 0
+    ⇒  W^k = (C_k + κ_k (Z − U^k)) (G_k + (μ_k + κ_k) I)^{-1},      κ_k = consensus · tr(G_k)/n
+
+(Cholesky; the input layer's factor is kept, its Gram never changes). This is the brief's
+(C_k + ρ_c'(Z − U^k))(G_k + ρ_c' I)^{-1} plus the client's ridge; the ridges add up
+(Σ_k μ_k = ridge·tr(Σ_k G_k)/n is the single-process ridge), so Σ_k f_k is the single-process objective.
+It is used for hidden layers with the ridge (``proximal=False``, e.g. ``--preset paper``) and for the
+output layer with ``output_solve`` "potentials"/"sweep".
+
+Proximal hidden layers (``proximal=True``, the default settings). The solver's step minimises
+f_k + (ρ μ_k/2)‖W − W_prev‖²; replacing the anchor W_prev by V^k = Z − U^k gives exactly the consensus
+step above with penalty κ_k = μ_k, so the client runs the solver's own update_weights with that anchor
+(keeping its ridge, step rule and extrapolation).
+
+Joint output block (``output_solve="joint"``, the default). Eliminating the output potentials leaves
+(updates.joint_output_statistics) the ridge regression (ρ/(ρ+2K))[tr(W G_S Wᵀ) − 2 tr(W C_Sᵀ)] + (ρμ/2)‖W‖²
+on the leaky sums S (K = Σ_t δ^{2(T−t)}); with the consensus term (ρ_c/2)‖W − Z + U^k‖² its minimiser is
+
+    W^k = (C_S + κ (Z − U^k)) (G_S + (μ_S + κ) I)^{-1},   μ_S = μ(ρ+2K)/2,  κ = ρ_c (ρ+2K)/(2ρ),
+
+with κ = consensus · tr(G_S)/n; the output potentials then follow by the solver's exact T×T solve.
+
+Inexact steps. When the solver's hidden step is not the exact minimiser (``step_rule="relative"`` or
+``weight_step`` ≠ 1: an extrapolated step from the anchor, as in the default settings), the hidden
+layers' U^k would accumulate the steps themselves and drift; their duals are then kept at zero and
+every client restarts each round from Z (W^k ← Z after the average): a federated average of one (or
+``local_iterations``) solver step(s) per round, each computed from the client's own statistics. The
+output layer's step is always exact and keeps its dual. Z's weights w_k ∝ tr G_k make clients with
+more (or more active) data weigh more, as FedAvg's n_k; for exact steps they are the κ_k of the
+penalties, as the Z-minimisation of Σ_k (κ_k/2)‖W^k − Z + U^k‖² requires.
+
+What is communicated per round: one float64 all-reduce of Σ_l (n_l · n_{l-1} + 1) numbers (the weighted
+W^k + U^k of every layer and the w_k). Metrics (accuracy counts, Lagrangian, consensus residuals) take
+one more small all-reduce, counted separately.
+
+Data split (simulation): :func:`client_indices` gives each client its part of one data set: "iid"
+(stratified, every client sees every digit), "classes" (the digits dealt in contiguous blocks:
+client k of K gets np.array_split(range(10), K)[k], e.g. {2k, 2k+1} for K = 5 and {0..4}, {5..9} for
+K = 2), or "dirichlet" (label skew: the recordings of each digit are shared out in proportions drawn from
+Dirichlet(α, ..., α); small α = strong skew).
+
+Implementation note: the consensus steps are put in place of ``solver.update_weights`` and
+``solver.update_output_joint_weights`` for the duration of each ``solver.iterate`` call (module
+globals the schedules look up at call time), so the local iterations follow the solver as it evolves;
+a hook on SolverCache would be cleaner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .admm import solver as S
+from .admm import updates as U
+from .admm.settings import ADMMSettings
+from .admm.state import ADMMState
+from .distributed import DEFAULT_TIMEOUT_S, Comm, DistributedError, _init_state, _write_jsonl, connect, fault_hook
+from .distributed import shard_bounds
+from .errors import AdmmSnnError, SettingsError
+
+DEFAULT_CONSENSUS = 1.0
+PARTITIONS = ("iid", "classes", "dirichlet")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data split over clients
+# ----------------------------------------------------------------------------------------------------
+
+def client_indices(labels: torch.Tensor, n_clients: int, client: int, scheme: str = "iid", seed: int = 0,
+                   alpha: float = 0.5, n_classes: int | None = None) -> torch.Tensor:
+    """Sorted indices of the samples client ``client`` of ``n_clients`` holds (see the module doc).
+    Every client computes the same partition from the same ``seed``; the parts are disjoint and cover
+    every sample."""
+    from .data import stratified_split
+    if scheme not in PARTITIONS:
+        raise SettingsError(f"partition {scheme!r} is not one of {', '.join(PARTITIONS)}")
+    K = int(n_clients)
+    if not (0 <= client < K):
+        raise SettingsError(f"client {client} is outside 0..{K - 1}")
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    n_classes = int(n_classes or (int(labels.max()) + 1 if labels.numel() else 1))
+    if scheme == "iid":
+        idx = stratified_split(labels, [1.0 / K] * K, seed)[client]
+    elif scheme == "classes":
+        if K > n_classes:
+            raise SettingsError(f"--partition classes deals {n_classes} classes to {K} clients; use at most "
+                                f"{n_classes} clients or --partition dirichlet")
+        mine = torch.as_tensor(np.array_split(np.arange(n_classes), K)[client])
+        idx = torch.nonzero(torch.isin(labels, mine), as_tuple=True)[0]
+    else:
+        if not (alpha > 0):
+            raise SettingsError(f"--dirichlet-alpha {alpha} must be > 0")
+        rng = np.random.default_rng(seed)
+        parts = []
+        for c in range(n_classes):
+            ids = np.nonzero(labels.numpy() == c)[0]
+            rng.shuffle(ids)
+            p = rng.dirichlet([alpha] * K)
+            cuts = np.round(np.cumsum(p) * len(ids)).astype(int)
+            lo = 0 if client == 0 else cuts[client - 1]
+            parts.append(ids[lo:cuts[client]])
+        idx = torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+    idx = torch.sort(idx.to(torch.int64)).values
+    if idx.numel() == 0:
+        raise SettingsError(f"client {client} of {K} gets no training samples with partition {scheme!r}; "
+                            "use more data, fewer clients or a larger --dirichlet-alpha")
+    return idx
+
+
+# ----------------------------------------------------------------------------------------------------
+# The consensus weight step
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class ConsensusState:
+    """Client-side consensus variables: Z (the agreed weights, every client has the same), U^k (this
+    client's scaled duals), κ_k (explicit consensus penalties, fixed at first use), ``weight`` (this
+    client's weight of each layer in the Z average, ∝ tr G_k) and ``dual`` (whether U is updated, per
+    layer). Z and U are kept in the Gram dtype."""
+
+    Z: list[torch.Tensor]
+    U: list[torch.Tensor]
+    consensus: float
+    dual: list[bool]
+    kappa: list[float | None] = field(default_factory=list)
+    weight: list[float] = field(default_factory=list)
+    input_gram: torch.Tensor | None = None
+    input_factor: torch.Tensor | None = None
+
+    def target(self, l: int) -> torch.Tensor:
+        """V = Z − U^k: the point the consensus term pulls layer l's weights towards."""
+        return self.Z[l] - self.U[l]
+
+
+def hidden_step_is_exact(settings: ADMMSettings) -> bool:
+    """True when the solver's hidden weight step is the exact block minimiser (no extrapolation), so
+    that the consensus duals U^k of the hidden layers are meaningful."""
+    return getattr(settings, "step_rule", "fixed") == "fixed" and getattr(settings, "weight_step", 1.0) == 1.0
+
+
+def _trace_gram(state: ADMMState, frames, l: int) -> float:
+    """tr G_k of layer l's update: Σ over t and samples of ‖a_{l-1}‖² (the frames for l = 0)."""
+    a = state.layer_inputs(frames, l)
+    return float(a.double().pow(2).sum())
+
+
+def _solve(G, rhs, shift, factor=None):
+    if factor is None:
+        factor = U.cholesky(G + shift * torch.eye(G.shape[0], dtype=G.dtype, device=G.device),
+                            "Gram matrix of the consensus weight update")
+    return torch.cholesky_solve(rhs.T.contiguous(), factor).T, factor
+
+
+def consensus_update_weights(state: ADMMState, frames, settings: ADMMSettings, cons: ConsensusState, l: int) -> None:
+    """Explicit consensus step from this client's sums only (ridge hidden layers and the output layer
+    without the joint solve):  W = (C_k + κ_k V) (G_k + (μ_k + κ_k) I)^{-1},  V = Z − U^k."""
+    gdt = S.DTYPES[settings.gram_dtype]
+    out = l == state.n_layers - 1
+    first = l == 0
+    G = C = None
+    need_gram = not (first and cons.input_gram is not None)
+    for sl in S._chunks(frames.shape[1], settings.chunk_size):
+        inputs = state.layer_inputs(frames, l)[:, sl]
+        x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
+                      settings.theta)
+        g, c = U.weight_statistics(inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
+                                   gram=need_gram)
+        G = g if G is None else (G if g is None else G + g)
+        C = c if C is None else C + c
+    if first:
+        if cons.input_gram is None:
+            cons.input_gram = G
+        G = cons.input_gram
+    n = G.shape[0]
+    mu = U.ridge_value(G, settings.output_ridge if out else settings.ridge)
+    if cons.kappa[l] is None:
+        cons.kappa[l] = cons.consensus * float(torch.diagonal(G).sum()) / max(n, 1) + 1e-12
+    V = cons.target(l)
+    W, factor = _solve(G, C + cons.kappa[l] * V, mu + cons.kappa[l], cons.input_factor if first else None)
+    if first:
+        cons.input_factor = factor
+    W = W.to(state.weights[l].dtype)
+    if not out and not hidden_step_is_exact(settings):  # the solver's step rule, from the consensus point
+        W = U.extrapolate(V.to(W.dtype), W, settings.weight_step,
+                          relative=getattr(settings, "step_rule", "fixed") == "relative")
+    state.weights[l] = W
+
+
+def consensus_update_output_joint(state: ADMMState, frames, y, settings: ADMMSettings, cons: ConsensusState) -> None:
+    """W_L = (C_S + κ V) (G_S + (μ_S + κ) I)^{-1}: the joint output block with the consensus term."""
+    gdt = S.DTYPES[settings.gram_dtype]
+    G = C = None
+    for sl in S._chunks(frames.shape[1], settings.chunk_size):
+        g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
+                                         state.dual[sl], settings.delta, settings.output_rho, gdt)
+        G, C = (g, c) if G is None else (G + g, C + c)
+    mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho, frames.shape[0])
+    L = state.n_layers - 1
+    if cons.kappa[L] is None:
+        cons.kappa[L] = cons.consensus * float(torch.diagonal(G).sum()) / max(G.shape[0], 1) + 1e-12
+    cons.weight[L] = float(torch.diagonal(G).sum())
+    W, _ = _solve(G, C + cons.kappa[L] * cons.target(L), mu_S + cons.kappa[L])
+    state.weights[-1] = W.to(state.weights[-1].dtype)
+
+
+class _ConsensusSolver:
+    """Runs ``solver.iterate`` with its two weight steps replaced by consensus steps (while the call
+    lasts): ``solver.update_weights`` and ``solver.update_output_joint_weights`` are module globals that
+    the schedules look up at call time. Proximal hidden layers keep the solver's own step (with its
+    ridge, step rule and extrapolation) with the anchor W_prev replaced by V = Z − U^k; everything else
+    uses the explicit steps above. Raises if the solver did not call them (it was restructured)."""
+
+    def __init__(self, cons: ConsensusState):
+        self.cons, self.calls = cons, 0
+
+    def update_weights(self, state, frames, settings, cache, l, *args, **kwargs):
+        self.calls += 1
+        cons = self.cons
+        if l < state.n_layers - 1 and settings.proximal:
+            state.weights[l] = cons.target(l).to(state.weights[l].dtype)  # the proximal anchor
+            self._orig_weights(state, frames, settings, cache, l, *args, **kwargs)
+        else:
+            consensus_update_weights(state, frames, settings, cons, l)
+        cons.weight[l] = _trace_gram(state, frames, l)
+
+    def update_output_joint_weights(self, state, frames, y, settings, cache=None, *args, **kwargs):
+        self.calls += 1
+        consensus_update_output_joint(state, frames, y, settings, self.cons)
+
+    def iterate(self, state, frames, y, settings, cache, generator) -> None:
+        self._orig_weights, self._orig_joint = S.update_weights, S.update_output_joint_weights
+        self.calls = 0
+        S.update_weights, S.update_output_joint_weights = self.update_weights, self.update_output_joint_weights
+        try:
+            S.iterate(state, frames, y, settings, cache, generator)
+        finally:
+            S.update_weights, S.update_output_joint_weights = self._orig_weights, self._orig_joint
+        if self.calls < state.n_layers:
+            raise RuntimeError("admm_snn.federated: solver.iterate no longer calls solver.update_weights / "
+                               "update_output_joint_weights for every layer; the consensus step needs updating")
+
+
+def consensus_step(state: ADMMState, cons: ConsensusState, comm: Comm) -> dict:
+    """Z = Σ_k w_k (W^k + U^k) / Σ_k w_k per layer (one all-reduce of the weights and the w_k),
+    U^k += W^k − Z where the dual is on. Returns this client's ‖W^k − Z‖², ‖Z − Z_prev‖², ‖Z‖²."""
+    gdt = cons.Z[0].dtype
+    parts = [(k * (w.to(gdt) + u)).reshape(-1) for k, w, u in zip(cons.weight, state.weights, cons.U)]
+    parts.append(torch.tensor(cons.weight, dtype=gdt, device=cons.Z[0].device))
+    total = comm.all_reduce(torch.cat(parts), "sum", "weights")
+    wsum = total[-len(cons.weight):]
+    off, primal, change, norm = 0, 0.0, 0.0, 0.0
+    for l, z_old in enumerate(cons.Z):
+        n = z_old.numel()
+        z = (total[off:off + n] / wsum[l]).reshape(z_old.shape)
+        off += n
+        d = state.weights[l].to(gdt) - z
+        if cons.dual[l]:
+            cons.U[l] = cons.U[l] + d
+        else:  # no dual: the client restarts from the consensus weights (FedAvg of solver steps)
+            state.weights[l] = z.to(state.weights[l].dtype)
+        primal += float((d ** 2).sum())
+        change += float(((z - z_old) ** 2).sum())
+        norm += float((z ** 2).sum())
+        cons.Z[l] = z
+    return {"primal_sq": primal, "change_sq": change, "norm_sq": norm}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loop
+# ----------------------------------------------------------------------------------------------------
+
+def _round_metrics(state, X, y, lab, settings, cons: ConsensusState, res: dict, comm: Comm, val, n_val_local) -> dict:
+    """Metrics of one round, summed over clients: accuracy and firing rate of the consensus model Z on
+    every client's training data and on the validation data, accuracy of each client's own W^k on its
+    data (mean), the sum of the local Lagrangians, and the consensus residuals
+    primal = sqrt(Σ_k ‖W^k − Z‖² / (K ‖Z‖²)), change = ‖Z − Z_prev‖ / ‖Z‖."""
+    from .admm.lagrangian import lagrangian_terms
+    from .train import accuracy_and_rates
+    p = settings.lif
+    Zw = [z.to(state.weights[0].dtype) for z in cons.Z]
+    n = X.shape[1]
+    acc, rates = accuracy_and_rates(Zw, X, lab, p)
+    local_acc, _ = accuracy_and_rates(state.weights, X, lab, p)
+    terms = lagrangian_terms(state, X, y, settings.rho, settings.beta, p, settings.output_rho)
+    vals = [terms["lagrangian"], terms["loss"], acc * n, local_acc * n, *[r * n for r in rates],
+            res["primal_sq"], float(n)]
+    if val is not None:
+        vacc, _ = accuracy_and_rates(Zw, val[0], val[1], p)
+        vals += [vacc * n_val_local, float(n_val_local)]
+    v = comm.all_reduce(torch.tensor(vals, dtype=torch.float64), kind="metrics").tolist()
+    H = len(rates)
+    N = v[5 + H]
+    m = {"iteration": state.iteration, "lagrangian": v[0], "loss": v[1] / N, "train_accuracy": v[2] / N,
+         "local_train_accuracy": v[3] / N, "firing_rate": [x / N for x in v[4:4 + H]]}
+    norm = max(res["norm_sq"], 1e-300)
+    m["consensus_primal"] = (v[4 + H] / (comm.world_size * norm)) ** 0.5
+    m["consensus_change"] = (res["change_sq"] / norm) ** 0.5
+    if val is not None:
+        m["val_accuracy"] = v[6 + H] / max(v[7 + H], 1.0)
+    return m
+
+
+def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,
+                    n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
+                    comm: Comm | None = None, consensus: float = DEFAULT_CONSENSUS, local_iterations: int = 1,
+                    backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, rank: int | None = None,
+                    world_size: int | None = None, init_method: str | None = None, progress: bool = False,
+                    device: str = "cpu", metrics_every: int = 1, model_extra: dict | None = None, log=print):
+    """Federated consensus ADMM (see the module doc) for ``settings.iterations`` rounds.
+
+    Every client (process) calls this with ITS OWN data ``frames`` (T, N_k, n_0), ``labels`` (N_k,) and
+    the same ``hidden`` and ``settings``. ``n_classes`` should be given (a client may not see every
+    class). ``val`` = (frames, labels) is held-out data, split over the clients for evaluation only.
+    The process group is ``comm``, the initialised default group, or one created here (see
+    :func:`distributed.connect`). Returns a :class:`train.TrainResult` whose ``weights`` are the
+    consensus weights Z (of the best validation round, else the last); ``state`` is this client's local
+    state. Each history entry has ``consensus_bytes`` (payload of the round's weight all-reduce) and
+    ``metrics_bytes``. Rank 0 writes ``out`` (metrics.jsonl, model.safetensors, summary.json).
+    """
+    from .io import save_model
+    from .train import TrainResult
+
+    if frames.dim() != 3:
+        raise SettingsError(f"frames have shape {tuple(frames.shape)}; expected (T, N, inputs)")
+    if labels.shape != (frames.shape[1],) or frames.shape[1] < 1:
+        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},) with N >= 1")
+    if any(h < 1 for h in hidden):
+        raise SettingsError(f"hidden sizes {list(hidden)} must all be >= 1")
+    if not (consensus > 0) or local_iterations < 1 or metrics_every < 1:
+        raise SettingsError(f"consensus={consensus} must be > 0, local_iterations={local_iterations} and "
+                            f"metrics_every={metrics_every} >= 1")
+    created = comm is None
+    if comm is None:
+        comm = connect(backend, timeout_s, rank=rank, world_size=world_size, init_method=init_method, device=device)
+    try:
+        k = int(labels.max()) + 1
+        k_all = int(comm.all_reduce(torch.tensor([float(k)], dtype=torch.float64), "max", "control")[0])
+        n_classes = int(n_classes or k_all)
+        dtype, gdt = S.DTYPES[settings.dtype], S.DTYPES[settings.gram_dtype]
+        sizes = [frames.shape[2], *hidden, n_classes]
+        X = frames.to(device=device, dtype=dtype)
+        if not bool(torch.isfinite(X).all()):
+            raise SettingsError("frames contain NaN or infinite values; check the input data")
+        lab = labels.to(device)
+        y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
+        n_val_local = 0
+        if val is not None:
+            a, b = shard_bounds(val[0].shape[1], comm.world_size, comm.rank)
+            val = (val[0][:, a:b].to(device=device, dtype=dtype), val[1][a:b].to(device))
+            n_val_local = b - a
+        generator = torch.Generator().manual_seed(settings.seed)
+        cache = S.SolverCache()  # local: reduce stays the identity, nothing per-sample is shared
+        state = _init_state(X, y, sizes, settings, generator, cache)
+        # Z⁰ = plain mean of the clients' initial weights (the hidden ones are the same seeded draws).
+        flat = torch.cat([w.to(gdt).reshape(-1) for w in state.weights])
+        flat = comm.all_reduce(flat, "sum", "weights") / comm.world_size
+        Z, off = [], 0
+        for w in state.weights:
+            Z.append(flat[off:off + w.numel()].reshape(w.shape).clone())
+            off += w.numel()
+        L = len(Z)
+        exact = hidden_step_is_exact(settings)
+        cons = ConsensusState(Z, [torch.zeros_like(z) for z in Z], float(consensus),
+                              dual=[exact] * (L - 1) + [True], kappa=[None] * L, weight=[1.0] * L)
+        runner = _ConsensusSolver(cons)
+        out = Path(out) if out is not None else None
+        if out is not None and comm.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").write_text("")
+        best, best_it, best_score, history = [z.clone() for z in Z], 0, -1.0, []
+        bar = None
+        if progress and comm.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=settings.iterations, desc=f"federated x{comm.world_size}", dynamic_ncols=True)
+        t_start = time.perf_counter()
+        rnd = 0
+        try:
+            while rnd < settings.iterations:
+                fault_hook(comm.rank, rnd)
+                comm.where = f"round {rnd + 1}"
+                b0 = dict(comm.bytes)
+                t0 = time.perf_counter()
+                failure = None
+                try:
+                    for _ in range(local_iterations):
+                        runner.iterate(state, X, y, settings, cache, generator)
+                except AdmmSnnError as exc:
+                    failure = exc
+                step = time.perf_counter() - t0
+                flag = comm.all_reduce(torch.tensor([1.0 if failure else 0.0, step], dtype=torch.float64),
+                                       "max", "control")
+                if failure is not None:
+                    raise failure
+                if flag[0] > 0:
+                    raise DistributedError(f"rank {comm.rank}: another client stopped with an error in round "
+                                           f"{rnd + 1} (see its message)")
+                t1 = time.perf_counter()
+                res = consensus_step(state, cons, comm)
+                rnd += 1
+                last = rnd == settings.iterations
+                if rnd % metrics_every == 0 or last:
+                    comm_bytes = comm.bytes["weights"] - b0["weights"]
+                    m = _round_metrics(state, X, y, lab, settings, cons, res, comm, val, n_val_local)
+                    m["iteration"] = rnd
+                    m["seconds"] = float(flag[1]) + (time.perf_counter() - t1)
+                    m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
+                    m["consensus_bytes"] = comm_bytes
+                    m["metrics_bytes"] = (comm.bytes["metrics"] + comm.bytes["control"]
+                                          - b0["metrics"] - b0["control"])
+                    m["clients"] = comm.world_size
+                    history.append(m)
+                    score = m.get("val_accuracy", m["train_accuracy"] if val is None else -1.0)
+                    if val is None or score > best_score:
+                        best, best_it, best_score = [z.clone() for z in cons.Z], rnd, score
+                    if out is not None and comm.is_main:
+                        _write_jsonl(out / "metrics.jsonl", m)
+                    if bar is not None:
+                        bar.set_postfix({"train": f"{m['train_accuracy']:.3f}", "val": f"{m.get('val_accuracy', 0):.3f}",
+                                         "primal": f"{m['consensus_primal']:.2g}"}, refresh=False)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t_start
+        wd = state.weights[0].dtype
+        chosen = best if val is not None else cons.Z
+        result = TrainResult([z.to(wd).clone() for z in chosen], [z.to(wd).clone() for z in cons.Z],
+                             best_it if val is not None else rnd, history, rnd, wall, state=state)
+        if out is not None and comm.is_main:
+            extra = {"federated": {"clients": comm.world_size, "consensus": consensus,
+                                   "local_iterations": local_iterations, "bytes": dict(comm.bytes),
+                                   "consensus_bytes_per_round": history[-1]["consensus_bytes"] if history else 0},
+                     **(model_extra or {})}
+            save_model(out / "model.safetensors", result.weights, settings.delta, settings.theta,
+                       {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **extra})
+            summary = {"iterations": rnd, "best_iteration": result.best_iteration, "wall_s": wall, "sizes": sizes,
+                       "settings": settings.to_dict(), "final": history[-1] if history else None, **extra}
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return result
+    finally:
+        if created:
+            comm.close()

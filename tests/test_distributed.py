@@ -1,0 +1,138 @@
+"""Data-parallel ADMM (admm_snn.distributed): 2 Gloo processes on CPU give the single-process result;
+a dead or hung worker stops the others with one line within the timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from admm_snn import distributed as D
+from admm_snn.admm.settings import ADMMSettings
+from admm_snn.cli import admm_settings, build_parser, data_options
+from admm_snn.experiment import load_splits
+from admm_snn.io import load_model
+from admm_snn.train import accuracy_and_rates, train
+
+
+@pytest.fixture(scope="module")
+def cache_dir(nmnist_root, tmp_path_factory):
+    """A framing cache filled once here, so the worker processes read it instead of each framing."""
+    from admm_snn.data import FrameSettings, load_nmnist
+    cache = tmp_path_factory.mktemp("nmnist-cache")
+    load_nmnist(nmnist_root, "train", FrameSettings(10, 10.0, 10.0), cache_dir=cache, limit=80)
+    return str(cache)
+
+
+def _argv(nmnist_root, cache_dir, out, *extra):
+    return ["--dataset", "nmnist", "--data-dir", str(nmnist_root), "--cache-dir", cache_dir, "--limit", "80",
+            "--time-steps", "10", "--hidden", "16", "--iterations", "5", "--val-fraction", "0.2",
+            "--test-fraction", "0.2", "--out", str(out), "--quiet", "--timeout", "60", *extra]
+
+
+def _env(**kw):
+    import os
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(D.FAULT_ENV, None)
+    env.update(kw)
+    return env
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset):
+    """default: forward init, parallel schedule; paper: uniform per-sample random init, sequential
+    schedule (random orders from the shared generator), dual updates."""
+    out = tmp_path / "run"
+    argv = _argv(nmnist_root, cache_dir, out, "--preset", preset)
+    assert D.launch_local(2, argv, env=_env()) == 0
+    printed = capfd.readouterr().out
+    assert "2 processes" in printed and "test accuracy" in printed
+    # the same run in this process, with train.train
+    args = D.build_parser().parse_args(argv)
+    args.argv = argv  # --preset paper reads which options were given
+    settings = admm_settings(args)
+    assert settings.init == ("uniform" if preset == "paper" else "forward") and settings.iterations == 5
+    splits = load_splits(data_options(args))
+    ref = train(splits.train.time_major(), splits.train.labels, [16], settings, n_classes=10,
+                val=(splits.val.time_major(), splits.val.labels), progress=False)
+    model = load_model(out)
+    assert len(model["weights"]) == 2
+    for w_dist, w_ref in zip(model["weights"], ref.weights):
+        assert float(w_ref.norm()) > 0
+        assert _rel(w_dist, w_ref) < 1e-5
+    hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in hist] == [h["iteration"] for h in ref.history] == [1, 2, 3, 4, 5]
+    for h, r in zip(hist, ref.history):
+        assert h["train_accuracy"] == pytest.approx(r["train_accuracy"], abs=1e-12)
+        assert h["val_accuracy"] == pytest.approx(r["val_accuracy"], abs=1e-12)
+        assert h["lagrangian"] == pytest.approx(r["lagrangian"], rel=1e-5)
+        assert h["residual_output"] == pytest.approx(r["residual_output"], rel=1e-4, abs=1e-9)
+        assert h["firing_rate"] == pytest.approx(r["firing_rate"], rel=1e-6, abs=1e-9)
+        assert h["world_size"] == 2 and h["allreduce_bytes"] > 0
+    # iteration 1 also sums the input Gram (2312² float64); later ones only the cross sums and small Grams
+    assert hist[0]["allreduce_bytes"] >= 2312 * 2312 * 8 > hist[1]["allreduce_bytes"] >= 16 * 2312 * 8
+    summary = json.loads((out / "summary.json").read_text())
+    acc, _ = accuracy_and_rates(ref.weights, splits.test.time_major(), splits.test.labels, settings.lif)
+    assert summary["test_accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert summary["distributed"]["world_size"] == 2 and summary["distributed"]["shard_sizes"] == [25, 25]
+
+
+def test_single_process_api_equals_train():
+    g = torch.Generator().manual_seed(1)
+    X = (torch.rand(6, 20, 12, generator=g) < 0.3).float()
+    labels = torch.arange(20) % 3
+    s = ADMMSettings(iterations=3, dtype="float64")
+    ref = train(X, labels, [5], s, progress=False)
+    res = D.train_distributed(X, labels, [5], s)
+    for a, b in zip(res.weights, ref.weights):
+        assert torch.equal(a, b)
+    assert res.history[-1]["train_accuracy"] == ref.history[-1]["train_accuracy"]
+
+
+def test_shard_bounds_and_worker_argv():
+    assert [D.shard_bounds(10, 3, r) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    assert D.shard_bounds(5, 1, 0) == (0, 5)
+    cmd = ["train", "--hidden", "8", "--hidden", "4", "--rho", "0.3", "--quiet", "--nproc", "2", "--dataset",
+           "digits", "--limit", "50", "--no-proximal", "--federated", "--nproc=3"]
+    assert D.strip_launcher_options(cmd) == cmd[1:8] + cmd[10:-1]
+    args = D.build_parser().parse_args(cmd[1:])
+    for argv in (D.worker_argv(args), D.strip_launcher_options(cmd)):
+        again = D.build_parser().parse_args(argv)
+        assert "--nproc" not in argv
+        for k in ("hidden", "rho", "quiet", "dataset", "limit", "beta", "iterations", "out", "proximal", "federated"):
+            assert getattr(again, k) == getattr(args, k), k
+
+
+def _run_faulty(nmnist_root, cache_dir, tmp_path, capfd, fault, timeout):
+    argv = _argv(nmnist_root, cache_dir, tmp_path / "run")
+    argv[argv.index("--timeout") + 1] = str(timeout)
+    t0 = time.monotonic()
+    rc = D.launch_local(2, argv, env=_env(**{D.FAULT_ENV: fault}), grace_s=3)
+    elapsed = time.monotonic() - t0
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    return rc, elapsed, lines
+
+
+def test_dead_worker_stops_rank0_with_one_line(nmnist_root, cache_dir, tmp_path, capfd):
+    rc, elapsed, lines = _run_faulty(nmnist_root, cache_dir, tmp_path, capfd, "die:1:2", 20)
+    assert rc == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("admm-snn: error: rank 0 of 2: all-reduce at iteration 3 failed")
+    assert "Traceback" not in lines[0]
+    assert elapsed < 20 + 25  # rank 0 notices the broken connection at once, at the latest after the timeout
+
+
+def test_hung_worker_stops_rank0_within_timeout(nmnist_root, cache_dir, tmp_path, capfd):
+    rc, elapsed, lines = _run_faulty(nmnist_root, cache_dir, tmp_path, capfd, "hang:1:2", 6)
+    assert rc == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("admm-snn: error: rank 0 of 2: all-reduce at iteration 3 failed: no answer within "
+                               "the 6 s timeout")
+    assert 6 <= elapsed < 6 + 3 + 25  # timeout, then the launcher's grace before it stops the hung rank
