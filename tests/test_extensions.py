@@ -104,3 +104,18 @@ def test_relative_step_has_the_requested_length_in_every_layer():
         assert cos > 1 - 1e-10  # same direction as the exact block step
         st1.weights[l] = W_prev.clone()
         st2.weights[l] = W_prev.clone()
+
+
+def test_calibrated_initial_rates_hit_the_target_in_every_layer():
+    from admm_snn.admm.state import calibrate_rates, random_weights
+    from admm_snn.network import LIFParams, forward
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(20, 64, 30, generator=g) < 0.2).float()
+    weights = random_weights([30, 40, 40, 40, 5], 3.0, torch.Generator().manual_seed(1), torch.float32, "cpu")
+    p = LIFParams(0.9, 1.0)
+    before = [float(a.mean()) for a in forward(weights, frames, p).spikes]
+    calibrated = calibrate_rates(weights, frames, p, 0.1)
+    after = [float(a.mean()) for a in forward(calibrated, frames, p).spikes]
+    assert max(abs(r - 0.1) for r in after) < 0.01, (before, after)
+    assert max(abs(r - 0.1) for r in before) > 0.02  # the test would pass without calibration otherwise
+    assert torch.equal(calibrated[-1], weights[-1])  # the output layer is untouched

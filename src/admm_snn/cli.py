@@ -102,6 +102,9 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
                    help=f"initial state (default {d.init}; uniform is the paper's)")
     g.add_argument("--init-gain", type=float, default=d.init_gain, help=f"initial weight scale (default {d.init_gain})")
+    g.add_argument("--init-rate", type=float, default=d.init_rate, metavar="R",
+                   help=f"rescale each hidden layer's initial weights so it fires at rate R on the training data "
+                        f"(default {d.init_rate}; the init gain is then only the starting scale)")
     g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
                    help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
                         f"(default {d.reproject})")

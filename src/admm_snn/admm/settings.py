@@ -67,6 +67,8 @@ class ADMMSettings:
       init       "forward": random weights (scaled so that hidden layers fire), states from the forward
                  simulation of that network; "uniform": the paper's W = 0, z and a uniform in [0, 1).
       init_gain  scale of the random initial weights relative to 1/sqrt(fan-in) (init="forward").
+      init_rate  if set, each hidden layer's initial weights are rescaled (bottom up, by bisection)
+                 so that its mean firing rate on the training data is this value (init="forward").
       reproject  every K iterations, after the hidden layers' updates and before the output block,
                  replace the hidden states (z, a) by the forward simulation of the current weights
                  (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
@@ -97,6 +99,7 @@ class ADMMSettings:
     chunk_size: int | None = None
     init: str = "forward"
     init_gain: float = 3.0
+    init_rate: float | None = 0.08
     reproject: int = 1
     seed: int = 0
 
@@ -115,6 +118,8 @@ class ADMMSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise SettingsError(f"{name}={value!r} must be an integer >= 0")
+        if self.init_rate is not None and not (0.0 < self.init_rate < 1.0):
+            raise SettingsError(f"init_rate={self.init_rate} must be in (0, 1) or unset")
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
         for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("init", INITS),

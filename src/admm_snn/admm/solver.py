@@ -10,7 +10,7 @@ import torch
 from ..network import forward, heaviside, lif_recurrence
 from . import updates as U
 from .settings import ADMMSettings
-from .state import ADMMState, random_weights, uniform_state
+from .state import ADMMState, calibrate_rates, random_weights, uniform_state
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -63,9 +63,12 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         pots, spikes = uniform_state(sizes, T, N, generator, dtype, device)
     else:
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
+        if settings.init_rate is not None:
+            weights = calibrate_rates(weights, frames, settings.lif, settings.init_rate,
+                                      reduce=(cache or SolverCache()).reduce)
         # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
         trace = forward(weights, frames, settings.lif,
-                        chunk=block_size(N, T, max(sizes[1:]), settings, device))
+                        chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
         pots, spikes = trace.potentials, trace.spikes
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
@@ -88,14 +91,23 @@ development machine); matrix products over T·samples ≥ 2000 rows stay efficie
 chunks (fewer, larger kernels)."""
 
 
-def block_size(N: int, T: int, width: int, settings: ADMMSettings, device) -> int:
+CPU_BLOCK_INPUTS = 1 << 22
+"""... and whose converted inputs (T × samples × inputs) hold at most this many numbers (the converted
+block of N-MNIST frames then takes 16 MiB in float32 and 32 MiB in float64)."""
+
+
+def block_size(N: int, T: int, width: int, settings: ADMMSettings, device, n_inputs: int = 0) -> int:
     """Samples per block of the per-sample updates: ``settings.chunk_size`` (None: all N), and on CPU at
-    most what keeps a (T, block, width) temporary near :data:`CPU_BLOCK_ELEMENTS` numbers (at least 16
-    samples). Samples are independent given the weights, so the blocking changes no result beyond the
-    order in which the weight sums are added."""
+    most what keeps a (T, block, width) temporary near :data:`CPU_BLOCK_ELEMENTS` numbers and the
+    block's converted inputs within :data:`CPU_BLOCK_INPUTS` (at least 16 samples). Samples are
+    independent given the weights, so the blocking changes no result beyond the order in which the
+    weight sums are added."""
     size = min(settings.chunk_size or N, N)
     if torch.device(device).type == "cpu":
-        size = min(size, max(16, CPU_BLOCK_ELEMENTS // max(1, T * width)))
+        cap = CPU_BLOCK_ELEMENTS // max(1, T * width)
+        if n_inputs:
+            cap = min(cap, CPU_BLOCK_INPUTS // max(1, T * n_inputs))
+        size = min(size, max(16, cap))
     return max(1, size)
 
 
@@ -103,7 +115,8 @@ def _blocks(state: ADMMState, frames, settings: ADMMSettings):
     """Slices of samples for the per-sample updates (see :func:`block_size`)."""
     T, N = frames.shape[0], frames.shape[1]
     width = max(w.shape[0] for w in state.weights)
-    return _chunks(N, block_size(N, T, width, settings, frames.device))
+    n_in = max(w.shape[1] for w in state.weights)
+    return _chunks(N, block_size(N, T, width, settings, frames.device, n_in))
 
 
 def _keeps_currents(settings: ADMMSettings, N: int) -> bool:
@@ -285,7 +298,7 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
     if cache is not None:
         G, C = cache.reduce(G), cache.reduce(C)
     mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho, frames.shape[0])
-    factor = U.cholesky(G + mu_S * torch.eye(G.shape[0], dtype=G.dtype, device=G.device), "output Gram matrix")
+    factor = U.cholesky(U.plus_diagonal(G, mu_S), "output Gram matrix")
     W, _ = U.solve_weights(G, C, settings.output_ridge, factor)
     state.weights[-1] = W.to(state.weights[-1].dtype)
 

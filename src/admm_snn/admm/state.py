@@ -53,3 +53,46 @@ def uniform_state(sizes, T, N, generator, dtype, device):
     spikes = [torch.rand(T, N, n, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
               for n in sizes[1:-1]]
     return pots, spikes
+
+
+def _lif_spike_sum(current: torch.Tensor, params: LIFParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes of a hidden LIF layer driven by ``current`` (T, N, n), and their total."""
+    from ..network import lif_step
+    z = torch.zeros_like(current[0])
+    a = torch.zeros_like(current[0])
+    out = torch.empty_like(current)
+    for t in range(current.shape[0]):
+        z, a = lif_step(z, a, current[t], params)
+        out[t] = a
+    return out, out.sum()
+
+
+def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams, target: float,
+                    reduce=lambda t: t, steps: int = 14) -> list[torch.Tensor]:
+    """Scale each hidden layer's random weights, bottom up, so that its mean firing rate on the training
+    data is ``target`` (data-driven initialisation, in the spirit of LSUV): the input current W a is
+    linear in the scale, so it is computed once per layer and the scale found by bisection on the
+    rate, whose spike and unit counts are summed over processes with ``reduce`` (every process finds the
+    same scale). The output layer is left as drawn."""
+    weights = list(weights)
+    inputs = frames
+    for l in range(len(weights) - 1):
+        base = inputs.to(weights[l].dtype) @ weights[l].T
+        count = reduce(torch.tensor(float(base.numel()), dtype=torch.float64, device=base.device))
+        lo, hi = 0.0, 1.0
+        while True:  # grow the bracket until the rate exceeds the target
+            _, total = _lif_spike_sum(base * hi, params)
+            if float(reduce(total.double()) / count) >= target or hi > 1e4:
+                break
+            lo, hi = hi, hi * 2.0
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            _, total = _lif_spike_sum(base * mid, params)
+            if float(reduce(total.double()) / count) < target:
+                lo = mid
+            else:
+                hi = mid
+        scale = 0.5 * (lo + hi)
+        weights[l] = weights[l] * scale
+        inputs, _ = _lif_spike_sum(base * scale, params)
+    return weights
