@@ -18,43 +18,46 @@ def _frame_bytes(frames_dtype, state_bytes: int) -> int:
     return BYTES[name]
 
 
-def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None) -> dict:
+def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None, device="cpu") -> dict:
     """Bytes needed by a run of the ADMM solver, by part (b = bytes of the state dtype, g = of the gram
-    dtype, f = of the stored frames, c = samples per chunk, K = T·c, n = the widest hidden/output layer):
+    dtype, f = of the stored frames, B = samples per block of the per-sample updates, K = T·B, n = the
+    widest hidden/output layer):
 
         frames     T·N·n_0·f; f is the frames' dtype (``frames_dtype``: 1 for uint8 spike frames; None:
                    the state dtype, as when the frames are converted once before training)
         state      potentials T·N·Σ_{l≥1} n_l + spikes T·N·Σ_{hidden} n_l + dual and one-hot targets
                    2·N·n_L (state dtype)
-        gram       the input layer's Gram matrix and its Cholesky factor (2·n_0²·g, kept for the run),
-                   the largest other Gram with its factor (2·n²·g, one layer at a time) and the weights
-        working    the chunk's inputs converted for the products u = W a (K·n_0·b, unless the frames are
-                   already in the state dtype) and for the weight sums (K·n_0·g), kept between
-                   iterations on CPU; per-chunk temporaries of the spike, potential and weight updates
-                   (about 9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers'
-                   input currents kept for the next sweep (T·N·Σ_{hidden} n_l·b) and the re-projected
-                   layer's new states while the old ones still exist (2·T·N·n·b)
+        gram       the input layer's Gram matrix and its Cholesky factor (2·n_0²·g, kept for the run;
+                   4.5·n_0²·g while they are formed in the first iteration: a block's partial sum and
+                   the ridged copy that is factorised), the largest other Gram with its factor (2·n²·g,
+                   one layer at a time), the spike systems and their factors (4·n²·b) and the weights
+        working    one block's inputs converted for the products u = W a (K·n_0·b, unless the frames are
+                   already in the state dtype) and for the weight sums (K·n_0·g), kept between iterations
+                   on CPU; the block's temporaries of the spike, potential and weight updates (about
+                   9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers' input
+                   currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
 
-    Measured against the peak resident memory of real runs by ``admm-snn bench`` (see
-    bench/README or the bench report): the estimate is within about 15% above the measured peak minus
-    the interpreter's own memory."""
+    B is ``settings.chunk_size`` (None: N), and on CPU at most a cache-sized block (see
+    :func:`admm_snn.admm.solver.block_size`), so the working part is small unless the run is on an
+    accelerator without chunking. Compared with the peak resident memory of real runs (``admm-snn bench``,
+    which reports both): within about 15% of the peak minus the interpreter's own memory."""
+    from .admm.solver import block_size
     b = BYTES[settings.dtype]
     g = BYTES[settings.gram_dtype]
     f = _frame_bytes(frames_dtype, b)
-    c = min(settings.chunk_size or N, N)
-    K = T * c
     n0 = sizes[0]
     hidden = sizes[1:-1]
     n = max(sizes[1:])
+    K = T * block_size(N, T, n, settings, device, max(sizes[:-1]))
     frames = T * N * n0 * f
     state = (T * N * (sum(sizes[1:]) + sum(hidden)) + 2 * N * sizes[-1]) * b
     others = max(sizes[1:-1] or [0])
-    gram = 2 * n0 * n0 * g + 2 * others * others * g + sum(m * k for m, k in zip(sizes[:-1], sizes[1:])) * (b + g)
+    weights = sum(m * k for m, k in zip(sizes[:-1], sizes[1:]))
+    gram = int(4.5 * n0 * n0 * g) + 2 * others * others * g + 4 * n * n * b + weights * (b + g)
     conversions = K * n0 * ((b if f != b else 0) + (g if f != g else 0))
     temporaries = 9 * K * n * b + K * n * g
-    whole = c >= N
     reproject = getattr(settings, "reproject", 0)
-    kept = (T * N * sum(hidden) * b + 2 * T * N * max(hidden or [0]) * b) if (whole and reproject) else 0
+    kept = T * N * sum(hidden) * b if (reproject and (not settings.chunk_size or settings.chunk_size >= N)) else 0
     working = conversions + temporaries + kept
     total = frames + state + gram + working
     return {"frames": frames, "state": state, "gram": gram, "working": working, "total": total}
@@ -81,7 +84,7 @@ def gib(n: int) -> str:
 
 def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None) -> dict:
     """Print the estimate (through ``log``) and raise a one-line ResourceError if it cannot fit."""
-    est = estimate_memory(sizes, T, N, settings, frames_dtype)
+    est = estimate_memory(sizes, T, N, settings, frames_dtype, device)
     free = available_memory(device)
     if log is not None:
         log(f"memory estimate: {gib(est['total'])} (frames {gib(est['frames'])}, state {gib(est['state'])}, "

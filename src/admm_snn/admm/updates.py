@@ -92,6 +92,15 @@ def ridge_value(G: torch.Tensor, ridge: float) -> float:
     return ridge * scale + 1e-10 * max(scale, 1.0)
 
 
+def plus_diagonal(G: torch.Tensor, value) -> torch.Tensor:
+    """G + value·I as a new matrix (the same numbers as ``G + value * eye``, without forming the n×n
+    identity and its multiple: two fewer n×n temporaries, 85 MB each for the float64 input Gram of
+    N-MNIST)."""
+    M = G.clone()
+    M.diagonal().add_(value)
+    return M
+
+
 def ridge_tensor(G: torch.Tensor, ridge: float) -> torch.Tensor:
     """:func:`ridge_value` as a 0-dim tensor on G's device (the same arithmetic, in G's dtype), so that
     the weight update never waits for the device to report tr(G)."""
@@ -129,8 +138,7 @@ def solve_weights(G: torch.Tensor | None, C: torch.Tensor, ridge: float, factor:
     if mu is None and (factor is None or anchor is not None):
         mu = ridge_tensor(G, ridge)
     if factor is None:
-        M = G + mu * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-        factor = cholesky(M, "Gram matrix of the weight update")
+        factor = cholesky(plus_diagonal(G, mu), "Gram matrix of the weight update")
     if anchor is not None:
         C = C + mu * anchor.to(C.dtype)
     W = torch.cholesky_solve(C.T.contiguous(), factor).T
@@ -164,8 +172,7 @@ def spike_matrices(W_next: torch.Tensor, theta: float, rho_own: float, rho_next:
     of the next layer's (with one ρ this is ρ times the spec's WᵀW + (θ² + β/ρ) I).
     """
     WtW = rho_next * (W_next.T @ W_next)
-    eye = torch.eye(WtW.shape[0], dtype=WtW.dtype, device=WtW.device)
-    return WtW + (rho_own * theta ** 2 + beta) * eye, WtW + beta * eye
+    return plus_diagonal(WtW, rho_own * theta ** 2 + beta), plus_diagonal(WtW, beta)
 
 
 def spike_rhs(W_next, c, d_next, h, theta, rho_own, rho_next, beta, dual=None, includes_last=True):

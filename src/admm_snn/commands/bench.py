@@ -250,9 +250,17 @@ def measure(cfg: dict) -> dict:
     rss0 = _rss_now()
     N, T = cfg["N"], cfg["T"]
     n_run = min(N, cfg["subset"]) if cfg.get("subset") else N
-    # a subset (sequential schedule, large N) is its own draw of n_run samples of the same kind of data
-    frames, labels, source, density = make_data(n_run, T, cfg["frames"], cfg.get("data_dir"),
-                                                cfg.get("cache_dir"), device=device)
+    # a subset (sequential schedule, large N) is its own draw of n_run samples of the same kind of data;
+    # real recordings come prepared by the parent in a file (reading and framing them has a larger
+    # memory peak than the solver at small N, which would hide the solver's peak)
+    prepared = cfg.get("data_files", {}).get(str(n_run))
+    if prepared:
+        blob = torch.load(prepared)
+        frames, labels, source, density = blob["frames"].to(device), blob["labels"].to(device), "real", blob["density"]
+        del blob
+    else:
+        frames, labels, source, density = make_data(n_run, T, cfg["frames"], cfg.get("data_dir"),
+                                                    cfg.get("cache_dir"), device=device)
     settings = _settings(cfg)
     sizes = [N_INPUTS, *cfg["hidden"], 10]
     y = torch.nn.functional.one_hot(labels, 10).to(S.DTYPES[settings.dtype])
@@ -290,10 +298,11 @@ def measure(cfg: dict) -> dict:
             for n, fn in originals.items():
                 setattr(S, n, fn)
         breakdown = totals
+    # the solver's peak, read before the accuracy evaluation below adds its own temporaries
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     acc = None
     if cfg.get("accuracy"):
-        pred = predict(state.weights, frames, LIFParams(settings.delta, settings.theta),
-                       chunk=settings.chunk_size or 4096)
+        pred = predict(state.weights, frames, LIFParams(settings.delta, settings.theta), chunk=256)
         acc = float((pred == labels).float().mean())
     if str(device).startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
@@ -301,10 +310,10 @@ def measure(cfg: dict) -> dict:
         data_bytes = base_cuda
         rss0 = 0
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_rss
         peak_kind = "ru_maxrss"
         data_bytes = rss_data - rss0
-    est = estimate_memory(sizes, T, n_run, settings, cfg["frames"])
+    est = estimate_memory(sizes, T, n_run, settings, cfg["frames"], device)
     flops = iteration_flops(sizes, T, n_run, settings)
     sec = min(times) if times else t_first
     scale = N / n_run
@@ -425,6 +434,20 @@ def run(args) -> int:
     peak32 = matmul_rate(args.device, "float32")
     peak64 = matmul_rate(args.device, "float64")
     print(f"float32 mm: {peak32 / 1e9:.1f} GFLOP/s, float64 mm: {peak64 / 1e9:.1f} GFLOP/s", flush=True)
+    data_files = {}
+    root = Path(args.data_dir) if args.data_dir else _default_data_dir()
+    if root is not None and (Path(root) / "Train").is_dir():
+        from ..data import FrameSettings, load_nmnist
+        count = len(load_nmnist(root, "train", FrameSettings(time_steps=args.time_steps, bin_ms=10.0),
+                                cache_dir=args.cache_dir))
+        wanted = sorted({n for N in args.n for n in (N, min(N, args.seq_max_n)) if n <= count})
+        for n in wanted:
+            frames, labels, source, density = make_data(n, args.time_steps, args.frames, root, args.cache_dir)
+            if source == "real":
+                path = out / f".data-T{args.time_steps}-N{n}-{args.frames}.pt"
+                torch.save({"frames": frames, "labels": labels, "density": density}, path)
+                data_files[str(n)] = str(path)
+            del frames, labels
     results = []
     for N in args.n:
         for sched in args.schedules:
@@ -433,7 +456,7 @@ def run(args) -> int:
                    "set": overrides, "iterations": args.seq_iterations if seq else args.iterations,
                    "subset": args.seq_max_n if seq else None, "frames": args.frames, "data_dir": args.data_dir,
                    "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads,
-                   "breakdown": not args.no_breakdown, "accuracy": args.accuracy}
+                   "breakdown": not args.no_breakdown, "accuracy": args.accuracy, "data_files": data_files}
             r = _child(cfg, args.timeout)
             results.append(r)
             if "error" in r:
@@ -451,6 +474,8 @@ def run(args) -> int:
     (out / "bench.json").write_text(json.dumps({"fp32_mm_flops": [peak32, peak32_after], "fp64_mm_flops": peak64,
                                                 "results": results}, indent=1))
     plot(results, out / "bench.png")
+    for path in data_files.values():
+        Path(path).unlink(missing_ok=True)
     print((out / "bench.md").read_text())
     return 0
 
