@@ -116,6 +116,20 @@ def test_one_client_follows_the_single_process_solver():
     assert [h["consensus_bytes"] for h in fed.history] == [0] * 4  # one process: nothing sent
 
 
+def test_paper_preset_runs_and_solver_is_restored():
+    """The explicit consensus path (ridge hidden weights, sequential schedule, output sweep, dual) runs
+    inside solver.iterate, and the solver's own weight steps are back in place afterwards."""
+    g = torch.Generator().manual_seed(2)
+    X = (torch.rand(6, 30, 20, generator=g) < 0.3).float()
+    labels = torch.arange(30) % 3
+    before = (S.update_weights, S.update_output_joint_weights)
+    s = ADMMSettings.paper(iterations=3, dtype="float64")
+    res = F.train_federated(X, labels, [6], s, consensus=0.5)
+    assert (S.update_weights, S.update_output_joint_weights) == before
+    assert len(res.history) == 3 and all(bool(torch.isfinite(w).all()) for w in res.weights)
+    assert float(res.weights[0].norm()) > 0  # W starts at 0 (uniform init): the consensus steps moved it
+
+
 @pytest.fixture(scope="module")
 def framed_cache(nmnist_root, tmp_path_factory):
     """A framing cache filled once here, so the client processes read it instead of each framing."""

@@ -83,6 +83,13 @@ class Comm:
         self.rank, self.world_size, self.group = int(rank), int(world_size), group
         self.timeout_s, self.device, self.owns_group = timeout_s, device, owns_group
         self.bytes = {"weights": 0, "metrics": 0, "control": 0}
+        self.seconds = {"weights": 0.0, "metrics": 0.0, "control": 0.0}
+        """Wall time spent in all-reduce calls (transfer plus waiting for the slowest process; on CUDA
+        only the launch, NCCL being asynchronous)."""
+        self.records: list[dict] = []
+        """One entry per training iteration (or federated round), metrics or not: ``seconds`` (slowest
+        rank), ``bytes`` (payload of the weight all-reduces) and ``allreduce_s`` (this rank's time in
+        them)."""
 
     @property
     def is_main(self) -> bool:
@@ -106,10 +113,12 @@ class Comm:
             return t
         import torch.distributed as dist
         buf = t.detach().to(self.device).clone().contiguous()
+        t0 = time.perf_counter()
         try:
             dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op]), group=self.group)
         except RuntimeError as exc:  # DistBackendError, DistNetworkError, Gloo/NCCL errors
             raise self._fail("all-reduce", exc) from None
+        self.seconds[kind] += time.perf_counter() - t0
         self.bytes[kind] += buf.numel() * buf.element_size()
         return buf.to(t.device)
 
@@ -343,7 +352,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         n_classes = int(n_classes or k_all)
         dtype = S.DTYPES[settings.dtype]
         sizes = [frames.shape[2], *hidden, n_classes]
-        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
+        # processes of this machine share its memory (on CUDA each has its own device)
+        local_procs = 1 if str(device).startswith("cuda") else int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
                      log=log if (progress and comm.is_main) else None)
         X = Xf.to(device=device, dtype=dtype)
@@ -377,7 +387,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             while state.iteration < settings.iterations:
                 fault_hook(comm.rank, state.iteration)
                 comm.where = f"iteration {state.iteration + 1}"
-                b0 = dict(comm.bytes)
+                b0, s0 = dict(comm.bytes), comm.seconds["weights"]
                 t0 = time.perf_counter()
                 failure = None
                 try:
@@ -394,6 +404,9 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                 if flag[0] > 0:
                     raise DistributedError(f"rank {comm.rank}: another process stopped with an error at iteration "
                                            f"{state.iteration} (see its message)")
+                comm.records.append({"iteration": state.iteration, "seconds": float(flag[1]),
+                                     "bytes": comm.bytes["weights"] - b0["weights"],
+                                     "allreduce_s": comm.seconds["weights"] - s0})
                 last = state.iteration == settings.iterations
                 if state.iteration % metrics_every == 0 or last:
                     m = reduce_metrics(iteration_metrics(state, X, y, lab, settings, val), comm,

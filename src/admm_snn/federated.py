@@ -155,6 +155,7 @@ class ConsensusState:
     weight: list[float] = field(default_factory=list)
     input_gram: torch.Tensor | None = None
     input_factor: torch.Tensor | None = None
+    input_trace: float | None = None
 
     def target(self, l: int) -> torch.Tensor:
         """V = Z − U^k: the point the consensus term pulls layer l's weights towards."""
@@ -167,10 +168,15 @@ def hidden_step_is_exact(settings: ADMMSettings) -> bool:
     return getattr(settings, "step_rule", "fixed") == "fixed" and getattr(settings, "weight_step", 1.0) == 1.0
 
 
-def _trace_gram(state: ADMMState, frames, l: int) -> float:
-    """tr G_k of layer l's update: Σ over t and samples of ‖a_{l-1}‖² (the frames for l = 0)."""
+def _trace_gram(state: ADMMState, frames, l: int, cons: "ConsensusState") -> float:
+    """tr G_k of layer l's update: Σ over t and samples of ‖a_{l-1}‖² (the frames for l = 0, once)."""
+    if l == 0 and cons.input_trace is not None:
+        return cons.input_trace
     a = state.layer_inputs(frames, l)
-    return float(a.double().pow(2).sum())
+    value = float(torch.linalg.vector_norm(a, dtype=torch.float64) ** 2)
+    if l == 0:
+        cons.input_trace = value
+    return value
 
 
 def _solve(G, rhs, shift, factor=None):
@@ -250,7 +256,7 @@ class _ConsensusSolver:
             self._orig_weights(state, frames, settings, cache, l, *args, **kwargs)
         else:
             consensus_update_weights(state, frames, settings, cons, l)
-        cons.weight[l] = _trace_gram(state, frames, l)
+        cons.weight[l] = _trace_gram(state, frames, l, cons)
 
     def update_output_joint_weights(self, state, frames, y, settings, cache=None, *args, **kwargs):
         self.calls += 1
@@ -407,7 +413,7 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
             while rnd < settings.iterations:
                 fault_hook(comm.rank, rnd)
                 comm.where = f"round {rnd + 1}"
-                b0 = dict(comm.bytes)
+                b0, s0 = dict(comm.bytes), comm.seconds["weights"]
                 t0 = time.perf_counter()
                 failure = None
                 try:
@@ -425,6 +431,9 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
                                            f"{rnd + 1} (see its message)")
                 t1 = time.perf_counter()
                 res = consensus_step(state, cons, comm)
+                comm.records.append({"iteration": rnd + 1, "seconds": float(flag[1]) + time.perf_counter() - t1,
+                                     "bytes": comm.bytes["weights"] - b0["weights"],
+                                     "allreduce_s": comm.seconds["weights"] - s0})
                 rnd += 1
                 last = rnd == settings.iterations
                 if rnd % metrics_every == 0 or last:
