@@ -155,6 +155,8 @@ def add_train_parser(sub) -> None:
                    help="write the full training state every K iterations (0 = only at the end)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .distributed import add_distributed_options
+    add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
 
@@ -169,6 +171,13 @@ def _device(name: str) -> str:
 
 
 def cmd_train(args) -> int:
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
+        from .distributed import run_worker
+        return run_worker(args)
+    if args.nproc > 1 or args.federated:
+        from .distributed import launch_local, worker_argv
+        return launch_local(args.nproc, worker_argv(args))
     from .experiment import load_splits
     from .train import train, accuracy_and_rates
     device = _device(args.device)
