@@ -82,7 +82,7 @@ class ADMMSettings:
     delta: float = 0.95
     theta: float = 1.0
     eps: float = 1e-5
-    iterations: int = 20
+    iterations: int = 12
     dual: bool = False
     warmup: int = 5
     schedule: str = "parallel"
