@@ -37,6 +37,6 @@ timeout 900 $B --n 4000 --hidden 512 --iterations 5 --schedules parallel --out "
   > "$OUT/n4000_w512.log" 2>&1
 timeout 1200 $B --n 1000 2000 4000 8000 16000 --hidden 128 --iterations 3 --seq-iterations 1 \
   --out "$OUT/growth_w128" > "$OUT/growth_w128.log" 2>&1
-timeout 1200 $B --n 60000 --hidden 512 --iterations 1 --schedules parallel --no-breakdown --set chunk_size=4000 \
+timeout 1200 $B --n 60000 --hidden 512 --iterations 1 --schedules parallel --no-breakdown --set chunk_size=4000 --set init_rate=null \
   --out "$OUT/full_n60000" > "$OUT/full_n60000.log" 2>&1
 echo done > "$OUT/DONE"

@@ -297,7 +297,8 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
         G, C = (g, c) if G is None else (G + g, C + c)
     if cache is not None:
         G, C = cache.reduce(G), cache.reduce(C)
-    mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho, frames.shape[0])
+    # μ_S of U.joint_output_ridge, as a device tensor (no wait for the device to report tr(G_S))
+    mu_S = U.ridge_tensor(G, settings.output_ridge)
     factor = U.cholesky(U.plus_diagonal(G, mu_S), "output Gram matrix")
     W, _ = U.solve_weights(G, C, settings.output_ridge, factor)
     state.weights[-1] = W.to(state.weights[-1].dtype)

@@ -5,8 +5,10 @@ For each N, one child process per schedule builds N-MNIST-shaped data (the real 
 about 3.5%), starts the solver, runs one iteration that is not timed (it forms the fixed input Gram),
 then times ``--iterations`` iterations. Each child reports its seconds per iteration, the FLOPs of an
 iteration counted from the shapes (:func:`iteration_flops`), a breakdown of the time by block (from one
-further iteration with timers around the solver's functions) and its peak memory: ``ru_maxrss`` on
-CPU (a child per measurement, so the peaks do not mix) or ``torch.cuda.max_memory_allocated``.
+further iteration with timers around the solver's functions) and its peak memory: on CPU the
+high-water mark of the resident set (VmHWM) of a child process per measurement, so the peaks do not mix
+(ru_maxrss would not do: Linux carries it over fork and exec from the parent); on CUDA
+``torch.cuda.max_memory_allocated``.
 
 The sequential schedule costs the same products per iteration as the parallel one, plus a loop over t;
 it may be measured on fewer iterations (``--seq-iterations``) and, beyond ``--seq-max-n`` samples, on a
@@ -144,6 +146,21 @@ def _sync(device) -> None:
     import torch
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process: VmHWM from /proc/self/status (the high-water mark of this
+    program's own memory map, which starts afresh at exec). ``ru_maxrss`` is not used for the child
+    processes: Linux carries it over fork and exec, so a child's value is at least the parent's
+    resident size when it was started. Falls back to ru_maxrss where /proc is not available."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss_now() -> int:
@@ -299,7 +316,7 @@ def measure(cfg: dict) -> dict:
                 setattr(S, n, fn)
         breakdown = totals
     # the solver's peak, read before the accuracy evaluation below adds its own temporaries
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = _peak_rss()
     acc = None
     if cfg.get("accuracy"):
         pred = predict(state.weights, frames, LIFParams(settings.delta, settings.theta), chunk=256)
@@ -311,7 +328,7 @@ def measure(cfg: dict) -> dict:
         rss0 = 0
     else:
         peak = peak_rss
-        peak_kind = "ru_maxrss"
+        peak_kind = "VmHWM"
         data_bytes = rss_data - rss0
     est = estimate_memory(sizes, T, n_run, settings, cfg["frames"], device)
     flops = iteration_flops(sizes, T, n_run, settings)
@@ -381,9 +398,9 @@ def markdown(results: list[dict], peak32: float, peak64: float, header: str) -> 
     lines += ["", "s/iter: best of the timed iterations (the first iteration, which forms the fixed input "
               "Gram, is reported separately). GFLOP/iter: products, Gram sums, Cholesky solves and "
               "factorisations counted from the shapes (element-wise work not counted); in brackets the part "
-              "done in the gram dtype. peak: ru_maxrss of the child process (whole process, including the "
+              "done in the gram dtype. peak: VmHWM (peak resident set) of the child process (whole process, including the "
               "interpreter and the data) or CUDA max_memory_allocated (minus what was allocated before the solver "
-              "started); peak − start: ru_maxrss minus the resident memory when the measurement began (after "
+              "started); peak − start: that peak minus the resident memory when the measurement began (after "
               "importing torch): what the data and the solver added; est.: resources.estimate_memory. "
               "breakdown: 'other' is the rest of the iteration (the sequential schedule's loop over t, the "
               "dual step, the divergence check)."]
