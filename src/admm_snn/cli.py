@@ -185,10 +185,11 @@ def cmd_train(args) -> int:
     opts = data_options(args)
     splits = load_splits(opts)
     hidden = args.hidden or [DEFAULT_HIDDEN]
-    val = (splits.val.time_major(), splits.val.labels) if splits.val is not None else None
+    # binary frames stay uint8 (exact and 4x smaller); the solver converts them one chunk at a time
+    val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels) if splits.val is not None else None
     print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
           f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
-    result = train(splits.train.time_major(), splits.train.labels, hidden, settings,
+    result = train(splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,

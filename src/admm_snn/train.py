@@ -304,12 +304,16 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         load_checkpoint(out, settings, sizes, "", device)  # raises the "no checkpoint to resume from" error
     if out is not None:
         _prepare_out(out)
-    check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None)
-    X = frames.to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(X).all()):
+    compact = frames.dtype in (torch.uint8, torch.bool)  # binary spike frames stay compact (exact)
+    check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
+                 frames_dtype=frames.dtype if compact else None)
+    X = frames.to(device=device) if compact else frames.to(device=device, dtype=dtype)
+    if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
     if val is not None:
-        val = (val[0].to(device=device, dtype=dtype), val[1].to(device))
+        v = val[0]
+        v = v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype)
+        val = (v, val[1].to(device))
         if not bool(torch.isfinite(val[0]).all()):
             raise DataError(f"validation frames contain NaN or infinite values ({_first_nonfinite(val[0])})")
     data_fp = fingerprint(frames, labels)

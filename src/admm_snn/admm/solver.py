@@ -65,7 +65,8 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
         if settings.init_rate is not None:
             weights = calibrate_rates(weights, frames, settings.lif, settings.init_rate,
-                                      reduce=(cache or SolverCache()).reduce)
+                                      reduce=(cache or SolverCache()).reduce,
+                                      chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
         # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
         trace = forward(weights, frames, settings.lif,
                         chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))

@@ -68,31 +68,39 @@ def _lif_spike_sum(current: torch.Tensor, params: LIFParams) -> tuple[torch.Tens
 
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams, target: float,
-                    reduce=lambda t: t, steps: int = 14) -> list[torch.Tensor]:
+                    reduce=lambda t: t, steps: int = 14, chunk: int | None = None) -> list[torch.Tensor]:
     """Scale each hidden layer's random weights, bottom up, so that its mean firing rate on the training
     data is ``target`` (data-driven initialisation, in the spirit of LSUV): the input current W a is
-    linear in the scale, so it is computed once per layer and the scale found by bisection on the
-    rate, whose spike and unit counts are summed over processes with ``reduce`` (every process finds the
-    same scale). The output layer is left as drawn."""
+    linear in the scale, so it is computed once per layer (``chunk`` samples at a time, so compact
+    frames are converted one chunk at a time) and the scale found by bisection on the rate, whose spike
+    and unit counts are summed over processes with ``reduce`` (every process finds the same scale).
+    Spike counts are integers summed in float64 per chunk: exact. The output layer is left as drawn."""
     weights = list(weights)
+    T, N = frames.shape[0], frames.shape[1]
+    slices = [slice(s, min(s + (chunk or N), N)) for s in range(0, N, chunk or N)]
     inputs = frames
     for l in range(len(weights) - 1):
-        base = inputs.to(weights[l].dtype) @ weights[l].T
+        W = weights[l]
+        base = torch.empty(T, N, W.shape[0], dtype=W.dtype, device=W.device)
+        for sl in slices:
+            base[:, sl] = inputs[:, sl].to(W.dtype) @ W.T
         count = reduce(torch.tensor(float(base.numel()), dtype=torch.float64, device=base.device))
+
+        def rate(scale: float) -> float:
+            total = sum(_lif_spike_sum(base[:, sl] * scale, params)[1].double() for sl in slices)
+            return float(reduce(total) / count)
+
         lo, hi = 0.0, 1.0
-        while True:  # grow the bracket until the rate exceeds the target
-            _, total = _lif_spike_sum(base * hi, params)
-            if float(reduce(total.double()) / count) >= target or hi > 1e4:
-                break
+        while rate(hi) < target and hi <= 1e4:  # grow the bracket until the rate reaches the target
             lo, hi = hi, hi * 2.0
         for _ in range(steps):
             mid = 0.5 * (lo + hi)
-            _, total = _lif_spike_sum(base * mid, params)
-            if float(reduce(total.double()) / count) < target:
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
         scale = 0.5 * (lo + hi)
-        weights[l] = weights[l] * scale
-        inputs, _ = _lif_spike_sum(base * scale, params)
+        weights[l] = W * scale
+        spikes = torch.empty(T, N, W.shape[0], dtype=torch.uint8, device=W.device)
+        for sl in slices:
+            spikes[:, sl] = _lif_spike_sum(base[:, sl] * scale, params)[0].to(torch.uint8)
+        inputs = spikes
+        del base
     return weights
