@@ -54,3 +54,17 @@ def test_cli_default_trains_on_digits(tmp_path, capsys, monkeypatch):
     assert main(["eval", "--model", "runs/latest", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"accuracy", "n_samples", "firing_rate"} <= set(report) and report["n_samples"] > 0
+
+
+def test_eval_rebuilds_the_held_out_split_from_the_model(tmp_path, capsys):
+    """Data options not given to eval keep the model's values (here a non-default T, split seed and
+    encoding), so eval reports exactly the test accuracy that train printed."""
+    out = tmp_path / "run"
+    assert main(["train", "--iterations", "2", "--limit", "300", "--time-steps", "12", "--split-seed", "3",
+                 "--encoding", "latency", "--hidden", "16", "--quiet", "--out", str(out)]) == 0
+    trained = json.loads((out / "summary.json").read_text())["test_accuracy"]
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["accuracy"] == trained
+    assert report["n_samples"] == 60

@@ -25,25 +25,24 @@ def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
     """The data options shared by train, eval, compare and sweep. With ``inherit`` (eval) an option that
     is not given keeps the value stored in the model, so the same held-out split is rebuilt."""
     g = p.add_argument_group("data" + (" (default: as the model was trained)" if inherit else ""))
-    if inherit:
-        g.argument_default = argparse.SUPPRESS
-    g.add_argument("--dataset", choices=["digits", "nmnist"], default="digits",
+    keep = (lambda v: argparse.SUPPRESS) if inherit else (lambda v: v)  # eval: absent = the model's value
+    g.add_argument("--dataset", choices=["digits", "nmnist"], default=keep("digits"),
                    help="digits: scikit-learn's bundled 8x8 digits as spike trains (no download); "
                         "nmnist: N-MNIST event recordings read with tonic (default: digits)")
-    g.add_argument("--data-dir", metavar="ROOT", help="N-MNIST root with Train/<digit>/*.bin (and Test/...)")
-    g.add_argument("--download", action="store_true", help="download N-MNIST with tonic into ROOT if absent")
-    g.add_argument("--time-steps", type=int, default=30, metavar="T", help="frames per sample (default 30)")
-    g.add_argument("--bin-ms", type=float, default=10.0, metavar="MS", help="N-MNIST frame width in ms (default 10)")
-    g.add_argument("--denoise-ms", type=float, default=10.0, metavar="MS",
+    g.add_argument("--data-dir", metavar="ROOT", default=keep(None), help="N-MNIST root with Train/<digit>/*.bin (and Test/...)")
+    g.add_argument("--download", action="store_true", default=keep(False), help="download N-MNIST with tonic into ROOT if absent")
+    g.add_argument("--time-steps", type=int, default=keep(30), metavar="T", help="frames per sample (default 30)")
+    g.add_argument("--bin-ms", type=float, default=keep(10.0), metavar="MS", help="N-MNIST frame width in ms (default 10)")
+    g.add_argument("--denoise-ms", type=float, default=keep(10.0), metavar="MS",
                    help="tonic Denoise filter time in ms, 0 = off (default 10)")
-    g.add_argument("--encoding", choices=["rate", "latency"], default="rate", help="digits spike code (default rate)")
-    g.add_argument("--limit", type=int, metavar="N", help="use at most N training recordings")
-    g.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+    g.add_argument("--encoding", choices=["rate", "latency"], default=keep("rate"), help="digits spike code (default rate)")
+    g.add_argument("--limit", type=int, metavar="N", default=keep(None), help="use at most N training recordings")
+    g.add_argument("--val-fraction", type=float, default=keep(0.2), metavar="F",
                    help="fraction of training recordings held out for validation (default 0.2)")
-    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+    g.add_argument("--test-fraction", type=float, default=keep(0.2), metavar="F",
                    help="fraction held out as test set when the data has no Test folder (default 0.2)")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the stratified splits (default 0)")
-    g.add_argument("--cache-dir", metavar="DIR", help="where framed N-MNIST tensors are cached "
+    g.add_argument("--split-seed", type=int, default=keep(0), help="seed of the stratified splits (default 0)")
+    g.add_argument("--cache-dir", metavar="DIR", default=keep(None), help="where framed N-MNIST tensors are cached "
                                                       "(default $ADMM_SNN_CACHE or ~/.cache/admm-snn)")
 
 
