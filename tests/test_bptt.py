@@ -147,3 +147,16 @@ def test_bad_data_raise():
         train_bptt(x, torch.zeros(4, dtype=torch.long), [0], LIFParams())
     with pytest.raises(SettingsError):
         train_bptt(x, torch.zeros(4, dtype=torch.long), [2], LIFParams(), val_frames=x)
+
+
+def test_init_rate_keeps_a_deep_network_firing():
+    import torch
+    from admm_snn.baselines.bptt import BPTTSettings, train_bptt
+    from admm_snn.network import LIFParams, forward
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(10, 40, 30, generator=g) < 0.1).float()
+    labels = torch.arange(40) % 2
+    p = LIFParams(0.95, 1.0)
+    res = train_bptt(frames, labels, [16] * 5, p, BPTTSettings(epochs=1, init_rate=0.1, lr=1e-9))
+    rates = [float(a.mean()) for a in forward(res.weights, frames, p).spikes]
+    assert min(rates) > 0.03, rates

@@ -66,6 +66,7 @@ class BPTTSettings:
     surrogate_slope: float = 25.0  # k of snntorch.surrogate.fast_sigmoid
     seed: int = 0
     init_scale: float = 1.0  # weights ~ U(−s/√fan_in, s/√fan_in) (s = 1: PyTorch's Linear default)
+    init_rate: float | None = None  # if set, rescale each hidden layer so it fires at this rate at the start
 
     def __post_init__(self):
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
@@ -83,6 +84,8 @@ class BPTTSettings:
             raise SettingsError(f"seed={self.seed!r} must be an integer")
         if not (0.0 < self.init_scale < float("inf")):
             raise SettingsError(f"init_scale={self.init_scale!r} must be a finite number > 0, e.g. 1")
+        if self.init_rate is not None and not (0.0 < self.init_rate < 1.0):
+            raise SettingsError(f"init_rate={self.init_rate!r} must be in (0, 1) or unset, e.g. 0.08")
 
 
 @dataclass
@@ -245,6 +248,11 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
         for fc in net.fcs:
             bound = s.init_scale / fc.in_features ** 0.5
             fc.weight.copy_(torch.rand(fc.weight.shape, generator=gen) * (2 * bound) - bound)
+        if s.init_rate is not None:  # the same data-driven start as ADMM's init_rate (deep nets stay alive)
+            from ..admm.state import calibrate_rates
+            scaled = calibrate_rates([fc.weight.detach().clone() for fc in net.fcs], train_frames, params, s.init_rate)
+            for fc, w in zip(net.fcs, scaled):
+                fc.weight.copy_(w)
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     loss_fn = nn.CrossEntropyLoss()

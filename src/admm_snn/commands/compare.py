@@ -29,13 +29,15 @@ def add_bptt_options(p: argparse.ArgumentParser, epochs_default: int | None = No
                    help=f"fast-sigmoid surrogate slope (default {d.surrogate_slope})")
     g.add_argument("--bptt-init-scale", type=float, default=d.init_scale,
                    help=f"initial weights U(±s/√fan-in) (default {d.init_scale})")
+    g.add_argument("--bptt-init-rate", type=float, default=d.init_rate, metavar="R",
+                   help="rescale each hidden layer's initial weights so it fires at rate R (default: off)")
 
 
 def bptt_settings(args):
     from ..baselines.bptt import BPTTSettings
     return BPTTSettings(epochs=args.bptt_epochs, lr=args.bptt_lr, batch_size=args.bptt_batch_size,
                         weight_decay=args.bptt_weight_decay, surrogate_slope=args.bptt_surrogate_slope,
-                        seed=args.seed, init_scale=args.bptt_init_scale)
+                        seed=args.seed, init_scale=args.bptt_init_scale, init_rate=args.bptt_init_rate)
 
 
 def resolve_dataset(args) -> None:
