@@ -302,6 +302,28 @@ def _write_jsonl(path: Path, m: dict, mode: str = "a") -> None:
         fh.write(json.dumps(m) + "\n")
 
 
+def step_together(comm: "Comm", work, stopped_elsewhere) -> float:
+    """Run ``work()`` on every process and agree on the outcome in one small all-reduce: if it raised
+    an AdmmSnnError here (e.g. divergence on this shard), re-raise it after telling the others; if it
+    failed on another process, raise a DistributedError with ``stopped_elsewhere()`` as the reason.
+    Returns the slowest process's seconds for the work."""
+    t0 = time.perf_counter()
+    failure = None
+    try:
+        work()
+    except DistributedError:
+        raise
+    except AdmmSnnError as exc:
+        failure = exc
+    step = time.perf_counter() - t0
+    flag = comm.all_reduce(torch.tensor([1.0 if failure else 0.0, step], dtype=torch.float64), "max", "control")
+    if failure is not None:
+        raise failure
+    if flag[0] > 0:
+        raise DistributedError(f"rank {comm.rank}: {stopped_elsewhere()} (see its message)")
+    return float(flag[1])
+
+
 def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,
                       n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
                       comm: Comm | None = None, sharded: bool = False, backend: str | None = None,
@@ -388,30 +410,17 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                 fault_hook(comm.rank, state.iteration)
                 comm.where = f"iteration {state.iteration + 1}"
                 b0, s0 = dict(comm.bytes), comm.seconds["weights"]
-                t0 = time.perf_counter()
-                failure = None
-                try:
-                    S.iterate(state, X, y, settings, cache, generator)
-                except DistributedError:
-                    raise
-                except AdmmSnnError as exc:  # e.g. divergence on this shard: tell the others, then raise
-                    failure = exc
-                step = time.perf_counter() - t0
-                flag = comm.all_reduce(torch.tensor([1.0 if failure else 0.0, step], dtype=torch.float64),
-                                       "max", "control")
-                if failure is not None:
-                    raise failure
-                if flag[0] > 0:
-                    raise DistributedError(f"rank {comm.rank}: another process stopped with an error at iteration "
-                                           f"{state.iteration} (see its message)")
-                comm.records.append({"iteration": state.iteration, "seconds": float(flag[1]),
+                seconds = step_together(
+                    comm, lambda: S.iterate(state, X, y, settings, cache, generator),
+                    lambda: f"another process stopped with an error at iteration {state.iteration}")
+                comm.records.append({"iteration": state.iteration, "seconds": seconds,
                                      "bytes": comm.bytes["weights"] - b0["weights"],
                                      "allreduce_s": comm.seconds["weights"] - s0})
                 last = state.iteration == settings.iterations
                 if state.iteration % metrics_every == 0 or last:
                     m = reduce_metrics(iteration_metrics(state, X, y, lab, settings, val), comm,
                                        X.shape[1], n_val_local)
-                    m["seconds"] = float(flag[1])
+                    m["seconds"] = seconds
                     m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
                     m["allreduce_bytes"] = comm.bytes["weights"] - b0["weights"]
                     m["metrics_bytes"] = (comm.bytes["metrics"] + comm.bytes["control"]

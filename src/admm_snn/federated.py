@@ -83,9 +83,9 @@ from .admm import solver as S
 from .admm import updates as U
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
-from .distributed import DEFAULT_TIMEOUT_S, Comm, DistributedError, _init_state, _write_jsonl, connect, fault_hook
-from .distributed import shard_bounds
-from .errors import AdmmSnnError, SettingsError
+from .distributed import DEFAULT_TIMEOUT_S, Comm, _init_state, _write_jsonl, connect, fault_hook
+from .distributed import shard_bounds, step_together
+from .errors import SettingsError
 
 DEFAULT_CONSENSUS = 1.0
 PARTITIONS = ("iid", "classes", "dirichlet")
@@ -414,24 +414,16 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
                 fault_hook(comm.rank, rnd)
                 comm.where = f"round {rnd + 1}"
                 b0, s0 = dict(comm.bytes), comm.seconds["weights"]
-                t0 = time.perf_counter()
-                failure = None
-                try:
+
+                def local_round():
                     for _ in range(local_iterations):
                         runner.iterate(state, X, y, settings, cache, generator)
-                except AdmmSnnError as exc:
-                    failure = exc
-                step = time.perf_counter() - t0
-                flag = comm.all_reduce(torch.tensor([1.0 if failure else 0.0, step], dtype=torch.float64),
-                                       "max", "control")
-                if failure is not None:
-                    raise failure
-                if flag[0] > 0:
-                    raise DistributedError(f"rank {comm.rank}: another client stopped with an error in round "
-                                           f"{rnd + 1} (see its message)")
+
+                seconds = step_together(comm, local_round,
+                                        lambda: f"another client stopped with an error in round {rnd + 1}")
                 t1 = time.perf_counter()
                 res = consensus_step(state, cons, comm)
-                comm.records.append({"iteration": rnd + 1, "seconds": float(flag[1]) + time.perf_counter() - t1,
+                comm.records.append({"iteration": rnd + 1, "seconds": seconds + time.perf_counter() - t1,
                                      "bytes": comm.bytes["weights"] - b0["weights"],
                                      "allreduce_s": comm.seconds["weights"] - s0})
                 rnd += 1
@@ -440,7 +432,7 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
                     comm_bytes = comm.bytes["weights"] - b0["weights"]
                     m = _round_metrics(state, X, y, lab, settings, cons, res, comm, val, n_val_local)
                     m["iteration"] = rnd
-                    m["seconds"] = float(flag[1]) + (time.perf_counter() - t1)
+                    m["seconds"] = seconds + (time.perf_counter() - t1)
                     m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
                     m["consensus_bytes"] = comm_bytes
                     m["metrics_bytes"] = (comm.bytes["metrics"] + comm.bytes["control"]
