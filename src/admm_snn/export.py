@@ -68,7 +68,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import CheckpointError, SettingsError
+from .errors import SettingsError
 from .network import LIFParams
 
 #: snnTorch 1.0's importer hard-codes this time step.
@@ -138,29 +138,10 @@ def to_nir(weights: Sequence[torch.Tensor], delta: float, theta: float, dt: floa
 
 
 def write_nir(graph, path: str | Path) -> None:
-    """``nir.write`` to ``path``, via a temporary file in the same folder renamed into place."""
-    import os
-    import tempfile
+    """``nir.write`` to ``path``, atomically (temporary file in the same folder renamed into place)."""
+    from .io import atomic_write
     nir = _nir()
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; choose a writable output path") from None
-    try:
-        nir.write(tmp, graph)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose "
-                              "another output path") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda tmp: nir.write(tmp, graph))
 
 
 def export_model(model: str | Path, out: str | Path, fmt: str = "nir", dt: float | None = None) -> dict:

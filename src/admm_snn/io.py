@@ -89,6 +89,13 @@ def _commit(tmp: str, path: Path, write) -> None:
     fsync_dir(path.parent)
 
 
+def atomic_write(path: Path, write) -> None:
+    """Create ``path`` atomically with ``write(tmp_path)``: a temporary file in the same folder, fsync,
+    rename over ``path``, fsync of the folder (see :func:`_commit`)."""
+    path = Path(path)
+    _commit(_temp_in(path), path, write)
+
+
 def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
     """Write ``tensors`` with string ``metadata`` to ``path`` atomically: a temporary file in the same
     folder, fsync, rename over ``path``, fsync of the folder. A crash at any moment leaves either the old
@@ -97,7 +104,7 @@ def atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {k: str(v) for k, v in metadata.items()}
-    _commit(_temp_in(path), path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -108,7 +115,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         with open(tmp, "w") as fh:
             fh.write(text)
 
-    _commit(_temp_in(path), path, write)
+    atomic_write(path, write)
 
 
 def remove_stale_temporaries(folder: Path) -> None:
