@@ -104,6 +104,13 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-rate", type=float, default=d.init_rate, metavar="R",
                    help=f"rescale each hidden layer's initial weights so it fires at rate R on the training data "
                         f"(default {d.init_rate}; the init gain is then only the starting scale)")
+    g.add_argument("--deep-init", choices=["random", "identity"], default=d.deep_init,
+                   help=f"hidden layers after the first start random or as near-identity copies of the layer "
+                        f"below (layer-by-layer growth) (default {d.deep_init})")
+    g.add_argument("--identity-gain", type=float, default=d.identity_gain, metavar="G",
+                   help=f"diagonal of an identity layer, in units of θ (default {d.identity_gain})")
+    g.add_argument("--identity-noise", type=float, default=d.identity_noise, metavar="S",
+                   help=f"random part of an identity layer, relative to 1/sqrt(fan-in) (default {d.identity_noise})")
     g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
                    help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
                         f"(default {d.reproject})")

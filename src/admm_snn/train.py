@@ -82,6 +82,8 @@ def _checkpoint_tensors(state: ADMMState, best: list[torch.Tensor], generator: t
         t[f"potentials.{i}"] = z
     for i, a in enumerate(state.spikes):
         t[f"spikes.{i}"] = a
+    for k, v in state.aux.items():
+        t[f"aux.{k}"] = v
     return t
 
 
@@ -184,7 +186,14 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
     spikes = [get(f"spikes.{l}", (T, N, n[l + 1])) for l in range(L - 1)]
     dual = get("dual", (N, n[-1]))
     gen = get("generator", None, torch.uint8).cpu()
-    state = ADMMState(weights, pots, spikes, dual, it)
+    aux = {}
+    for key in sorted(tensors):
+        if key.startswith("aux."):
+            t = tensors[key]
+            if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
+            aux[key[len("aux."):]] = t.to(device)
+    state = ADMMState(weights, pots, spikes, dual, it, aux)
     return Resumed(state, best, best_it, best_score, hist, gen, elapsed, compute)
 
 

@@ -10,6 +10,7 @@ from ..network import LIFParams
 
 SCHEDULES = ("parallel", "sequential")
 INITS = ("forward", "uniform")
+DEEP_INITS = ("random", "identity")
 SPIKE_SOLVERS = ("clip", "box", "free")
 OUTPUT_SOLVES = ("joint", "potentials", "sweep")
 DTYPES = ("float32", "float64")
@@ -69,6 +70,16 @@ class ADMMSettings:
       init_gain  scale of the random initial weights relative to 1/sqrt(fan-in) (init="forward").
       init_rate  if set, each hidden layer's initial weights are rescaled (bottom up, by bisection)
                  so that its mean firing rate on the training data is this value (init="forward").
+      deep_init  hidden layers after the first (init="forward"): "random" (drawn and rate-calibrated
+                 like the first) or "identity": W_l = identity_gain·I (+ a small random part), so
+                 each layer copies the spike train of the layer below and the deep network starts as
+                 the one-layer network (layer-by-layer growth with every layer inserted at once).
+                 Needs equal widths for an exact copy (wider layers get the identity on the first
+                 neurons, narrower ones keep the first inputs).
+      identity_gain the diagonal of an identity layer (> θ − θδ... 1.1·θ copies spike trains exactly
+                 with δ = 0.95, θ = 1, subtract reset).
+      identity_noise standard deviation of the random part of an identity layer, relative to
+                 1/sqrt(fan-in).
       reproject  every K iterations, after the hidden layers' updates and before the output block,
                  replace the hidden states (z, a) by the forward simulation of the current weights
                  (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
@@ -100,16 +111,22 @@ class ADMMSettings:
     init: str = "forward"
     init_gain: float = 3.0
     init_rate: float | None = 0.08
+    deep_init: str = "random"
+    identity_gain: float = 1.1
+    identity_noise: float = 0.1
     reproject: int = 1
     seed: int = 0
 
     def __post_init__(self):
         LIFParams(self.delta, self.theta)  # validates δ and θ
         positive = {"rho": self.rho, "rho_out": self.output_rho, "beta": self.beta, "eps": self.eps,
-                    "init_gain": self.init_gain, "weight_step": self.weight_step}
+                    "init_gain": self.init_gain, "weight_step": self.weight_step,
+                    "identity_gain": self.identity_gain}
         for name, value in positive.items():
             if not (value > 0) or value != value or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number > 0")
+        if not (self.identity_noise >= 0) or self.identity_noise == float("inf"):
+            raise SettingsError(f"identity_noise={self.identity_noise} must be a finite number >= 0")
         for name in ("ridge", "ridge_out"):
             value = getattr(self, name)
             if value is not None and (not (value >= 0) or value == float("inf")):
@@ -122,7 +139,7 @@ class ADMMSettings:
             raise SettingsError(f"init_rate={self.init_rate} must be in (0, 1) or unset")
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
-        for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("init", INITS),
+        for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("init", INITS), ("deep_init", DEEP_INITS),
                               ("spike_solver", SPIKE_SOLVERS),
                               ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
             if getattr(self, name) not in allowed:

@@ -10,7 +10,7 @@ import torch
 from ..network import forward, heaviside, lif_recurrence
 from . import updates as U
 from .settings import ADMMSettings
-from .state import ADMMState, calibrate_rates, random_weights, uniform_state
+from .state import ADMMState, calibrate_rates, identity_layers, random_weights, uniform_state
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -63,10 +63,17 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         pots, spikes = uniform_state(sizes, T, N, generator, dtype, device)
     else:
         weights = random_weights(sizes, settings.init_gain, generator, dtype, device)
+        identity = settings.deep_init == "identity"
+        if identity:
+            weights = identity_layers(weights, settings.theta * settings.identity_gain, settings.identity_noise,
+                                      generator)
         if settings.init_rate is not None:
-            weights = calibrate_rates(weights, frames, settings.lif, settings.init_rate,
-                                      reduce=(cache or SolverCache()).reduce,
-                                      chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
+            # with identity layers only the first hidden layer is calibrated (the others copy it)
+            calibrated = [weights[0], weights[-1]] if identity else weights
+            calibrated = calibrate_rates(calibrated, frames, settings.lif, settings.init_rate,
+                                         reduce=(cache or SolverCache()).reduce,
+                                         chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
+            weights = [calibrated[0], *weights[1:]] if identity else calibrated
         # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
         trace = forward(weights, frames, settings.lif,
                         chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))

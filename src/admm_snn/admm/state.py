@@ -13,13 +13,17 @@ from ..network import LIFParams, forward
 class ADMMState:
     """Weights ``W_l`` (n_l, n_{l-1}) for l = 1..L; per sample: ``potentials[l]`` z (T, N, n_l) for every
     layer, ``spikes[l]`` a (T, N, n_l) for hidden layers, ``dual`` λ (N, n_L) for the exact output
-    constraint at t = T; ``iteration`` counts completed iterations."""
+    constraint at t = T; ``iteration`` counts completed iterations; ``aux`` holds the variables of optional
+    extensions (for example splitting variables and their duals)."""
 
     weights: list[torch.Tensor]
     potentials: list[torch.Tensor]
     spikes: list[torch.Tensor]
     dual: torch.Tensor
     iteration: int = 0
+    aux: dict = field(default_factory=dict)
+    """Extra variables of optional extensions (name → tensor), saved in checkpoints under ``aux.<name>``
+    and restored on resume."""
 
     @property
     def n_layers(self) -> int:
@@ -38,6 +42,22 @@ def random_weights(sizes: list[int], gain: float, generator: torch.Generator, dt
         w = torch.randn(sizes[l], sizes[l - 1], generator=generator, dtype=torch.float64) * (g / sizes[l - 1] ** 0.5)
         ws.append(w.to(dtype=dtype, device=device))
     return ws
+
+
+def identity_layers(weights: list[torch.Tensor], gain: float, noise: float,
+                    generator: torch.Generator) -> list[torch.Tensor]:
+    """Hidden layers 2..L-1 set near the identity: W_l = gain·I + noise·N(0, 1/n_{l-1}) (I the
+    rectangular identity when widths differ). With gain a little above θ (and no noise) a layer copies
+    the spike train of the layer below, so the deep network computes what its first layer computes
+    (layer-by-layer growth: every layer after the first is inserted as a copy)."""
+    weights = list(weights)
+    for l in range(1, len(weights) - 1):
+        W = weights[l]
+        n_out, n_in = W.shape
+        r = torch.randn(n_out, n_in, generator=generator, dtype=torch.float64) * (noise / n_in ** 0.5)
+        r += gain * torch.eye(n_out, n_in, dtype=torch.float64)
+        weights[l] = r.to(dtype=W.dtype, device=W.device)
+    return weights
 
 
 def state_from_forward(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams) -> tuple[list, list]:
