@@ -139,13 +139,15 @@ def framed_cache(nmnist_root, tmp_path_factory):
     return cache
 
 
-@pytest.mark.parametrize("clients,partition", [(2, "iid"), (4, "iid")])
-def test_clients_learn_real_nmnist(nmnist_root, framed_cache, tmp_path, capfd, clients, partition):
+@pytest.mark.parametrize("clients,partition,rounds", [(2, "iid", 0), (4, "iid", 0), (4, "classes", 30)])
+def test_clients_learn_real_nmnist(nmnist_root, framed_cache, tmp_path, capfd, clients, partition, rounds):
+    """Both federated modes learn; the bytes sent are exactly the weight payloads (one consensus round per
+    iteration, or that plus every inner round of every exact block)."""
     out = tmp_path / "run"
     argv = ["--federated", "--partition", partition, "--dataset", "nmnist", "--data-dir", str(nmnist_root),
             "--cache-dir", str(framed_cache), "--limit", "300", "--time-steps", "10", "--hidden", "32",
             "--iterations", "6", "--val-fraction", "0", "--test-fraction", "0.25", "--out", str(out), "--quiet",
-            "--timeout", "120"]
+            "--timeout", "120", "--block-rounds", str(rounds)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop(D.FAULT_ENV, None)
     assert D.launch_local(clients, argv, env=env) == 0
@@ -156,6 +158,40 @@ def test_clients_learn_real_nmnist(nmnist_root, framed_cache, tmp_path, capfd, c
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 6 and hist[-1]["clients"] == clients
     per_round = (32 * 2312 + 10 * 32 + 2) * 8  # the weights of both layers and their two averaging weights
-    assert all(h["consensus_bytes"] == per_round for h in hist)
-    assert summary["federated"]["consensus_bytes_per_round"] == per_round
+    sizes = [32 * 2312, 10 * 32]
+    for h in hist:
+        # an exact block's round sends the layer's κ(W + U) and three numbers (κ, ‖W − Z‖², a count);
+        # the hidden layer's block comes first in each iteration, then the output's
+        inner = sum(r * (sizes[i] + 3) * 8 for i, r in enumerate(h.get("block_rounds", [])))
+        assert h["consensus_bytes"] == per_round + inner
+        assert len(h.get("block_rounds", [])) == (2 if rounds else 0)
+        assert all(1 <= r <= rounds for r in h.get("block_rounds", []))
+    assert summary["federated"]["consensus_bytes_per_round"] == hist[-1]["consensus_bytes"]
     assert summary["partition"] == partition
+
+
+def test_exact_blocks_follow_the_centralised_run(nmnist_root, framed_cache, tmp_path):
+    """Two non-IID clients (disjoint digits) that solve every weight block together by consensus rounds
+    end with the weights of the single-process run on all their data (to the inner tolerance), though
+    only weights (and two rate counts at the start) travel."""
+    from admm_snn.cli import main
+    from admm_snn.io import load_model
+    common = ["--dataset", "nmnist", "--data-dir", str(nmnist_root), "--cache-dir", str(framed_cache),
+              "--limit", "300", "--time-steps", "10", "--hidden", "8", "--iterations", "2",
+              "--val-fraction", "0", "--test-fraction", "0.25", "--quiet", "--dtype", "float64"]
+    assert main(["train", *common, "--out", str(tmp_path / "central")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(D.FAULT_ENV, None)
+    argv = ["--federated", "--partition", "classes", *common, "--out", str(tmp_path / "fed"), "--timeout", "120",
+            "--block-rounds", "300", "--block-tol", "1e-6"]
+    assert D.launch_local(2, argv, env=env) == 0
+    central = load_model(tmp_path / "central")["weights"]
+    fed = load_model(tmp_path / "fed")["weights"]
+    for a, b in zip(fed, central):
+        assert float((a - b).norm() / b.norm()) < 1e-3
+    # the same run with one consensus round per iteration does not follow it
+    argv[argv.index("--block-rounds") + 1] = "0"
+    argv[argv.index("--out") + 1] = str(tmp_path / "rounds")
+    assert D.launch_local(2, argv, env=env) == 0
+    rounds = load_model(tmp_path / "rounds")["weights"]
+    assert max(float((a - b).norm() / b.norm()) for a, b in zip(rounds, central)) > 1e-2

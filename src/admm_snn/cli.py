@@ -78,6 +78,9 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"iterations before the first dual update (default {d.warmup})")
     g.add_argument("--schedule", choices=["parallel", "sequential"], default=d.schedule,
                    help=f"update schedule (default {d.schedule})")
+    g.add_argument("--order", choices=["top-down", "paper"], default=d.order,
+                   help=f"block order: top-down (layers from the top, states then W) or paper (random layer "
+                        f"order, W first) (default {d.order})")
     g.add_argument("--preset", choices=["default", "paper"], default="default",
                    help="paper: the spec's method as published (uniform start, β=1, clipped spikes, sequential "
                         "order, dual on, no re-projection/extrapolation); explicit options override it")
@@ -111,6 +114,35 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"diagonal of an identity layer, in units of θ (default {d.identity_gain})")
     g.add_argument("--identity-noise", type=float, default=d.identity_noise, metavar="S",
                    help=f"random part of an identity layer, relative to 1/sqrt(fan-in) (default {d.identity_noise})")
+    g.add_argument("--l1", type=float, default=d.l1, metavar="L1",
+                   help=f"relative L1 penalty on the weights through the split W = V (V exactly sparse, "
+                        f"threshold l1/l1-penalty); 0 = off (default {d.l1:g})")
+    g.add_argument("--l1-penalty", type=float, default=d.l1_penalty, metavar="KAPPA",
+                   help=f"relative penalty κ of the L1 split W = V (default {d.l1_penalty:g})")
+    g.add_argument("--l1-output", action=argparse.BooleanOptionalAction, default=d.l1_output,
+                   help=f"put the output layer under the L1 split too (default {d.l1_output})")
+    g.add_argument("--rate-penalty", type=float, default=d.rate_penalty, metavar="GAMMA",
+                   help=f"firing-rate penalty γ per hidden spike added to the Lagrangian; "
+                        f"0 = off (default {d.rate_penalty:g})")
+    g.add_argument("--penalty-balance", choices=["off", "rho", "beta", "both"], default=d.penalty_balance,
+                   help=f"residual balancing of the per-layer hidden penalties ρ_l, β_l (Boyd §3.4.1) "
+                        f"(default {d.penalty_balance})")
+    g.add_argument("--balance-mu", type=float, default=d.balance_mu, metavar="MU",
+                   help=f"balancing: change a penalty when one residual exceeds MU times the other (default {d.balance_mu:g})")
+    g.add_argument("--balance-tau", type=float, default=d.balance_tau, metavar="TAU",
+                   help=f"balancing: the factor of each change (default {d.balance_tau:g})")
+    g.add_argument("--balance-tolerance", type=float, default=d.balance_tolerance, metavar="F",
+                   help=f"balancing: apply a new penalty only once it differs by this factor (default {d.balance_tolerance:g})")
+    g.add_argument("--rho-growth", type=float, default=d.rho_growth, metavar="G",
+                   help=f"continuation: multiply every hidden ρ_l by G each iteration (default {d.rho_growth:g}: off)")
+    g.add_argument("--beta-growth", type=float, default=d.beta_growth, metavar="G",
+                   help=f"continuation: multiply every β_l by G each iteration (default {d.beta_growth:g}: off)")
+    g.add_argument("--penalty-cap", type=float, default=d.penalty_cap, metavar="C",
+                   help=f"balancing and continuation keep ρ_l, β_l within a factor C of --rho, --beta "
+                        f"(default {d.penalty_cap:g})")
+    g.add_argument("--anderson", type=int, default=d.anderson, metavar="M",
+                   help=f"safeguarded Anderson acceleration of the hidden weights with memory M, 0 = off "
+                        f"(default {d.anderson})")
     g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
                    help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
                         f"(default {d.reproject})")
@@ -145,22 +177,33 @@ def admm_settings(args):
     return ADMMSettings(**values)
 
 
-def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a network with ADMM",
-                       description="Train a feed-forward LIF network with ADMM. With no arguments: the bundled "
-                                   "digits, one hidden layer of 128, the default settings.")
-    add_data_options(p)
+def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) -> None:
+    """The network, ADMM and run options of a training command: ``admm-snn train`` and the workers of
+    ``python -m admm_snn.distributed`` (``distributed``: --out is written by rank 0, each rank uses
+    cuda:LOCAL_RANK, and checkpoints/resume are accepted but refused at run time)."""
     p.add_argument("--hidden", type=int, action="append", metavar="N",
                    help=f"width of a hidden layer; repeat for more layers (default: one of {DEFAULT_HIDDEN})")
     add_admm_options(p)
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", default="runs/latest",
-                   help="output folder: model.safetensors, metrics.jsonl, summary.json (default runs/latest)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+                   help="output folder: model.safetensors, metrics.jsonl, summary.json (default runs/latest)"
+                        + ("; written by rank 0" if distributed else ""))
+    g.add_argument("--device", default="cpu",
+                   help="cpu or cuda " + ("(each rank uses cuda:LOCAL_RANK)" if distributed else "(default cpu)"))
     g.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
-                   help="write the full training state every K iterations (0 = only at the end)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+                   help=argparse.SUPPRESS if distributed else
+                   "write the full training state every K iterations (0 = only at the end)")
+    g.add_argument("--resume", action="store_true",
+                   help=argparse.SUPPRESS if distributed else "continue the run in --out from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a network with ADMM",
+                       description="Train a feed-forward LIF network with ADMM. With no arguments: the bundled "
+                                   "digits, one hidden layer of 128, the default settings.")
+    add_data_options(p)
+    add_training_options(p)
     from .distributed import add_distributed_options
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)

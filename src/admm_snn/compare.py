@@ -8,7 +8,7 @@ admm   :func:`admm_snn.train.train` with the validation split for model selectio
 bptt   :func:`admm_snn.baselines.bptt.train_bptt` (snnTorch, surrogate gradients, Adam) with the
        validation split choosing the epoch (no patience: every epoch is trained, the best is kept).
 floor  random hidden weights and a least-squares readout: :func:`admm_snn.admm.solver.init_state` with
-       ``init="forward"``, the parallel schedule and the joint output solve fits exactly that readout (a
+       ``init="forward"``, the top-down order and the joint output solve fits exactly that readout (a
        ridge regression of the one-hot labels on the leaky sums of the true forward hidden spikes).
        With the same settings and seed it is the ADMM run's starting point (iteration 0).
 
@@ -203,8 +203,8 @@ class CompareConfig:
 
 
 def floor_settings(settings: ADMMSettings) -> ADMMSettings:
-    """The settings whose ``init_state`` is the floor: forward init, parallel schedule, joint readout."""
-    return settings.replace(init="forward", schedule="parallel", output_solve="joint", iterations=0)
+    """The settings whose ``init_state`` is the floor: forward init, top-down order, joint readout."""
+    return settings.replace(init="forward", order="top-down", output_solve="joint", iterations=0)
 
 
 def admm_starts_at_floor(settings: ADMMSettings) -> bool:

@@ -487,23 +487,22 @@ def add_distributed_options(p: argparse.ArgumentParser, nproc_default: int = 1) 
                         "admm_snn.federated.DEFAULT_CONSENSUS)")
     g.add_argument("--local-iterations", type=int, default=1, metavar="E",
                    help="local ADMM iterations per federated round (default 1)")
+    g.add_argument("--block-rounds", type=int, default=None, metavar="R",
+                   help="federated: solve every weight block across the clients by up to R consensus rounds "
+                        "inside the sweep (default: admm_snn.federated.DEFAULT_BLOCK_ROUNDS; 0 = one consensus "
+                        "round per iteration)")
+    g.add_argument("--block-tol", type=float, default=None, metavar="TOL",
+                   help="federated: stop a block's rounds when the consensus weights change by less than TOL "
+                        "relative (default: admm_snn.federated.DEFAULT_BLOCK_TOL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import DEFAULT_HIDDEN, add_admm_options, add_data_options
+    from .cli import add_data_options, add_training_options
     p = argparse.ArgumentParser(prog="python -m admm_snn.distributed",
                                 description="Data-parallel (default) or federated ADMM training; run under "
                                             "torchrun or with --nproc N.")
     add_data_options(p)
-    p.add_argument("--hidden", type=int, action="append", metavar="N",
-                   help=f"width of a hidden layer; repeat for more layers (default: one of {DEFAULT_HIDDEN})")
-    add_admm_options(p)
-    g = p.add_argument_group("run")
-    g.add_argument("--out", metavar="DIR", default="runs/latest", help="output folder (written by rank 0)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda (each rank uses cuda:LOCAL_RANK)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--checkpoint-every", type=int, default=0, help=argparse.SUPPRESS)
-    g.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    add_training_options(p, distributed=True)  # the same options as admm-snn train
     add_distributed_options(p)
     return p
 
@@ -656,7 +655,8 @@ def run_worker(args) -> int:
                   f"({splits.info['test_source']}); network {[train_ds.n_inputs, *hidden, train_ds.n_classes]}; "
                   f"{comm.world_size} {'clients' if args.federated else 'processes'}", flush=True)
         if args.federated:
-            from .federated import DEFAULT_CONSENSUS, client_indices, train_federated
+            from .federated import (DEFAULT_BLOCK_ROUNDS, DEFAULT_BLOCK_TOL, DEFAULT_CONSENSUS, client_indices,
+                                    train_federated)
             scheme = "classes" if args.non_iid else args.partition
             idx = client_indices(train_ds.labels, comm.world_size, comm.rank, scheme, seed=args.split_seed,
                                  alpha=args.dirichlet_alpha, n_classes=train_ds.n_classes)
@@ -666,6 +666,9 @@ def run_worker(args) -> int:
                                      n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
                                      consensus=args.consensus if args.consensus is not None else DEFAULT_CONSENSUS,
                                      local_iterations=args.local_iterations, progress=not args.quiet,
+                                     block_rounds=(args.block_rounds if args.block_rounds is not None
+                                                   else DEFAULT_BLOCK_ROUNDS),
+                                     block_tol=args.block_tol if args.block_tol is not None else DEFAULT_BLOCK_TOL,
                                      device=device, model_extra=extra)
         else:
             result = train_distributed(train_ds.time_major(), train_ds.labels, hidden, settings,

@@ -14,6 +14,7 @@ import torch
 
 from .admm import solver as S
 from .admm.lagrangian import lagrangian_terms, residuals
+from .admm.penalties import adaptive_metrics, lagrangian_penalties
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
@@ -61,7 +62,7 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
 def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
     """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap."""
     p = settings.lif
-    terms = lagrangian_terms(state, frames, y, settings.rho, settings.beta, p, settings.output_rho)
+    terms = lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), p, settings.output_rho)
     res = residuals(state, frames, p)
     n = frames.shape[1]
     train_acc, rates = accuracy_and_rates(state.weights, frames, labels, p)
@@ -70,6 +71,7 @@ def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
          "spike_gap": spike_gap(state, frames, p), "train_accuracy": train_acc, "firing_rate": rates}
     if val is not None:
         m["val_accuracy"], _ = accuracy_and_rates(state.weights, val[0], val[1], p)
+    m.update(adaptive_metrics(state))  # per-layer penalties, balancing residuals, Anderson counts (when on)
     return m
 
 

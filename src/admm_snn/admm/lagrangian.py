@@ -6,20 +6,26 @@ from __future__ import annotations
 import torch
 
 from ..network import LIFParams, forward, heaviside
+from . import sparsity
 from .state import ADMMState
 from .updates import prev, targets
 
 
 def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rho: float, beta: float,
-                     params: LIFParams, rho_out: float | None = None) -> dict:
+                     params: LIFParams, rho_out: float | None = None, rate_penalty: float = 0.0,
+                     l1: float = 0.0, l1_penalty: float = 10.0) -> dict:
     """Each term of
 
         L = ‖z_{L,T} − y‖² + Σ_{l<L} Σ_t [(ρ/2)‖z_{l,t} − δ z_{l,t-1} − W_l a_{l-1,t} + θ a_{l,t-1}‖²
-                                           + (β/2)‖a_{l,t} − h(z_{l,t})‖²]
+                                           + (β/2)‖a_{l,t} − h(z_{l,t})‖² + γ Σ a_{l,t}]
             + Σ_t (ρ/2)‖z_{L,t} − δ z_{L,t-1} − W_L a_{L-1,t}‖² + ⟨λ, z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T}⟩
+            + Σ_l [λ1_l ‖V_l‖₁ + (κ_l/2)‖W_l − V_l + U_l‖² − (κ_l/2)‖U_l‖²]        (L1 split, sparsity.py)
 
     summed over samples, as Python floats: ``loss``, ``dynamics`` (per layer), ``spike`` (per hidden
-    layer), ``dual`` and their total ``lagrangian``."""
+    layer), ``dual``, ``rate`` (γ = ``rate_penalty``), ``l1`` (per layer; nonzero only for layers with a
+    split in ``state.aux`` and ``l1`` > 0, with λ1_l = κ_l·l1/l1_penalty) and their total ``lagrangian``."""
+    # rho and beta may also be sequences of one value per hidden layer (ρ_l, β_l of admm/penalties.py);
+    # then the output uses rho_out, which must be given
     delta, theta = params.delta, params.theta
     L = state.n_layers
     dyn, spk = [], []
@@ -29,15 +35,20 @@ def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rh
         hidden = l < L - 1
         x = targets(state.potentials[l], state.spikes[l] if hidden else None, delta, theta)
         res = x - u
-        dyn.append(0.5 * (rho if hidden or rho_out is None else rho_out) * float((res ** 2).sum()))
+        rho_l = rho[l] if hidden and not isinstance(rho, (int, float)) else rho  # per-layer ρ_l (penalties.py)
+        dyn.append(0.5 * (rho_l if hidden or rho_out is None else rho_out) * float((res ** 2).sum()))
         if hidden:
             a = state.spikes[l]
-            spk.append(0.5 * beta * float(((a - heaviside(state.potentials[l], theta)) ** 2).sum()))
+            beta_l = beta if isinstance(beta, (int, float)) else beta[l]
+            spk.append(0.5 * beta_l * float(((a - heaviside(state.potentials[l], theta)) ** 2).sum()))
         else:
             dual_term = float((state.dual * res[-1]).sum())
     loss = float(((state.potentials[-1][-1] - y) ** 2).sum())
-    total = loss + sum(dyn) + sum(spk) + dual_term
-    return {"lagrangian": total, "loss": loss, "dynamics": dyn, "spike": spk, "dual": dual_term}
+    rate = sparsity.rate_value(state.spikes, rate_penalty)
+    split = sparsity.lagrangian_split_terms(state, l1, l1_penalty)
+    total = loss + sum(dyn) + sum(spk) + dual_term + rate + sum(split)
+    return {"lagrangian": total, "loss": loss, "dynamics": dyn, "spike": spk, "dual": dual_term, "rate": rate,
+            "l1": split}
 
 
 def residuals(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> dict:

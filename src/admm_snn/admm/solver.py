@@ -8,6 +8,9 @@ from typing import Callable
 import torch
 
 from ..network import forward, heaviside, lif_recurrence
+from . import sparsity as SP
+from . import anderson as AA
+from . import penalties as P
 from . import updates as U
 from .settings import ADMMSettings
 from .state import ADMMState, calibrate_rates, identity_layers, random_weights, uniform_state
@@ -52,10 +55,13 @@ def _converted(cache: "SolverCache | None", key: str, x: torch.Tensor, dtype) ->
 
 
 def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
-               generator: torch.Generator, cache: "SolverCache | None" = None) -> ADMMState:
+               generator: torch.Generator, cache: "SolverCache | None" = None,
+               rate_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ADMMState:
     """The starting point: ``init="uniform"`` is the paper's (W = 0, z and a uniform in [0, 1), λ = 0);
     ``init="forward"`` draws random weights, takes the states of their forward simulation and (parallel
-    schedule) fits the output block to them, so the first sweep already sees the output's error."""
+    schedule) fits the output block to them, so the first sweep already sees the output's error.
+    ``rate_reduce`` sums the rate calibration's spike counts over processes (default: ``cache.reduce``;
+    federated clients pass an all-reduce of these two numbers while their cache shares nothing)."""
     dtype, device = DTYPES[settings.dtype], frames.device
     T, N = frames.shape[0], frames.shape[1]
     if settings.init == "uniform":
@@ -71,7 +77,7 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
             # with identity layers only the first hidden layer is calibrated (the others copy it)
             calibrated = [weights[0], weights[-1]] if identity else weights
             calibrated = calibrate_rates(calibrated, frames, settings.lif, settings.init_rate,
-                                         reduce=(cache or SolverCache()).reduce,
+                                         reduce=rate_reduce or (cache or SolverCache()).reduce,
                                          chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
             weights = [calibrated[0], *weights[1:]] if identity else calibrated
         # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
@@ -80,7 +86,7 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         pots, spikes = trace.potentials, trace.spikes
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
-    if settings.init == "forward" and settings.schedule == "parallel":
+    if settings.init == "forward" and settings.order != "paper":
         parallel_output(state, frames, y, settings, cache or SolverCache(), generator)
     return state
 
@@ -218,9 +224,14 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
         G = cache.reduce(G)
     anchor = state.weights[l] if (settings.proximal and not out) else None
     ridge = settings.output_ridge if out else settings.ridge
-    if first:
-        if cache.input_mu is None:
-            cache.input_mu = U.ridge_tensor(cache.input_gram, ridge)
+    if first and cache.input_mu is None:
+        cache.input_mu = U.ridge_tensor(cache.input_gram, ridge)
+    if SP.active(state, settings, l):  # the L1 split's frozen κ_l (sparsity.kappa)
+        SP.kappa(state, settings, l, cache.input_gram if first else G, settings.output_rho if out else settings.rho)
+    if SP.in_block(state, settings, l):  # the L1 split adds (κ/2)‖W − V + U‖² (sparsity.split_weight_update)
+        W = SP.split_weight_update(state, settings, cache, l, cache.input_gram if first else G, C, ridge, anchor,
+                                   settings.output_rho if out else settings.rho, cache.input_mu if first else None)
+    elif first:
         W, factor = U.solve_weights(cache.input_gram, C, ridge, cache.input_gram_factor, anchor, mu=cache.input_mu)
         cache.input_gram_factor = factor
     else:
@@ -231,8 +242,9 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
 def _spike_setup(state, l, settings):
     W_next = state.weights[l + 1]
     dual_next = l + 1 == state.n_layers - 1
-    rhos = (settings.rho, settings.output_rho if dual_next else settings.rho)
-    M_inner, M_last = U.spike_matrices(W_next, settings.theta, rhos[0], rhos[1], settings.beta)
+    rho_l, beta_l = P.layer_penalties(state, settings, l)  # ρ_l, β_l (per layer when adapted)
+    rhos = (rho_l, settings.output_rho if dual_next else P.layer_penalties(state, settings, l + 1)[0])
+    M_inner, M_last = U.spike_matrices(W_next, settings.theta, rhos[0], rhos[1], beta_l)
     factors = (U.cholesky(M_inner, "spike-update matrix"), U.cholesky(M_last, "spike-update matrix"))
     return W_next, rhos, M_inner, M_last, factors, dual_next
 
@@ -269,8 +281,9 @@ def update_spikes_all_t(state: ADMMState, frames, settings: ADMMSettings, l: int
     d_next[:-1] -= u[1:]
     d_next[-1] = 0
     c = _next_targets(state, l, sl, delta, theta)
-    rhs = U.spike_rhs(W_next, c, d_next, heaviside(z, theta), theta, *rhos, settings.beta,
+    rhs = U.spike_rhs(W_next, c, d_next, heaviside(z, theta), theta, *rhos, P.layer_penalties(state, settings, l)[1],
                       state.dual[sl] if dual_next else None)
+    SP.rate_rhs(rhs, settings.rate_penalty)  # firing-rate penalty γ Σ a: b − γ
     del c, d_next
     state.spikes[l][:, sl] = U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver,
                                             settings.box_iterations, factors)
@@ -289,9 +302,10 @@ def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings
     a = state.spikes[l][:, sl]
     if u is None:
         u = _input_current(state, frames, l, sl, z.dtype)
+    rho_l, beta_l = P.layer_penalties(state, settings, l)
     for parity in (0, 1):
-        z[parity::2] = U.update_potentials_parity(z, a, u, parity, settings.delta, settings.theta, settings.rho,
-                                                  settings.beta, settings.eps)
+        z[parity::2] = U.update_potentials_parity(z, a, u, parity, settings.delta, settings.theta, rho_l, beta_l,
+                                                  settings.eps)
 
 
 def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSettings,
@@ -307,6 +321,9 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
         G, C = cache.reduce(G), cache.reduce(C)
     # μ_S of U.joint_output_ridge, as a device tensor (no wait for the device to report tr(G_S))
     mu_S = U.ridge_tensor(G, settings.output_ridge)
+    if SP.in_block(state, settings, state.n_layers - 1):  # the L1 split of the output layer (sparsity.joint_output_split)
+        k_S, C = SP.joint_output_split(state, settings, G, C, frames.shape[0])
+        mu_S = mu_S + k_S
     factor = U.cholesky(U.plus_diagonal(G, mu_S), "output Gram matrix")
     W, _ = U.solve_weights(G, C, settings.output_ridge, factor)
     state.weights[-1] = W.to(state.weights[-1].dtype)
@@ -380,23 +397,42 @@ def _time_order(T: int, generator: torch.Generator) -> list[int]:
     return torch.randperm(T - 1, generator=generator).tolist() + [T - 1]
 
 
+def _next_targets_at(state: ADMMState, l: int, t: int, delta, theta) -> torch.Tensor:
+    """c_t = x_{l+1,t} (1, N, n_{l+1}) for one t: z_{l+1,t} − δ z_{l+1,t-1} (+ θ a_{l+1,t-1} if hidden)."""
+    z = state.potentials[l + 1]
+    c = z[t:t + 1].clone()
+    if t > 0:
+        c -= delta * z[t - 1:t]
+        if l + 1 < state.n_layers - 1:
+            c += theta * state.spikes[l + 1][t - 1:t]
+    return c
+
+
 def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
-    """The paper's schedule: hidden layers in random order; in each, W_l then one t at a time (random
-    order of t < T, t = T last): spikes a_{l,t}, then potentials z_{l,t}."""
+    """One t at a time (random order of t < T, t = T last): spikes a_{l,t}, then potentials z_{l,t};
+    each a single-time-step block, exact given the rest. The layer order and where W_l is updated
+    follow ``settings.order``: "paper" — hidden layers in random order, W_l first (the paper's
+    schedule); "top-down" — the parallel schedule's order (from the top layer down, W_l after the
+    layer's states), so that the two schedules differ only in how the states are visited."""
     L, T = state.n_layers, frames.shape[0]
-    delta, theta, rho, beta, eps = settings.delta, settings.theta, settings.rho, settings.beta, settings.eps
+    delta, theta, eps = settings.delta, settings.theta, settings.eps
+    paper = settings.order == "paper"
     steps = torch.arange(T, device=frames.device)  # index tensors sliced per t: no host-to-device copy per t
-    for l in torch.randperm(L - 1, generator=generator).tolist():
-        update_weights(state, frames, settings, cache, l)
+    layers = torch.randperm(L - 1, generator=generator).tolist() if paper else list(reversed(range(L - 1)))
+    for l in layers:
+        if paper:
+            update_weights(state, frames, settings, cache, l)
         W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings)
+        rho_l, beta_l = P.layer_penalties(state, settings, l)
         z, a = state.potentials[l], state.spikes[l]
         u = _current_all(state, frames, l, settings)
         for t in _time_order(T, generator):
             last = t == T - 1
-            c = _next_targets(state, l, slice(None), delta, theta)[t:t + 1]
+            c = _next_targets_at(state, l, t, delta, theta)
             d1 = torch.zeros_like(z[t:t + 1]) if last else z[t + 1:t + 2] - delta * z[t:t + 1] - u[t + 1:t + 2]
-            rhs = U.spike_rhs(W_next, c, d1, heaviside(z[t:t + 1], theta), theta, *rhos, beta,
+            rhs = U.spike_rhs(W_next, c, d1, heaviside(z[t:t + 1], theta), theta, *rhos, beta_l,
                               state.dual if (dual_next and last) else None, includes_last=last)
+            SP.rate_rhs(rhs, settings.rate_penalty)
             if last:
                 a[t] = U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver, settings.box_iterations,
                                       factors)[0]
@@ -407,7 +443,10 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
                 if settings.spike_solver == "box":
                     sol = U.box_qp(M_inner, rhs[0], sol, settings.box_iterations)
                 a[t] = sol
-            z[t] = U.update_potentials(z, a, u, steps[t:t + 1], delta, theta, rho, beta, eps)[0]
+            z[t] = U.update_potentials(z, a, u, steps[t:t + 1], delta, theta, rho_l, beta_l, eps)[0]
+        del u
+        if not paper:
+            update_weights(state, frames, settings, cache, l)
 
 
 def _current_all(state: ADMMState, frames, l: int, settings: ADMMSettings) -> torch.Tensor:
@@ -422,7 +461,11 @@ def _current_all(state: ADMMState, frames, l: int, settings: ADMMSettings) -> to
 
 
 def sequential_output(state, frames, y, settings, cache, generator) -> None:
-    """The paper's output layer: W_L, then z_{L,t} one t at a time (random order, t = T last)."""
+    """The paper's output layer (``output_solve="sweep"``): W_L, then z_{L,t} one t at a time (random
+    order, t = T last). The exact block solves ("joint", "potentials") are the parallel schedule's."""
+    if settings.output_solve != "sweep":
+        parallel_output(state, frames, y, settings, cache, generator)
+        return
     L, T = state.n_layers, frames.shape[0]
     update_weights(state, frames, settings, cache, L - 1)
     z = state.potentials[-1]
@@ -507,13 +550,21 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
     else:
         hidden, output = sequential_hidden, sequential_output
     stepping = settings.step_rule == "relative" or settings.weight_step != 1.0
-    previous = [w.clone() for w in state.weights[:-1]] if stepping else None
-    hidden(state, frames, y, settings, cache, generator)
+    SP.start_splits(state, settings)  # L1 split: V = soft_threshold(W, τ), U = 0 where not yet present
+    previous = [w.clone() for w in state.weights[:-1]] if stepping or settings.anderson else None
+    snap = P.snapshot(state, settings)  # states before the sweep, for the dual residuals (balancing only)
+    hidden(state, frames, y, P.hidden_settings(state, settings), cache, generator)
+    exact = list(state.weights[:-1])  # T(x): the sweep's exact blocks, before the step
     if stepping:
         take_weight_step(state, previous, settings)
+        SP.split_after_step(state, settings)  # L1 split with a step rule: its own block after the step
+    if settings.anderson:  # safeguarded Anderson acceleration of the hidden weights (admm/anderson.py)
+        AA.apply(state, previous, exact, settings)
+    P.update(state, frames, settings, snap, cache.reduce, _blocks(state, frames, settings))  # balancing, continuation
     if settings.reproject and (state.iteration + 1) % settings.reproject == 0:
         reproject(state, frames, settings, cache)
     output(state, frames, y, settings, cache, generator)
+    SP.update_splits(state, settings)  # V = soft_threshold(W + U, τ), U += W − V: after the step and output
     if settings.dual and state.iteration >= settings.warmup:
         update_dual(state, frames, settings)
     state.iteration += 1

@@ -1,0 +1,67 @@
+"""Deep networks that start as their first layer: identity initialisation of the later hidden layers
+(layer-by-layer growth with every layer inserted at once)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from admm_snn.admm import solver as S
+from admm_snn.admm.settings import ADMMSettings
+from admm_snn.admm.state import identity_layers, random_weights
+from admm_snn.errors import SettingsError
+from admm_snn.network import LIFParams, forward, predict
+
+
+def _frames(seed=0, T=12, N=40, n=50, p=0.15):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(T, N, n, generator=g) < p).float()
+
+
+@pytest.mark.parametrize("gain,exact", [(1.05, True), (1.1, True), (1.0, False)])
+def test_identity_layer_copies_spike_trains(gain, exact):
+    """With δ = 0.95, θ = 1 and subtract reset, W = gθ·I with g a little above 1 reproduces the spike
+    train of the layer below exactly; g = 1 loses spikes to the leak."""
+    X = _frames(1, T=30, N=60, n=40, p=0.3)
+    p = LIFParams(0.95, 1.0)
+    ws = random_weights([40, 32, 32, 32, 5], 3.0, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    ws = identity_layers(ws, gain, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(ws[1], gain * torch.eye(32, dtype=torch.float64))
+    s = forward(ws, X.double(), p).spikes
+    assert float(s[0].mean()) > 0.05  # the first layer fires
+    same = torch.equal(s[0], s[1]) and torch.equal(s[0], s[2])
+    assert same == exact
+
+
+def test_identity_deep_network_starts_as_the_one_layer_network():
+    """Same seed: the 3-layer network's first layer is the 1-layer network's, its last hidden layer
+    emits the same spikes, and the fitted readout gives the same predictions."""
+    X = _frames(2)
+    labels = torch.arange(X.shape[1]) % 4
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    s = ADMMSettings(deep_init="identity")
+    one = S.init_state(X, y, [50, 24, 4], s, torch.Generator().manual_seed(3))
+    deep = S.init_state(X, y, [50, 24, 24, 24, 4], s, torch.Generator().manual_seed(3))
+    assert torch.equal(one.weights[0], deep.weights[0])
+    assert torch.equal(one.spikes[0], deep.spikes[-1])
+    torch.testing.assert_close(one.weights[-1], deep.weights[-1], rtol=1e-5, atol=1e-6)
+    p = s.lif
+    assert torch.equal(predict(one.weights, X, p), predict(deep.weights, X, p))
+    # random deep layers compute something else
+    rnd = S.init_state(X, y, [50, 24, 24, 24, 4], s.replace(deep_init="random"), torch.Generator().manual_seed(3))
+    assert not torch.equal(rnd.spikes[-1], one.spikes[0])
+
+
+def test_identity_noise_and_unequal_widths():
+    ws = random_weights([10, 6, 8, 4, 3], 1.0, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    out = identity_layers(ws, 1.1, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(out[0], ws[0]) and torch.equal(out[-1], ws[-1])  # first and output layers untouched
+    assert out[1].shape == (8, 6) and out[2].shape == (4, 8)
+    d = out[1] - 1.1 * torch.eye(8, 6, dtype=torch.float64)
+    assert 0.05 < float(d.std()) * 6 ** 0.5 < 1.0  # the random part, std 0.5/sqrt(fan-in)
+
+
+@pytest.mark.parametrize("field,value", [("deep_init", "copy"), ("identity_gain", 0.0), ("identity_noise", -1.0)])
+def test_bad_identity_settings(field, value):
+    with pytest.raises(SettingsError, match=field):
+        ADMMSettings(**{field: value})
