@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -54,23 +55,30 @@ def main(argv=None):
                     help="iterations of the paper-preset runs (default: --iterations; the plain method needs "
                          "tens of iterations to leave chance level)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--paper-seeds", type=int, nargs="*", default=None, help="seeds of the paper-preset runs "
+                    "(default: --seeds)")
     ap.add_argument("--features", nargs="+", default=list(FEATURES), choices=list(FEATURES))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/adaptive")
     ap.add_argument("--append", action="store_true", help="add to the runs already in --out/adaptive.json")
+    ap.add_argument("--tables-only", action="store_true", help="rewrite adaptive.md from --out/adaptive.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.tables_only:
+        write_tables(json.loads((out / "adaptive.json").read_text()), out)
+        return
     sp = load_splits(DataOptions(dataset="nmnist", data_dir=args.data_dir))
     X = sp.train.time_major(torch.uint8)
     val = (sp.val.time_major(torch.uint8), sp.val.labels)
     test_frames, test_labels = sp.test.time_major(), sp.test.labels
+    code = _code_version()
     jobs = [("default", d) for d in args.depths] + [("paper", d) for d in args.paper_depths]
     rows = json.loads((out / "adaptive.json").read_text()) if args.append and (out / "adaptive.json").exists() else []
     for preset, depth in jobs:
         for feature in args.features:
-            for seed in args.seeds:
+            for seed in (args.paper_seeds if preset == "paper" and args.paper_seeds is not None else args.seeds):
                 iterations = (args.paper_iterations or args.iterations) if preset == "paper" else args.iterations
                 s = _settings(preset, iterations, seed, FEATURES[feature])
                 t0 = time.perf_counter()
@@ -87,11 +95,23 @@ def main(argv=None):
                        "train_accuracy": last["train_accuracy"], "wall_s": wall,
                        "rho_layers": last.get("rho_layers"), "beta_layers": last.get("beta_layers"),
                        "anderson": [last.get("anderson_accepted"), last.get("anderson_rejected")],
+                       "settings": s.to_dict(), "code": code,
                        "history": res.history}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
                 (out / "adaptive.json").write_text(json.dumps(rows, indent=1))
     write_tables(rows, out)
+
+
+def _code_version() -> str:
+    """The commit the runs used, with "+dirty" when the source tree had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True).stdout
+        return head + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def write_tables(rows, out: Path) -> None:
@@ -122,9 +142,20 @@ def write_tables(rows, out: Path) -> None:
                 return "—"
             sd = f" ± {statistics.stdev(d):.3f}" if len(d) > 1 else ""
             return f"{statistics.mean(d):+.3f}{sd}"
-        lines.append(f"| {preset} | {depth} | {feature} | {len(rs)} | {m('test_accuracy')} | {paired('test_accuracy')} | "
+        lines.append(f"| {preset} | {depth} | {feature} | {len(rs)} | {m('test_accuracy')} | "
+                     f"{paired('test_accuracy')} | "
                      f"{m('best_val_accuracy')} | {paired('best_val_accuracy')} | {m('spike_gap')} | "
                      f"{statistics.mean(x['wall_s'] for x in rs):.0f} |")
+    gaps = {k: rs for k, rs in groups.items() if any(x["spike_gap"] > 0 for x in rs)}
+    if gaps:
+        its = sorted({i for rs in gaps.values() for x in rs for i in (1, 2, 4, 6, 8, 10, 15, 20, 30)
+                      if i <= len(x["history"])})
+        lines += ["", "Spike gap by iteration (mean over seeds and hidden layers; groups where it is not zero):", "",
+                  "| preset | depth | feature | " + " | ".join(f"it. {i}" for i in its) + " |",
+                  "|---|---|---|" + "---|" * len(its)]
+        for (preset, depth, feature), rs in gaps.items():
+            cells = [statistics.mean(statistics.mean(x["history"][i - 1]["spike_gap"]) for x in rs) for i in its]
+            lines.append(f"| {preset} | {depth} | {feature} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     (out / "adaptive.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -215,19 +215,41 @@ def test_weight_block_with_per_layer_penalties_is_exact(l):
     assert float(torch.autograd.grad(f(w), w)[0].abs().max()) < 1e-8
 
 
-def test_sequential_schedule_reads_the_per_layer_penalties():
-    """The sequential hidden sweep (one ρ, β read from the settings) with equal per-layer penalties in
-    the state equals the sweep with those penalties as settings."""
-    s = exact_settings(schedule="sequential", output_solve="sweep", spike_solver="clip")
-    state, frames, y = random_problem(30, SIZES)
-    with_layer_penalties(state, [2.5, 2.5], [0.2, 0.2])
-    a, b = copy.deepcopy(state), copy.deepcopy(state)
-    S.sequential_hidden(a, frames, y, P.hidden_settings(a, s), S.SolverCache(), torch.Generator().manual_seed(3))
-    b.aux.clear()
-    S.sequential_hidden(b, frames, y, s.replace(rho=2.5, beta=0.2, rho_out=s.output_rho), S.SolverCache(),
-                        torch.Generator().manual_seed(3))
-    for x, z in zip(a.weights + a.potentials + a.spikes, b.weights + b.potentials + b.spikes):
-        assert torch.equal(x, z)
+@pytest.mark.parametrize("order", ["paper", "top-down"])
+def test_sequential_blocks_with_per_layer_penalties_are_exact(order, monkeypatch):
+    """The sequential schedule, one t at a time: at every (l, t), when the potential update is called the
+    spike a_{l,t} just solved is the exact (free) minimiser of the per-layer Lagrangian over a_{l,t}, and
+    the new z_{l,t} is the grid minimiser of its local per-layer cost."""
+    from admm_snn.admm import updates as U
+    s = exact_settings(schedule="sequential", order=order, output_solve="sweep", spike_solver="free")
+    state, frames, y = random_problem(30, SIZES, T=4)
+    with_layer_penalties(state)
+    real = U.update_potentials
+    cand = torch.cat([GRID, torch.tensor([s.theta, s.theta + s.eps], dtype=DT)]).view(-1, 1, 1)
+    checked = []
+
+    def checked_update(z, a, u, t, *args):
+        l = next(i for i, zl in enumerate(state.potentials) if zl is z)
+        tt = int(t[0])
+
+        def f(p):
+            A = list(state.spikes)
+            al = A[l].clone()
+            al[tt] = p.view_as(al[tt])
+            A[l] = al
+            return lagr_of(state, frames, y, s, A=A)
+
+        p = a[tt].flatten().clone().requires_grad_(True)
+        assert float(torch.autograd.grad(f(p), p)[0].abs().max()) < 1e-8, (l, tt)
+        new = real(z, a, u, t, *args)
+        got = local_cost(new[0], state, frames, s, z, l, tt)
+        assert bool((got <= local_cost(cand, state, frames, s, z, l, tt).min(dim=0).values + 1e-9).all()), (l, tt)
+        checked.append((l, tt))
+        return new
+
+    monkeypatch.setattr(U, "update_potentials", checked_update)
+    S.sequential_hidden(state, frames, y, s, S.SolverCache(), torch.Generator().manual_seed(3))
+    assert sorted(checked) == [(l, t) for l in range(2) for t in range(4)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -398,7 +420,8 @@ def test_anderson_in_the_solver_follows_the_safeguard():
     """In training, every accelerated point is either accepted or rejected, and a rejected point leaves
     the weights at the stored plain step."""
     X, lab, _ = _problem()
-    res = train(X, lab, [8, 8], ADMMSettings(iterations=8, anderson=3, step_rule="fixed", weight_step=1.0), progress=False)
+    s = ADMMSettings(iterations=8, anderson=3, step_rule="fixed", weight_step=1.0)
+    res = train(X, lab, [8, 8], s, progress=False)
     h, state = res.history[-1], res.state
     acc, rej = h["anderson_accepted"], h["anderson_rejected"]
     ended_rejected = int(state.aux[AA.PENDING]) == 0

@@ -432,6 +432,9 @@ def results_markdown(results: dict) -> str:
     L.append("- **Floor.** Random hidden weights (the ADMM initialisation: Gaussian, gain "
              f"{adm['init_gain']}/√fan-in) and a ridge least-squares readout on the leaky sums of the true hidden "
              "spikes (`init_state` with init=forward, the joint output solve). "
+             + ("With deep_init=identity the hidden layers after the first start as exact copies of the first, "
+                "so the deep networks' floor is the one-layer floor. "
+                if adm.get("deep_init") == "identity" else "")
              + ("With these settings it is exactly ADMM's iteration 0, and ADMM's times include it."
                 if results.get("admm_starts_at_floor") else "ADMM does not start from it with these settings."))
     L.append("- **Accuracy** is always that of the exact forward simulation (`admm_snn.network.predict`, binary "

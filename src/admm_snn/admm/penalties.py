@@ -33,7 +33,9 @@ the targets of layer l and "before" the values at the start of the iteration:
 rms over every (t, sample, neuron), summed over processes. s is Boyd's dual residual ρ Aᵀ B (z^{k+1} − z^k)
 with B the map from the states to the constrained quantity (the targets x_l; the spikes h(z_l) for the
 spike constraint) and the factor Aᵀ left out, so that r and s are in the same units (the membrane
-potential, resp. spikes); the states are the block updated last for these constraints.
+potential, resp. spikes): the states play the part of Boyd's z-block. (With the default relative weight
+step r_ρ is dominated by the step's change of the currents W_l a_{l-1} while the states hardly move in one
+sweep, and the Heaviside barrier keeps h(z) in place, so balancing then only raises ρ and β.)
 
 **Balancing** (``penalty_balance``), per layer, Boyd's rule with μ = ``balance_mu``, τ = ``balance_tau``
 on the target ρ̂_l (likewise β̂_l from r_β, s_β):
@@ -43,8 +45,7 @@ on the target ρ̂_l (likewise β̂_l from r_β, s_β):
 
 and the applied ρ_l jumps to ρ̂_l only when max(ρ̂_l/ρ_l, ρ_l/ρ̂_l) ≥ ``balance_tolerance`` (OSQP's
 rule: the matrices built from the penalties are re-formed only for a large change; below it the
-penalties stay put, so they do not chatter). With the sequential schedule every hidden layer keeps one
-ρ and one β (that schedule reads one pair), so the residuals are pooled over the hidden layers.
+penalties stay put, so they do not chatter). Both schedules read the per-layer values.
 
 **Continuation** (``rho_growth``, ``beta_growth`` ≥ 1): after balancing, ρ_l ← g_ρ ρ_l and β_l ← g_β β_l
 (applied values and targets alike), every iteration, so the relaxed states are pushed towards
@@ -83,15 +84,6 @@ def lagrangian_penalties(state, settings):
     if RHO not in state.aux:
         return settings.rho, settings.beta
     return [float(v) for v in state.aux[RHO]], [float(v) for v in state.aux[BETA]]
-
-
-def hidden_settings(state, settings):
-    """The settings the sequential schedule's hidden sweep reads (it takes one ρ and β from the settings;
-    with that schedule the per-layer penalties are kept equal). The output penalty stays the setting."""
-    if RHO not in state.aux or settings.schedule != "sequential" or state.n_layers < 2:
-        return settings
-    return settings.replace(rho=float(state.aux[RHO][0]), beta=float(state.aux[BETA][0]),
-                            rho_out=settings.output_rho)
 
 
 def ensure(state, settings) -> None:
@@ -172,8 +164,6 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
     before = (list(rho), list(beta))
     if snap is not None:
         sums = reduce(residual_sums(state, frames, settings, snap, blocks)).cpu()
-        if settings.schedule == "sequential":  # one ρ, β for every layer: pool the residuals
-            sums = sums.sum(1, keepdim=True).expand(5, n)
         count = sums[4].clamp_min(1.0)
         rms = (sums[:4] / count).sqrt()
         res = torch.stack([rms[0], torch.tensor(rho, dtype=torch.float64) * rms[1],

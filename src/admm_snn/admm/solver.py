@@ -553,7 +553,7 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
     SP.start_splits(state, settings)  # L1 split: V = soft_threshold(W, τ), U = 0 where not yet present
     previous = [w.clone() for w in state.weights[:-1]] if stepping or settings.anderson else None
     snap = P.snapshot(state, settings)  # states before the sweep, for the dual residuals (balancing only)
-    hidden(state, frames, y, P.hidden_settings(state, settings), cache, generator)
+    hidden(state, frames, y, settings, cache, generator)
     exact = list(state.weights[:-1])  # T(x): the sweep's exact blocks, before the step
     if stepping:
         take_weight_step(state, previous, settings)
