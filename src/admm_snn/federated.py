@@ -417,7 +417,9 @@ def _round_metrics(state, X, y, lab, settings, cons: ConsensusState, res: dict, 
     n = X.shape[1]
     acc, rates = accuracy_and_rates(Zw, X, lab, p)
     local_acc, _ = accuracy_and_rates(state.weights, X, lab, p)
-    terms = lagrangian_terms(state, X, y, settings.rho, settings.beta, p, settings.output_rho)
+    from .admm.penalties import lagrangian_penalties
+    terms = lagrangian_terms(state, X, y, *lagrangian_penalties(state, settings), p, settings.output_rho,
+                             rate_penalty=settings.rate_penalty, l1=settings.l1, l1_penalty=settings.l1_penalty)
     vals = [terms["lagrangian"], terms["loss"], acc * n, local_acc * n, *[r * n for r in rates],
             res["primal_sq"], float(n)]
     if val is not None:

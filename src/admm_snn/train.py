@@ -62,7 +62,8 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
 def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
     """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap."""
     p = settings.lif
-    terms = lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), p, settings.output_rho)
+    terms = lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), p, settings.output_rho,
+                             rate_penalty=settings.rate_penalty, l1=settings.l1, l1_penalty=settings.l1_penalty)
     res = residuals(state, frames, p)
     n = frames.shape[1]
     train_acc, rates = accuracy_and_rates(state.weights, frames, labels, p)
