@@ -66,7 +66,7 @@ def main(argv=None):
             runs = []
             for seed in range(args.seeds):
                 if change == "paper":
-                    s = ADMMSettings.paper(iterations=args.iterations, schedule="parallel", seed=seed)
+                    s = ADMMSettings.paper(iterations=args.iterations, seed=seed)
                 else:
                     s = ADMMSettings(iterations=args.iterations, seed=seed, **change)
                 t0 = time.perf_counter()

@@ -65,3 +65,48 @@ def test_identity_noise_and_unequal_widths():
 def test_bad_identity_settings(field, value):
     with pytest.raises(SettingsError, match=field):
         ADMMSettings(**{field: value})
+
+
+def test_growth_trains_one_more_layer_every_k_iterations():
+    """grow_every=1: iteration 1 trains hidden layer 1 (and the output), iteration 2 layers 1-2, ...;
+    a layer not yet grown keeps its identity start exactly."""
+    X = _frames(4)
+    labels = torch.arange(X.shape[1]) % 4
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    s = ADMMSettings(deep_init="identity", grow_every=1)
+    g = torch.Generator().manual_seed(0)
+    cache = S.SolverCache()
+    state = S.init_state(X, y, [50, 16, 16, 16, 4], s, g, cache)
+    start = [w.clone() for w in state.weights]
+    for it in range(1, 4):
+        before = [w.clone() for w in state.weights]
+        S.iterate(state, X, y, s, cache, g)
+        for l in range(3):
+            if l < it:
+                assert not torch.equal(state.weights[l], before[l]), (it, l)
+            else:
+                assert torch.equal(state.weights[l], start[l]), (it, l)
+        assert not torch.equal(state.weights[-1], before[-1])
+
+
+def test_grown_network_computes_its_trained_lower_layers():
+    """While the upper layers are still at the identity, the deep network's predictions are those of the
+    network made of its trained first layer and its readout."""
+    X = _frames(5)
+    labels = torch.arange(X.shape[1]) % 4
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    s = ADMMSettings(deep_init="identity", grow_every=10)
+    g = torch.Generator().manual_seed(0)
+    cache = S.SolverCache()
+    state = S.init_state(X, y, [50, 16, 16, 16, 4], s, g, cache)
+    for _ in range(3):
+        S.iterate(state, X, y, s, cache, g)
+    deep = forward(state.weights, X, s.lif)
+    shallow = forward([state.weights[0], state.weights[-1]], X, s.lif)
+    assert torch.equal(deep.spikes[-1], shallow.spikes[0])
+    assert torch.equal(predict(state.weights, X, s.lif), predict([state.weights[0], state.weights[-1]], X, s.lif))
+
+
+def test_grow_every_must_be_a_count():
+    with pytest.raises(SettingsError, match="grow_every"):
+        ADMMSettings(grow_every=-1)

@@ -143,6 +143,9 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--anderson", type=int, default=d.anderson, metavar="M",
                    help=f"safeguarded Anderson acceleration of the hidden weights with memory M, 0 = off "
                         f"(default {d.anderson})")
+    g.add_argument("--grow-every", type=int, default=d.grow_every, metavar="K",
+                   help="layer-by-layer growth: train the first hidden layer alone for K iterations, then the "
+                        f"first two, ... (layers above keep their identity start) (default {d.grow_every} = off)")
     g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
                    help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
                         f"(default {d.reproject})")

@@ -322,6 +322,8 @@ class _ConsensusSolver:
 
     def update_weights(self, state, frames, settings, cache, l, stats=None, *args, **kwargs):
         self.calls += 1
+        if S.frozen(state, settings, l):  # layer-by-layer growth: not grown yet, every client keeps it
+            return
         cons = self.cons
         out = l == state.n_layers - 1
         if self.rounds:

@@ -88,6 +88,13 @@ class ADMMSettings:
                  mismatches); 1.0 loses spikes (the leak), 1.2 adds a few.
       identity_noise standard deviation of a random part added to an identity layer, relative to
                  1/sqrt(fan-in) (0: none; 0.1 already makes 0.4% of the copied spikes differ).
+      grow_every layer-by-layer growth: K > 0 trains only the first hidden layer for K iterations, then
+                 the first two, ... (a layer above the trained ones keeps its start weights: with
+                 deep_init="identity" it copies the layer below, so the network computes what the
+                 trained shallow network computes, and each new layer is inserted at the identity);
+                 0: every layer is trained from the start. Default 2: on N-MNIST with 12 iterations
+                 (3 seeds) best validation 0.883 / 0.881 at 3 / 5 layers against 0.880 / 0.865 when
+                 every layer trains from the start.
       reproject  every K iterations, after the hidden layers' updates and before the output block,
                  replace the hidden states (z, a) by the forward simulation of the current weights
                  (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
@@ -154,6 +161,7 @@ class ADMMSettings:
     deep_init: str = "identity"
     identity_gain: float = 1.1
     identity_noise: float = 0.0
+    grow_every: int = 2
     penalty_balance: str = "off"
     balance_mu: float = 10.0
     balance_tau: float = 2.0
@@ -191,7 +199,7 @@ class ADMMSettings:
             value, strict = getattr(self, name), name in ("balance_mu", "balance_tau")
             if not (value > 1 if strict else value >= 1) or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number {'>' if strict else '>='} 1")
-        for name in ("iterations", "warmup", "reproject", "box_iterations", "anderson"):
+        for name in ("iterations", "warmup", "reproject", "box_iterations", "anderson", "grow_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise SettingsError(f"{name}={value!r} must be an integer >= 0")

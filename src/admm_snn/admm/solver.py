@@ -202,12 +202,24 @@ def _add(acc, g, c):
     return acc
 
 
+def frozen(state: ADMMState, settings: ADMMSettings, l: int) -> bool:
+    """Layer-by-layer growth (``grow_every`` = K > 0): in iteration i (0-based) only the first
+    1 + i // K hidden layers are trained; the layers above them keep their (identity) start weights, so
+    the network computes what its trained lower layers compute, and a layer is "inserted" on top of
+    them every K iterations. The output layer is always trained."""
+    K = settings.grow_every
+    return bool(K) and l < state.n_layers - 1 and l >= 1 + state.iteration // K
+
+
 def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int,
                    stats=None) -> None:
     """W_l ← exact least-squares minimiser, from the sums over chunks of samples (§3 step 1).
 
     ``stats`` = (G, C) summed over every local sample by the caller (the parallel schedule forms them
-    while it updates the states chunk by chunk); None: formed here."""
+    while it updates the states chunk by chunk); None: formed here. A layer not yet grown
+    (:func:`frozen`) keeps its weights."""
+    if frozen(state, settings, l):
+        return
     L = state.n_layers
     out = l == L - 1
     first = l == 0
@@ -361,13 +373,20 @@ def update_dual(state: ADMMState, frames, settings: ADMMSettings) -> None:
 
 def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
     """Hidden layers from the top down (the output's targets reach the first layer in one sweep); in
-    each: spikes of all t in one solve, potentials red-black in time, then W_l from the new states.
+    each: spikes of all t in one solve, potentials red-black in time, then W_l from the new states
+    (with ``order="paper"``: the layers in random order, each W_l first, then its states).
 
     Samples are separable given the weights, so each block of samples goes through spikes, potentials
     and its share of W_l's sums in turn (one product W_l a_{l-1} and one conversion of the block's
     inputs serve all three; the product is skipped when the re-projection kept it); W_l is solved once
     every block has been added. The result is the same as updating the spikes of every sample, then
     every potential, then the weights."""
+    if settings.order == "paper":  # random layer order, W_l first, then the layer's states
+        for l in torch.randperm(state.n_layers - 1, generator=generator).tolist():
+            update_weights(state, frames, settings, cache, l)
+            update_spikes_all_t(state, frames, settings, l)
+            update_potentials_red_black(state, frames, settings, l)
+        return
     dtype = state.potentials[0].dtype
     for l in reversed(range(state.n_layers - 1)):
         setup = _spike_setup(state, l, settings)
@@ -379,7 +398,8 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
             update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
             update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
             del u
-            acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs))
+            if not frozen(state, settings, l):
+                acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs))
         update_weights(state, frames, settings, cache, l, stats=acc)
 
 
@@ -538,6 +558,8 @@ def take_weight_step(state: ADMMState, previous: list, settings: ADMMSettings) -
     rule). Taken after the sweep, so every layer's spike block saw the exact W* of the layer above."""
     relative = settings.step_rule == "relative"
     for l, W_prev in enumerate(previous):
+        if frozen(state, settings, l):
+            continue
         state.weights[l] = U.extrapolate(W_prev, state.weights[l], settings.weight_step, relative=relative)
 
 
