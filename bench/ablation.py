@@ -27,7 +27,8 @@ from admm_snn.train import train
 
 VARIANTS = {
     "all (default)": {},
-    "random deep layers (no identity init)": {"deep_init": "random"},
+    "no layer-by-layer growth": {"grow_every": 0},
+    "random deep layers (no identity init)": {"deep_init": "random", "grow_every": 0},
     "no re-projection": {"reproject": 0},
     "output block not joint": {"output_solve": "potentials"},
     "clipped spikes": {"spike_solver": "clip"},
