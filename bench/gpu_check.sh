@@ -23,20 +23,18 @@ if [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then PY=.venv/bin/python; fi
 } > "$OUT/env.txt" 2>&1
 
 # 1. tests (device tests run on cuda too when it is available)
-timeout 900 "$PY" -m pytest -q tests/test_schedules.py tests/test_updates.py tests/test_network.py \
+# sized for a device lease of ~15 minutes in all (start-up included): about 9 minutes of commands
+timeout 150 "$PY" -m pytest -q -x tests/test_schedules.py -k "device or strided or int8" \
   > "$OUT/pytest.txt" 2>&1
 echo "pytest exit $?" >> "$OUT/pytest.txt"
 
-# 2. speed on CUDA (each bench child has its own timeout; TF32 stays off: torch's default for matmul)
 B="$PY bench/speed.py --device cuda"
-timeout 900 $B --n 1000 --hidden 128 --iterations 5 --seq-iterations 2 --accuracy --out "$OUT/n1000_w128" \
+timeout 150 $B --n 1000 --hidden 128 --iterations 5 --seq-iterations 2 --accuracy --out "$OUT/n1000_w128" \
   > "$OUT/n1000_w128.log" 2>&1
-timeout 900 $B --n 1000 --hidden 128 --iterations 5 --seq-iterations 5 --preset paper --accuracy \
-  --out "$OUT/n1000_w128_paper" > "$OUT/n1000_w128_paper.log" 2>&1
-timeout 900 $B --n 4000 --hidden 512 --iterations 5 --schedules parallel --out "$OUT/n4000_w512" \
+timeout 90 $B --n 4000 --hidden 512 --iterations 5 --schedules parallel --out "$OUT/n4000_w512" \
   > "$OUT/n4000_w512.log" 2>&1
-timeout 1200 $B --n 1000 2000 4000 8000 16000 --hidden 128 --iterations 3 --seq-iterations 1 \
+timeout 120 $B --n 1000 4000 16000 --hidden 128 --iterations 3 --schedules parallel \
   --out "$OUT/growth_w128" > "$OUT/growth_w128.log" 2>&1
-timeout 1200 $B --n 60000 --hidden 512 --iterations 1 --schedules parallel --no-breakdown --set chunk_size=4000 --set init_rate=null \
+timeout 120 $B --n 60000 --hidden 512 --iterations 1 --schedules parallel --no-breakdown --set chunk_size=4000 --set init_rate=null \
   --out "$OUT/full_n60000" > "$OUT/full_n60000.log" 2>&1
 echo done > "$OUT/DONE"
