@@ -8,7 +8,7 @@ import torch
 from ..network import LIFParams, forward, heaviside
 from . import sparsity
 from .state import ADMMState
-from .updates import prev, targets
+from .updates import targets
 
 
 def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rho: float, beta: float,

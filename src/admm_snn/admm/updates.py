@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from ..errors import DivergenceError
-from ..network import heaviside
 
 
 def prev(x: torch.Tensor) -> torch.Tensor:
