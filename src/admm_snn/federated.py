@@ -243,8 +243,8 @@ def consensus_update_weights(state: ADMMState, frames, settings: ADMMSettings, c
     state.weights[l] = W
 
 
-def consensus_update_output_joint(state: ADMMState, frames, y, settings: ADMMSettings, cons: ConsensusState) -> None:
-    """W_L = (C_S + κ V) (G_S + (μ_S + κ) I)^{-1}: the joint output block with the consensus term."""
+def _joint_output_sums(state: ADMMState, frames, y, settings: ADMMSettings):
+    """(G_S, C_S, μ_S) of the joint output block from this client's samples only."""
     gdt = S.DTYPES[settings.gram_dtype]
     G = C = None
     for sl in S._chunks(frames.shape[1], settings.chunk_size):
@@ -252,6 +252,12 @@ def consensus_update_output_joint(state: ADMMState, frames, y, settings: ADMMSet
                                          state.dual[sl], settings.delta, settings.output_rho, gdt)
         G, C = (g, c) if G is None else (G + g, C + c)
     mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho, frames.shape[0])
+    return G, C, mu_S
+
+
+def consensus_update_output_joint(state: ADMMState, frames, y, settings: ADMMSettings, cons: ConsensusState) -> None:
+    """W_L = (C_S + κ V) (G_S + (μ_S + κ) I)^{-1}: the joint output block with the consensus term."""
+    G, C, mu_S = _joint_output_sums(state, frames, y, settings)
     L = state.n_layers - 1
     if cons.kappa[L] is None:
         cons.kappa[L] = cons.consensus * float(torch.diagonal(G).sum()) / max(G.shape[0], 1) + 1e-12
@@ -274,7 +280,7 @@ def consensus_block(G: torch.Tensor, C: torch.Tensor, mu: float, anchor: torch.T
     if factor is None:
         factor = U.cholesky(U.plus_diagonal(G, mu + kappa), "Gram matrix of the federated weight block")
     rhs = C + mu * anchor.to(C.dtype) if anchor is not None else C
-    Z = start.to(C.dtype)
+    Z = Z0 = start.to(C.dtype)
     Uk = torch.zeros_like(Z)
     primal_sq = 0.0  # this client's ‖W^k − Z‖² of the previous round, sent with the next round's weights
     done = 0
@@ -286,7 +292,7 @@ def consensus_block(G: torch.Tensor, C: torch.Tensor, mu: float, anchor: torch.T
         Uk = Uk + W - Z_new
         # relative to the block's move from the proximal anchor (the step rule normalises W* − W_prev, so
         # that difference is what has to be accurate), else to ‖Z‖
-        scale = float(torch.linalg.vector_norm(Z_new - start.to(Z_new.dtype) if anchor is not None else Z_new)) + 1e-30
+        scale = float(torch.linalg.vector_norm(Z_new - Z0 if anchor is not None else Z_new)) + 1e-30
         change = float(torch.linalg.vector_norm(Z_new - Z)) / scale
         primal = (float(total[-2]) / float(total[-1])) ** 0.5 / scale  # previous round's, RMS over clients
         primal_sq = float(torch.linalg.vector_norm(W - Z_new) ** 2)
@@ -327,12 +333,7 @@ class _ConsensusSolver:
         cons = self.cons
         out = l == state.n_layers - 1
         if self.rounds:
-            if stats is None:
-                acc = None
-                for sl in S._blocks(state, frames, settings):
-                    acc = S._add(acc, *S._weight_sums(state, frames, settings, cache, l, sl))
-                stats = acc
-            G, C = stats
+            G, C = stats if stats is not None else S.layer_weight_sums(state, frames, settings, cache, l)
             if l == 0:
                 if cache.input_gram is None:
                     cache.input_gram = G
@@ -352,14 +353,7 @@ class _ConsensusSolver:
     def update_output_joint_weights(self, state, frames, y, settings, cache=None, *args, **kwargs):
         self.calls += 1
         if self.rounds:
-            gdt = S.DTYPES[settings.gram_dtype]
-            G = C = None
-            for sl in S._chunks(frames.shape[1], settings.chunk_size):
-                g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
-                                                 state.dual[sl], settings.delta, settings.output_rho, gdt)
-                G, C = (g, c) if G is None else (G + g, C + c)
-            mu_S, _ = U.joint_output_ridge(G, settings.output_ridge, settings.delta, settings.output_rho,
-                                           frames.shape[0])
+            G, C, mu_S = _joint_output_sums(state, frames, y, settings)
             self._block(state, state.n_layers - 1, G, C, mu_S, None)
             self.cons.weight[-1] = 1.0
             return
@@ -412,16 +406,13 @@ def _round_metrics(state, X, y, lab, settings, cons: ConsensusState, res: dict, 
     every client's training data and on the validation data, accuracy of each client's own W^k on its
     data (mean), the sum of the local Lagrangians, and the consensus residuals
     primal = sqrt(Σ_k ‖W^k − Z‖² / (K ‖Z‖²)), change = ‖Z − Z_prev‖ / ‖Z‖."""
-    from .admm.lagrangian import lagrangian_terms
-    from .train import accuracy_and_rates
+    from .train import accuracy_and_rates, lagrangian_of
     p = settings.lif
     Zw = [z.to(state.weights[0].dtype) for z in cons.Z]
     n = X.shape[1]
     acc, rates = accuracy_and_rates(Zw, X, lab, p)
     local_acc, _ = accuracy_and_rates(state.weights, X, lab, p)
-    from .admm.penalties import lagrangian_penalties
-    terms = lagrangian_terms(state, X, y, *lagrangian_penalties(state, settings), p, settings.output_rho,
-                             rate_penalty=settings.rate_penalty, l1=settings.l1, l1_penalty=settings.l1_penalty)
+    terms = lagrangian_of(state, X, y, settings)
     vals = [terms["lagrangian"], terms["loss"], acc * n, local_acc * n, *[r * n for r in rates],
             res["primal_sq"], float(n)]
     if val is not None:

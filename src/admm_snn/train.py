@@ -58,11 +58,18 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
     return [float((fa != a.round()).float().mean()) for fa, a in zip(trace.spikes, state.spikes)]
 
 
+def lagrangian_of(state, frames, y, settings) -> dict:
+    """:func:`lagrangian_terms` with every penalty of ``settings`` (per-layer ρ_l, β_l when adapted, the
+    rate and L1 terms)."""
+    return lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), settings.lif,
+                            settings.output_rho, rate_penalty=settings.rate_penalty, l1=settings.l1,
+                            l1_penalty=settings.l1_penalty)
+
+
 def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
     """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap."""
     p = settings.lif
-    terms = lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), p, settings.output_rho,
-                             rate_penalty=settings.rate_penalty, l1=settings.l1, l1_penalty=settings.l1_penalty)
+    terms = lagrangian_of(state, frames, y, settings)
     res = residuals(state, frames, p)
     n = frames.shape[1]
     train_acc, rates = accuracy_and_rates(state.weights, frames, labels, p)

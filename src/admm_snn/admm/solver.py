@@ -202,6 +202,14 @@ def _add(acc, g, c):
     return acc
 
 
+def layer_weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int):
+    """(G, C) of W_l's update summed over this process's samples, block by block (not reduced)."""
+    acc = None
+    for sl in _blocks(state, frames, settings):
+        acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl))
+    return acc
+
+
 def frozen(state: ADMMState, settings: ADMMSettings, l: int) -> bool:
     """Layer-by-layer growth (``grow_every`` = K > 0): in iteration i (0-based) only the first
     1 + i // K hidden layers are trained; the layers above them keep their (identity) start weights, so
@@ -223,12 +231,7 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     L = state.n_layers
     out = l == L - 1
     first = l == 0
-    if stats is None:
-        acc = None
-        for sl in _blocks(state, frames, settings):
-            acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl))
-        stats = acc
-    G, C = stats
+    G, C = stats if stats is not None else layer_weight_sums(state, frames, settings, cache, l)
     C = cache.reduce(C)
     if first and cache.input_gram is None:
         cache.input_gram = cache.reduce(G)
@@ -418,14 +421,11 @@ def _time_order(T: int, generator: torch.Generator) -> list[int]:
 
 
 def _next_targets_at(state: ADMMState, l: int, t: int, delta, theta) -> torch.Tensor:
-    """c_t = x_{l+1,t} (1, N, n_{l+1}) for one t: z_{l+1,t} − δ z_{l+1,t-1} (+ θ a_{l+1,t-1} if hidden)."""
-    z = state.potentials[l + 1]
-    c = z[t:t + 1].clone()
-    if t > 0:
-        c -= delta * z[t - 1:t]
-        if l + 1 < state.n_layers - 1:
-            c += theta * state.spikes[l + 1][t - 1:t]
-    return c
+    """c_t = x_{l+1,t} (1, N, n_{l+1}) for one t: :func:`updates.targets` on the steps t-1..t only."""
+    window = slice(max(t - 1, 0), t + 1)
+    hidden_next = l + 1 < state.n_layers - 1
+    return U.targets(state.potentials[l + 1][window], state.spikes[l + 1][window] if hidden_next else None,
+                     delta, theta)[-1:]
 
 
 def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
