@@ -28,16 +28,12 @@ from admm_snn.admm.state import ADMMState
 from admm_snn.errors import SettingsError
 from admm_snn.network import forward
 from admm_snn.train import train
+from test_checkpoint import _problem
+from test_updates import DT
+from test_updates import random_problem as _random_problem
 
-DT = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exact_settings(**kw):
@@ -49,15 +45,7 @@ def exact_settings(**kw):
 
 
 def random_problem(seed, sizes, T=5, N=4):
-    g = torch.Generator().manual_seed(seed)
-    frames = (torch.rand(T, N, sizes[0], generator=g) < 0.5).to(DT)
-    y = torch.nn.functional.one_hot(torch.randint(0, sizes[-1], (N,), generator=g), sizes[-1]).to(DT)
-    W = [torch.randn(sizes[l], sizes[l - 1], generator=g, dtype=DT) / math.sqrt(sizes[l - 1])
-         for l in range(1, len(sizes))]
-    Z = [0.5 + 0.7 * torch.randn(T, N, n, generator=g, dtype=DT) for n in sizes[1:]]
-    A = [torch.rand(T, N, n, generator=g, dtype=DT) for n in sizes[1:-1]]
-    lam = 0.5 * torch.randn(N, sizes[-1], generator=g, dtype=DT)
-    return ADMMState(W, Z, A, lam), frames, y
+    return _random_problem(seed, sizes, T, N, zscale=0.7)
 
 
 RHOS, BETAS = [1.7, 0.45], [0.3, 2.2]  # per hidden layer, unlike the settings' ρ = 1.3, β = 0.7
@@ -438,14 +426,6 @@ def test_anderson_in_the_solver_follows_the_safeguard():
 # ----------------------------------------------------------------------------------------------------
 # Off: the solver as before; on: bitwise resume
 # ----------------------------------------------------------------------------------------------------
-
-def _problem(n=48, T=6, n_in=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    frames = (torch.rand(T, n, n_in, generator=g) < 0.3).float()
-    labels = torch.arange(n) % 3
-    val_frames = (torch.rand(T, 24, n_in, generator=g) < 0.3).float()
-    return frames, labels, (val_frames, torch.arange(24) % 3)
-
 
 def reference_iterate(state, frames, y, settings, cache, generator):
     """solver.iterate as it was before penalties.py and anderson.py (independent copy)."""

@@ -67,20 +67,26 @@ def test_bad_identity_settings(field, value):
         ADMMSettings(**{field: value})
 
 
-def test_growth_trains_one_more_layer_every_k_iterations():
-    """grow_every=1: iteration 1 trains hidden layer 1 (and the output), iteration 2 layers 1-2, ...;
-    a layer not yet grown keeps its identity start exactly."""
-    X = _frames(4)
+def _growing(seed, grow_every):
+    """A 3-hidden-layer network with identity start on random frames, and one solver iteration."""
+    X = _frames(seed)
     labels = torch.arange(X.shape[1]) % 4
     y = torch.nn.functional.one_hot(labels, 4).float()
-    s = ADMMSettings(deep_init="identity", grow_every=1)
+    s = ADMMSettings(deep_init="identity", grow_every=grow_every)
     g = torch.Generator().manual_seed(0)
     cache = S.SolverCache()
     state = S.init_state(X, y, [50, 16, 16, 16, 4], s, g, cache)
+    return X, y, s, state, lambda: S.iterate(state, X, y, s, cache, g)
+
+
+def test_growth_trains_one_more_layer_every_k_iterations():
+    """grow_every=1: iteration 1 trains hidden layer 1 (and the output), iteration 2 layers 1-2, ...;
+    a layer not yet grown keeps its identity start exactly."""
+    X, y, s, state, step = _growing(4, grow_every=1)
     start = [w.clone() for w in state.weights]
     for it in range(1, 4):
         before = [w.clone() for w in state.weights]
-        S.iterate(state, X, y, s, cache, g)
+        step()
         for l in range(3):
             if l < it:
                 assert not torch.equal(state.weights[l], before[l]), (it, l)
@@ -92,15 +98,9 @@ def test_growth_trains_one_more_layer_every_k_iterations():
 def test_grown_network_computes_its_trained_lower_layers():
     """While the upper layers are still at the identity, the deep network's predictions are those of the
     network made of its trained first layer and its readout."""
-    X = _frames(5)
-    labels = torch.arange(X.shape[1]) % 4
-    y = torch.nn.functional.one_hot(labels, 4).float()
-    s = ADMMSettings(deep_init="identity", grow_every=10)
-    g = torch.Generator().manual_seed(0)
-    cache = S.SolverCache()
-    state = S.init_state(X, y, [50, 16, 16, 16, 4], s, g, cache)
+    X, y, s, state, step = _growing(5, grow_every=10)
     for _ in range(3):
-        S.iterate(state, X, y, s, cache, g)
+        step()
     deep = forward(state.weights, X, s.lif)
     shallow = forward([state.weights[0], state.weights[-1]], X, s.lif)
     assert torch.equal(deep.spikes[-1], shallow.spikes[0])

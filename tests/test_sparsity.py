@@ -24,16 +24,12 @@ from admm_snn.admm.lagrangian import lagrangian_terms
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.errors import SettingsError
 from admm_snn.train import CHECKPOINT, train
-from test_updates import (DT, clone_state, grad_norm, gram, lagr, make_settings, newton_minimiser,
+from test_checkpoint import _problem
+from test_updates import (DT, clone_state, reference_targets, grad_norm, gram, lagr, make_settings, newton_minimiser,
                           projected_gradient, random_problem)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_split(state, l, seed, scale=0.3):
@@ -94,7 +90,7 @@ def test_split_weight_update_is_exact_minimiser(sizes, l, output_solve, proximal
     s = make_settings(l1=0.4, l1_penalty=0.7, l1_output=True, proximal=proximal, output_solve=output_solve)
     state, frames, y = random_problem(11 + l, sizes)
     V, Ud = with_split(state, l, 5 + l)
-    L, T = state.n_layers, frames.shape[0]
+    L = state.n_layers
     out = l == L - 1
     rho = s.output_rho if out else s.rho
     G = gram(state, frames, l)
@@ -116,13 +112,7 @@ def test_split_weight_update_is_exact_minimiser(sizes, l, output_solve, proximal
     assert float(new.aux[f"l1_kappa.{l}"][0]) == pytest.approx(kappa, rel=1e-12)
 
     # independent: least squares on [a_t ; √μ I ; √(κ/ρ) I] Wᵀ = [x_t (+λ/ρ_L at T) ; √μ W₀ᵀ ; √(κ/ρ) (V − U)ᵀ]
-    z = state.potentials[l]
-    x = z.clone()
-    x[1:] -= s.delta * z[:-1]
-    if not out:
-        x[1:] += s.theta * state.spikes[l][:-1]
-    else:
-        x[T - 1] += state.dual / rho
+    x = reference_targets(state, s, l, rho)
     a_in = state.layer_inputs(frames, l)
     n_in = a_in.shape[-1]
     eye = torch.eye(n_in, dtype=DT)
@@ -423,14 +413,6 @@ def test_default_solver_with_l1_gives_an_exactly_sparse_copy_close_to_w():
 # ----------------------------------------------------------------------------------------------------
 # Off by default: zero penalties change nothing
 # ----------------------------------------------------------------------------------------------------
-
-def _problem(n=48, T=6, n_in=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    frames = (torch.rand(T, n, n_in, generator=g) < 0.3).float()
-    labels = torch.arange(n) % 3
-    val_frames = (torch.rand(T, 24, n_in, generator=g) < 0.3).float()
-    return frames, labels, (val_frames, torch.arange(24) % 3)
-
 
 def test_zero_penalties_reproduce_the_default_run_bitwise(monkeypatch):
     """l1 = 0 and rate_penalty = 0 (whatever l1_penalty and l1_output) give bitwise the default run, which

@@ -29,13 +29,7 @@ from admm_snn.admm.state import ADMMState
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine (40x slower grids)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -50,6 +44,19 @@ def make_settings(**kw):
                 spike_solver="clip", reproject=0, grow_every=0)
     base.update(kw)
     return ADMMSettings(**base)
+
+
+def reference_targets(state, s, l, rho_out):
+    """x_{l,t} = z_t − δ z_{t-1} (+ θ a_{t-1} hidden), written out independently of the solver; for the
+    output layer λ/ρ_L is added at t = T (the λ term of the weight update)."""
+    z = state.potentials[l]
+    x = z.clone()
+    x[1:] -= s.delta * z[:-1]
+    if l < state.n_layers - 1:
+        x[1:] += s.theta * state.spikes[l][:-1]
+    else:
+        x[-1] += state.dual / rho_out
+    return x
 
 
 def random_problem(seed, sizes, T=5, N=4, zscale=1.0, dual_scale=0.5):
@@ -179,7 +186,7 @@ def test_lagrangian_terms_matches_independent_lagrangian(sizes):
 def test_weight_update_is_exact_minimiser(sizes, l, chunk):
     s = make_settings(chunk_size=chunk)
     state, frames, y = random_problem(1 + l, sizes)
-    L, T = state.n_layers, frames.shape[0]
+    L = state.n_layers
     out = l == L - 1
     rho_l = s.output_rho if out else s.rho
     a_in = state.layer_inputs(frames, l)
@@ -197,13 +204,7 @@ def test_weight_update_is_exact_minimiser(sizes, l, chunk):
     W_new = new.weights[l]
 
     # independent reference: least squares on the stacked system [a_t ; sqrt(μ) I] Wᵀ = [x_t (+λ/ρ_L at T) ; 0]
-    z = state.potentials[l]
-    x = z.clone()
-    x[1:] -= s.delta * z[:-1]
-    if not out:
-        x[1:] += s.theta * state.spikes[l][:-1]
-    else:
-        x[T - 1] += state.dual / rho_l
+    x = reference_targets(state, s, l, rho_l)
     n_in = a_in.shape[-1]
     A_st = torch.cat([a_in.reshape(-1, n_in), math.sqrt(mu) * torch.eye(n_in, dtype=DT)])
     B_st = torch.cat([x.reshape(-1, x.shape[-1]), torch.zeros(n_in, x.shape[-1], dtype=DT)])
