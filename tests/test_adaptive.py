@@ -29,7 +29,7 @@ from admm_snn.errors import SettingsError
 from admm_snn.network import forward
 from admm_snn.train import train
 from test_checkpoint import _problem
-from test_updates import DT
+from test_updates import DT, lagr
 from test_updates import random_problem as _random_problem
 
 
@@ -57,30 +57,9 @@ def with_layer_penalties(state, rhos=RHOS, betas=BETAS):
     return state
 
 
-def lagr_layers(W, Z, A, lam, frames, y, rhos, betas, rho_L, d, th):
-    """The augmented Lagrangian with a penalty pair (ρ_l, β_l) per hidden layer, written out with loops."""
-    L, T = len(W), frames.shape[0]
-    total = ((Z[-1][T - 1] - y) ** 2).sum()
-    for l in range(L):
-        inp = frames if l == 0 else A[l - 1]
-        hidden = l < L - 1
-        for t in range(T):
-            res = Z[l][t] - inp[t] @ W[l].T
-            if t > 0:
-                res = res - d * Z[l][t - 1]
-                if hidden:
-                    res = res + th * A[l][t - 1]
-            total = total + 0.5 * (rhos[l] if hidden else rho_L) * (res ** 2).sum()
-            if hidden:
-                total = total + 0.5 * betas[l] * ((A[l][t] - (Z[l][t] > th).to(DT)) ** 2).sum()
-            elif t == T - 1:
-                total = total + (lam * res).sum()
-    return total
-
-
 def lagr_of(state, frames, y, s, W=None, Z=None, A=None):
-    return lagr_layers(W or state.weights, Z or state.potentials, A or state.spikes, state.dual, frames, y, RHOS,
-                       BETAS, s.output_rho, s.delta, s.theta)
+    return lagr(W or state.weights, Z or state.potentials, A or state.spikes, state.dual, frames, y, s,
+                rhos=RHOS, betas=BETAS)
 
 
 SIZES = [5, 3, 4, 3]  # two hidden layers

@@ -97,16 +97,19 @@ def consistent_problem(seed, sizes, s, T=5, N=4, noise=0.01, dual_scale=0.02):
     return ADMMState(W, Z, A, lam), frames, y
 
 
-def lagr(W, Z, A, lam, frames, y, s):
+def lagr(W, Z, A, lam, frames, y, s, rhos=None, betas=None):
     """The augmented Lagrangian of spec §2, with ρ for hidden and ρ_L for the output dynamics, written
-    independently of the library (explicit loop over t; differentiable in W, Z, A)."""
-    rho, rho_L, beta, d, th = s.rho, s.output_rho, s.beta, s.delta, s.theta
+    independently of the library (explicit loop over t; differentiable in W, Z, A). ``rhos``/``betas``:
+    one ρ_l / β_l per hidden layer instead of s.rho / s.beta (adaptive penalties)."""
+    rho_L, d, th = s.output_rho, s.delta, s.theta
     L, T = len(W), frames.shape[0]
+    rhos = rhos if rhos is not None else [s.rho] * (L - 1)
+    betas = betas if betas is not None else [s.beta] * (L - 1)
     total = ((Z[-1][T - 1] - y) ** 2).sum()
     for l in range(L):
         inp = frames if l == 0 else A[l - 1]
         hidden = l < L - 1
-        r = rho if hidden else rho_L
+        r = rhos[l] if hidden else rho_L
         for t in range(T):
             res = Z[l][t] - inp[t] @ W[l].T
             if t > 0:
@@ -115,7 +118,7 @@ def lagr(W, Z, A, lam, frames, y, s):
                     res = res + th * A[l][t - 1]
             total = total + 0.5 * r * (res ** 2).sum()
             if hidden:
-                total = total + 0.5 * beta * ((A[l][t] - (Z[l][t] > th).to(DT)) ** 2).sum()
+                total = total + 0.5 * betas[l] * ((A[l][t] - (Z[l][t] > th).to(DT)) ** 2).sum()
             elif t == T - 1:
                 total = total + (lam * res).sum()
     return total
