@@ -211,15 +211,6 @@ def fault_hook(rank: int, iteration: int) -> None:
 # Data-parallel training
 # ----------------------------------------------------------------------------------------------------
 
-def _init_state(X, y, sizes, settings, generator, cache):
-    """solver.init_state, handing it ``cache`` (and so the all-reduce) when it takes one: the forward
-    init may fit the output block to the initial states, which needs the summed statistics."""
-    import inspect
-    if "cache" in inspect.signature(S.init_state).parameters:
-        return S.init_state(X, y, sizes, settings, generator, cache=cache)
-    return S.init_state(X, y, sizes, settings, generator)
-
-
 def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
                      generator: torch.Generator, start: int, n_total: int,
                      cache: S.SolverCache | None = None) -> ADMMState:
@@ -232,7 +223,8 @@ def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], setting
     consumes the generator exactly as the single process does.
     """
     if settings.init != "uniform":
-        return _init_state(X, y, sizes, settings, generator, cache if cache is not None else S.SolverCache())
+        # the cache carries the all-reduce: the forward init fits the output block to the summed statistics
+        return S.init_state(X, y, sizes, settings, generator, cache=cache if cache is not None else S.SolverCache())
     dtype, device = S.DTYPES[settings.dtype], X.device
     T, n_local = X.shape[0], X.shape[1]
     sl = slice(start, start + n_local)

@@ -103,7 +103,7 @@ from .admm import solver as S
 from .admm import updates as U
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
-from .distributed import DEFAULT_TIMEOUT_S, Comm, _init_state, _write_jsonl, connect, fault_hook
+from .distributed import DEFAULT_TIMEOUT_S, Comm, _write_jsonl, connect, fault_hook
 from .distributed import shard_bounds, step_together
 from .errors import SettingsError
 
@@ -491,13 +491,10 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
             n_val_local = b - a
         generator = torch.Generator().manual_seed(settings.seed)
         cache = S.SolverCache()  # local: reduce stays the identity, nothing per-sample is shared
-        if block_rounds:
-            # the rate calibration sums two counts over the clients (the firing rate of the whole data at a
-            # trial scale: an aggregate, no per-sample value), so every client starts from the same weights
-            state = S.init_state(X, y, sizes, settings, generator, cache=cache,
-                                 rate_reduce=lambda t: comm.all_reduce(t, "sum", "control"))
-        else:
-            state = _init_state(X, y, sizes, settings, generator, cache)
+        # with exact blocks the rate calibration sums two counts over the clients (the firing rate of the
+        # whole data at a trial scale: an aggregate, no per-sample value), so every client starts alike
+        state = S.init_state(X, y, sizes, settings, generator, cache=cache,
+                             rate_reduce=(lambda t: comm.all_reduce(t, "sum", "control")) if block_rounds else None)
         # Z⁰ = plain mean of the clients' initial weights (the hidden ones are the same seeded draws).
         flat = torch.cat([w.to(gdt).reshape(-1) for w in state.weights])
         flat = comm.all_reduce(flat, "sum", "weights") / comm.world_size
