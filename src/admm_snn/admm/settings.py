@@ -81,20 +81,20 @@ class ADMMSettings:
                  the one-layer network (layer-by-layer growth with every layer inserted at once).
                  Needs equal widths for an exact copy (wider layers get the identity on the first
                  neurons, narrower ones keep the first inputs). Default "identity": on N-MNIST (3
-                 iterations, 3 seeds) best validation 0.864 / 0.856 at 3 / 5 layers against 0.840 /
-                 0.790 with random deep layers.
-      identity_gain the diagonal of an identity layer in units of θ. 1.05-1.1 copies the spike trains
-                 of the layer below exactly (measured on N-MNIST with δ = 0.95 and subtract reset: 0
-                 mismatches); 1.0 loses spikes (the leak), 1.2 adds a few.
+                 iterations, 3 seeds, bench/ablation.py, without growth) best validation 0.865 / 0.856
+                 at 3 / 5 layers against 0.840 / 0.790 with random deep layers.
+      identity_gain the diagonal of an identity layer in units of θ. With δ = 0.95 and subtract reset
+                 1.05-1.1 copies the spike train of the layer below exactly and 1.0 loses spikes to the
+                 leak (tests/test_depth.py).
       identity_noise standard deviation of a random part added to an identity layer, relative to
-                 1/sqrt(fan-in) (0: none; 0.1 already makes 0.4% of the copied spikes differ).
+                 1/sqrt(fan-in) (0: none, the exact copy).
       grow_every layer-by-layer growth: K > 0 trains only the first hidden layer for K iterations, then
                  the first two, ... (a layer above the trained ones keeps its start weights: with
                  deep_init="identity" it copies the layer below, so the network computes what the
                  trained shallow network computes, and each new layer is inserted at the identity);
-                 0: every layer is trained from the start. Default 2: on N-MNIST with 12 iterations
-                 (3 seeds) best validation 0.883 / 0.881 at 3 / 5 layers against 0.880 / 0.865 when
-                 every layer trains from the start.
+                 0: every layer is trained from the start. Default 2: on N-MNIST (3 iterations, 3
+                 seeds, bench/ablation.py) best validation 0.873 / 0.871 at 3 / 5 layers against
+                 0.865 / 0.856 when every layer trains from the start.
       reproject  every K iterations, after the hidden layers' updates and before the output block,
                  replace the hidden states (z, a) by the forward simulation of the current weights
                  (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
