@@ -1,40 +1,68 @@
 #!/usr/bin/env bash
 # Device check of the fast ADMM solver on CUDA (prepared, to be run on a machine with a GPU).
 #
-#   OUT=/path/to/results bash bench/gpu_check.sh
+#   OUT=/path/to/results bash bench/gpu_check.sh                 # on the GPU machine
+#   DEVICE=cpu SMALL=1 OUT=/tmp/dry bash bench/gpu_check.sh      # dry run of the same steps on a CPU
 #
-# 1. the test subset that exercises the solver (tests/test_schedules.py runs its device tests on every
-#    available device, so on a GPU machine they run on "cuda" as well as "cpu"), with the block updates'
-#    exactness tests;
-# 2. the speed bench on CUDA: parallel vs sequential at N=1000, T=30, 1 hidden of 128 (real N-MNIST if
-#    ../shared/data/nmnist exists, else generated), the N=4000 width-512 FLOP-rate point, and the growth
-#    in N; the full-scale N=60000 2312-512-10 single iteration (uint8 frames);
-# everything is written under $OUT (default ./gpu-check-out): pytest log, bench folders with bench.md,
-# bench.json and bench.png, nvidia-smi and torch versions.
+# DATA (default ../shared/data/nmnist) is the real N-MNIST folder; PYTHON (default .venv/bin/python if
+# present, else python3) the interpreter, which must import torch and admm_snn (PYTHONPATH=src will do).
+#
+# 1. tests: the device subset of tests/test_schedules.py (its device tests run on "cuda" as well as "cpu"
+#    where CUDA is available; the host-synchronisation count per iteration runs only on CUDA) with the
+#    exactness tests of the fast paths;
+# 2. `admm-snn train --device cuda` end to end on real N-MNIST (a few iterations; its metrics.jsonl);
+# 3. the speed bench on the device: parallel vs sequential at N=1000, T=30, 1 hidden of 128 on real
+#    N-MNIST with the training accuracy after the same iterations; the N=4000 width-512 FLOP-rate point;
+#    time per iteration against N (1000, 4000, 16000); one iteration at the full N-MNIST scale
+#    (N=60000, 2312-512-10, generated frames of the real density).
+# Everything is written under $OUT (default ./gpu-check-out): env.txt, pytest.txt, train/, and one
+# folder per bench with bench.md, bench.json and bench.png, plus each step's log. Sized for a device
+# lease of 15 minutes (start-up included): the steps' time limits add up to 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check-out}"
+DEVICE="${DEVICE:-cuda}"
+DATA="${DATA:-../shared/data/nmnist}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python}"
-if [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then PY=.venv/bin/python; fi
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+if [ -n "${SMALL:-}" ]; then  # dry run: the same commands on small sizes
+  N1=200; N4=400; NS="200 400"; NF=800; HF=64; IT=2
+else
+  N1=1000; N4=4000; NS="1000 4000 16000"; NF=60000; HF=512; IT=5
+fi
+export PYTHONUNBUFFERED=1
 {
-  nvidia-smi || true
+  date; nvidia-smi || true
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+  "$PY" -c "import admm_snn, tonic; print('admm_snn', admm_snn.__file__, 'tonic', tonic.__version__)"
 } > "$OUT/env.txt" 2>&1
 
-# 1. tests (device tests run on cuda too when it is available)
-# sized for a device lease of ~15 minutes in all (start-up included): about 9 minutes of commands
-timeout 150 "$PY" -m pytest -q -x tests/test_schedules.py -k "device or strided or int8" \
-  > "$OUT/pytest.txt" 2>&1
-echo "pytest exit $?" >> "$OUT/pytest.txt"
+step() {  # step NAME LIMIT_S command...: run with a time limit, log to $OUT/NAME.log, note the exit status
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+}
 
-B="$PY bench/speed.py --device cuda"
-timeout 150 $B --n 1000 --hidden 128 --iterations 5 --seq-iterations 2 --accuracy --out "$OUT/n1000_w128" \
-  > "$OUT/n1000_w128.log" 2>&1
-timeout 90 $B --n 4000 --hidden 512 --iterations 5 --schedules parallel --out "$OUT/n4000_w512" \
-  > "$OUT/n4000_w512.log" 2>&1
-timeout 120 $B --n 1000 4000 16000 --hidden 128 --iterations 3 --schedules parallel \
-  --out "$OUT/growth_w128" > "$OUT/growth_w128.log" 2>&1
-timeout 120 $B --n 60000 --hidden 512 --iterations 1 --schedules parallel --no-breakdown --set chunk_size=4000 --set init_rate=null \
-  --out "$OUT/full_n60000" > "$OUT/full_n60000.log" 2>&1
-echo done > "$OUT/DONE"
+# 1. tests
+step pytest 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_schedules.py -k "device or strided or int8 or synchron" -rs
+
+# 2. the CLI end to end on the device
+step train 60 "$PY" -m admm_snn.cli train --dataset nmnist --data-dir "$DATA" --device "$DEVICE" \
+  --iterations 4 --hidden 128 --seed 0 --out "$OUT/train"
+
+# 3. speed
+B=("$PY" -m admm_snn.commands.bench --device "$DEVICE" --data-dir "$DATA")
+step n1000_w128 90 "${B[@]}" --n $N1 --hidden 128 --iterations $IT --seq-iterations $IT --accuracy --out "$OUT/n1000_w128"
+step n4000_w512 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel --out "$OUT/n4000_w512"
+step growth_w128 60 "${B[@]}" --n $NS --hidden 128 --iterations 3 --schedules parallel --no-breakdown --out "$OUT/growth_w128"
+step full_n60000 120 "${B[@]}" --n $NF --hidden $HF --iterations 1 --schedules parallel --no-breakdown \
+  --set init_rate=null --out "$OUT/full_n60000"
+echo done >> "$OUT/steps.txt"
+# one archive (the device tool brings back at most 8 files), the checkpoints left out
+ARCHIVE="$(mktemp -d)/gpu-check.tgz"
+tar czf "$ARCHIVE" -C "$OUT" --exclude='*.safetensors' . && \
+  find "$OUT" -mindepth 1 ! -name steps.txt -delete && mv "$ARCHIVE" "$OUT/"
+echo "archive: $OUT/gpu-check.tgz ($(du -h "$OUT/gpu-check.tgz" | cut -f1))"

@@ -320,6 +320,36 @@ def test_solver_runs_on_device(device, preset):
         assert _close([w.cpu() for w in dev.weights], ref.weights, 1e-8)
 
 
+def _host_syncs_in_one_iteration(T, settings):
+    """Number of CUDA host synchronisations (torch's sync debug mode) in one iteration after the first."""
+    import warnings
+    frames, y, sizes = tiny_problem(5, sizes=(24, 12, 10, 4), T=T, N=32, device="cuda", dtype=torch.float32)
+    frames = frames.to(torch.uint8)
+    g = torch.Generator().manual_seed(settings.seed)
+    cache = S.SolverCache()
+    state = S.init_state(frames, y, sizes, settings, g, cache)
+    S.iterate(state, frames, y, settings, cache, g)  # the first forms the fixed input Gram and its factor
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            S.iterate(state, frames, y, settings, cache, g)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA host synchronisations: needs a GPU")
+@pytest.mark.parametrize("preset", ["default", "paper-parallel"])
+def test_cuda_iteration_has_no_host_synchronisation_per_time_step(preset):
+    """The parallel schedule synchronises with the host a fixed number of times per iteration (ridge
+    scales, Cholesky status, finiteness checks), the same for T = 6 and T = 18: none per time step."""
+    s = {"default": ADMMSettings(grow_every=0), "paper-parallel": ADMMSettings.paper(schedule="parallel")}[preset]
+    counts = {T: _host_syncs_in_one_iteration(T, s) for T in (6, 18)}
+    assert counts[6] == counts[18], counts
+
+
 # ----------------------------------------------------------------------------------------------------
 # Memory estimate
 # ----------------------------------------------------------------------------------------------------
