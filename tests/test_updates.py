@@ -663,3 +663,25 @@ def test_iterations_never_increase_lagrangian_with_box_spikes(schedule, output_s
     assert not bad and not gaps, f"blocks that increased L: {bad[:5]}; between blocks: {gaps[:5]}"
     assert all(v1 <= v0 + tol for v0, v1 in zip(values, values[1:])), values
     assert values[-1] < values[0]
+
+
+@pytest.mark.parametrize("piece_rows", [U.CROSS_PIECE_ROWS, 500])
+def test_cross_sums_in_float32_products_stay_within_float32_rounding_of_the_float64_sums(piece_rows):
+    """C = Σ x aᵀ with float32 products over pieces of rows added in float64 (cross_dtype float32) is
+    within float32 rounding of one piece's sum of the float64 C; with cross_dtype = dtype it is the
+    plain product bit for bit; G and the dual term are unaffected."""
+    g = torch.Generator().manual_seed(4)
+    T, N, n, m = 7, 300, 40, 9
+    a = (torch.rand(T, N, n, generator=g) < 0.1).to(torch.uint8)
+    x = torch.randn(T, N, m, generator=g).to(torch.float32)
+    lam = torch.randn(N, m, generator=g, dtype=torch.float64)
+    G64, C64 = U.weight_statistics(a, x, torch.float64, lam, 1.7)
+    G, C = U.weight_statistics(a.float(), x, torch.float64, lam, 1.7, cross_dtype=torch.float32,
+                               piece_rows=piece_rows)
+    assert C.dtype == torch.float64 and torch.equal(G, G64)
+    scale = x.abs().max() * math.sqrt(min(piece_rows, T * N))
+    assert 0 < (C - C64).abs().max() < 8 * torch.finfo(torch.float32).eps * scale
+    _, C_same = U.weight_statistics(a, x, torch.float64, lam, 1.7, cross_dtype=torch.float64)
+    assert torch.equal(C_same, C64)
+    ref = x.double().reshape(-1, m).T @ a.double().reshape(-1, n) + lam.T @ a[-1].double() / 1.7
+    assert torch.allclose(C64, ref, atol=1e-12)

@@ -221,7 +221,7 @@ def consensus_update_weights(state: ADMMState, frames, settings: ADMMSettings, c
         x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
                       settings.theta)
         g, c = U.weight_statistics(inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                                   gram=need_gram)
+                                   gram=need_gram, cross_dtype=S.DTYPES[settings.cross_product_dtype])
         G = g if G is None else (G if g is None else G + g)
         C = c if C is None else C + c
     if first:

@@ -57,7 +57,14 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     others = max(sizes[1:-1] or [0])
     weights = sum(m * k for m, k in zip(sizes[:-1], sizes[1:]))
     gram = int(4.5 * n0 * n0 * g) + 2 * others * others * g + 4 * n * n * b + weights * (b + g)
-    conversions = K * n0 * ((b if f != b else 0) + (g if f != g else 0))
+    # the block's inputs in the state dtype (input products and, by default, the cross sums' products)
+    # and, in one reused buffer, in the gram dtype: the hidden layers' inputs for their Grams, and the
+    # frames too when the cross products are in the gram dtype
+    if settings.cross_product_dtype == settings.gram_dtype:
+        gram_conv = K * n0 * (g if f != g else 0)
+    else:
+        gram_conv = K * max(hidden or [0]) * (g if b != g else 0)
+    conversions = K * n0 * (b if f != b else 0) + gram_conv
     temporaries = 9 * K * n * b + K * n * g
     reproject = getattr(settings, "reproject", 0)
     kept = T * N * sum(hidden) * b if (reproject and (not settings.chunk_size or settings.chunk_size >= N)) else 0

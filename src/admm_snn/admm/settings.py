@@ -68,6 +68,13 @@ class ADMMSettings:
                  "sweep": W_L, then z_{L,t} red-black with the spec's step 4 formulas.
       dtype      dtype of the per-sample state ("float32" or "float64").
       gram_dtype dtype in which Gram sums Σ a aᵀ and Σ x aᵀ are accumulated and solved.
+      cross_dtype dtype of each time step's product x_tᵀ a_t in the cross sums C = Σ_t x_t a_tᵀ, which
+                 are added over t, chunks and processes in gram_dtype. None (default): the state dtype.
+                 With float32 state the targets x are float32 and the inputs binary, so float32
+                 products summed in float64 stay within float32 rounding of one time step's sum, at a
+                 third of the float64 product's CPU cost (the Gram G, whose factor needs it, stays in
+                 gram_dtype). "float64": C as exact as G (a 2-process run then equals a 1-process run
+                 up to float64 rounding).
       chunk_size samples processed at once in per-sample updates (None: all). Bounds working memory.
     Start
       init       "forward": random weights (scaled so that hidden layers fire), states from the forward
@@ -154,6 +161,7 @@ class ADMMSettings:
     output_solve: str = "joint"
     dtype: str = "float32"
     gram_dtype: str = "float64"
+    cross_dtype: str | None = None
     chunk_size: int | None = None
     init: str = "forward"
     init_gain: float = 3.0
@@ -212,18 +220,26 @@ class ADMMSettings:
                               ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.cross_dtype is not None and self.cross_dtype not in DTYPES:
+            raise SettingsError(f"cross_dtype={self.cross_dtype!r} is not one of {', '.join(DTYPES)} or None")
 
     @classmethod
     def paper(cls, **changes) -> "ADMMSettings":
         """The paper's method as written in the spec: W = 0 and uniform states, β = 1, one ρ, clipped
         spikes, plain ridge least squares, no re-projection, no extrapolation, the sequential schedule
-        in the paper's order and the spec's output sweep."""
+        in the paper's order and the spec's output sweep; the cross sums in float64 (the reference
+        precision: its threshold flips amplify any rounding difference, e.g. between 1 and 2 processes)."""
         base = dict(beta=1.0, rho_out=None, ridge=1e-6, ridge_out=None, proximal=False, weight_step=1.0,
                     step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
                     schedule="sequential", order="paper", output_solve="sweep", dual=True, warmup=5,
-                    iterations=30)
+                    iterations=30, cross_dtype="float64")
         base.update(changes)
         return cls(**base)
+
+    @property
+    def cross_product_dtype(self) -> str:
+        """The dtype of the cross sums' per-time-step products: ``cross_dtype``, else the state dtype."""
+        return self.cross_dtype or self.dtype
 
     @property
     def output_rho(self) -> float:

@@ -176,17 +176,21 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
                  inputs: torch.Tensor | None = None):
     """(G, C) of W_l's update over the samples ``sl`` (G None for the input layer once its Gram is known).
     ``inputs``: the chunk's a_{l-1}, if the caller already has it."""
-    gdt = DTYPES[settings.gram_dtype]
+    gdt, cdt = DTYPES[settings.gram_dtype], DTYPES[settings.cross_product_dtype]
     out = l == state.n_layers - 1
     first = l == 0
     if inputs is None:
         inputs = state.layer_inputs(frames, l)[:, sl]
-    inputs = _converted(cache, "inputs-gram", inputs, gdt)
     x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
                   settings.theta)
     gram = not first or cache.input_gram is None
-    g, c = U.weight_statistics(inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                               gram=gram and not first)
+    # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
+    # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
+    gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
+    cross_inputs = gram_inputs if cdt == gdt else \
+        _converted(cache, "inputs" if cdt == state.potentials[l].dtype else "inputs-cross", inputs, cdt)
+    g, c = U.weight_statistics(cross_inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
+                               gram=gram and not first, cross_dtype=cdt, gram_inputs=gram_inputs)
     if first and gram:
         # the fixed input Gram, formed once (exactly in int8 when the frames are small integers)
         g = U.input_gram(inputs, gdt, _frames_int8(frames, cache))

@@ -80,13 +80,14 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
     """Floating-point operations of one iteration, by part, counted from the shapes (a product of an
     (m×k) and a (k×n) matrix is 2mkn; a Cholesky solve with an n×n factor is 2n² per right-hand side; a
     factorisation n³/3). Element-wise work (potentials, thresholds, clipping) is not counted. Parts in
-    the gram dtype are named ``*_gram``. ``first``: add the input Gram formed in the first iteration."""
+    the gram dtype are named ``*_gram``; the cross sums C = Σ x aᵀ, ``*_cross``, are in the gram dtype
+    only when ``cross_dtype`` equals it (``total_gram`` counts them then). ``first``: add the input Gram formed in the first iteration."""
     L = len(sizes) - 1
     K = T * N
     par = settings.schedule == "parallel"
     reproj = bool(settings.reproject)
     f = {"u": 0.0, "spike_rhs": 0.0, "spike_solve": 0.0, "spike_setup": 0.0, "weights_gram": 0.0,
-         "weights_solve": 0.0, "reproject": 0.0, "output": 0.0, "output_gram": 0.0, "box": 0.0}
+         "weights_cross": 0.0, "output_cross": 0.0, "weights_solve": 0.0, "reproject": 0.0, "output": 0.0, "output_gram": 0.0, "box": 0.0}
     for l in range(1, L):  # hidden layers (1-based)
         m, n, nxt = sizes[l - 1], sizes[l], sizes[l + 1]
         # the parallel schedule reuses the currents of the re-projection when it does not chunk
@@ -98,7 +99,7 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
         f["spike_setup"] += 2 * nxt * n * n + 2 * n ** 3 / 3
         if settings.spike_solver == "box":
             f["box"] += settings.box_iterations * 3 * 2 * K * n * n
-        f["weights_gram"] += 2 * K * m * n  # C = Σ x aᵀ
+        f["weights_cross"] += 2 * K * m * n  # C = Σ x aᵀ
         if l > 1:
             f["weights_gram"] += 2 * K * m * m + m ** 3 / 3  # G = Σ a aᵀ and its factor
         elif first:
@@ -111,13 +112,16 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
         f["output_gram"] += 2 * N * m * m + 2 * N * m * n + 2 * K * m  # G_S, C_S, leaky sums
         f["output"] += m ** 3 / 3 + 2 * m * m * n + 2 * K * m * n + 4 * T * K * n  # factor, solve, u, T×T
     else:
-        f["output_gram"] += 2 * K * m * m + 2 * K * m * n
+        f["output_gram"] += 2 * K * m * m
+        f["output_cross"] += 2 * K * m * n
         f["output"] += m ** 3 / 3 + 2 * m * m * n + 2 * K * m * n
         f["output"] += 4 * T * K * n if (par and settings.output_solve == "potentials") else 0
     if settings.dual:
         f["output"] += 2 * N * m * n
     f["total"] = sum(f.values())
     f["total_gram"] = f["weights_gram"] + f["output_gram"]
+    if settings.cross_product_dtype == settings.gram_dtype:
+        f["total_gram"] += f["weights_cross"] + f["output_cross"]
     return f
 
 
