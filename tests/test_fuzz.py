@@ -255,7 +255,8 @@ def _bad(name: str, default):
 
 
 CHOICES = {"schedule": "SCHEDULES", "init": "INITS", "spike_solver": "SPIKE_SOLVERS",
-           "output_solve": "OUTPUT_SOLVES", "dtype": "DTYPES", "gram_dtype": "DTYPES"}
+           "output_solve": "OUTPUT_SOLVES", "dtype": "DTYPES", "gram_dtype": "DTYPES",
+           "input_format": "INPUT_FORMATS"}
 
 
 SETTINGS_FIELDS = {f.name: f.default for f in dataclasses.fields(ADMMSettings)}

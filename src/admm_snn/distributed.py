@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from .admm import solver as S
+from .admm.sparse_inputs import frame_density
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
 from .errors import AdmmSnnError, SettingsError
@@ -369,7 +370,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         # processes of this machine share its memory (on CUDA each has its own device)
         local_procs = 1 if str(device).startswith("cuda") else int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
-                     log=log if (progress and comm.is_main) else None)
+                     log=log if (progress and comm.is_main) else None, density=frame_density(Xf))
         X = Xf.to(device=device, dtype=dtype)
         if not bool(torch.isfinite(X).all()):
             raise SettingsError("frames contain NaN or infinite values; check the input data")

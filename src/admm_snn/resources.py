@@ -18,7 +18,8 @@ def _frame_bytes(frames_dtype, state_bytes: int) -> int:
     return BYTES[name]
 
 
-def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None, device="cpu") -> dict:
+def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None, device="cpu",
+                    density: float | None = None) -> dict:
     """Bytes needed by a run of the ADMM solver, by part (b = bytes of the state dtype, g = of the gram
     dtype, f = of the stored frames, B = samples per block of the per-sample updates, K = T·B, n = the
     widest hidden/output layer):
@@ -36,6 +37,11 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
                    on CPU; the block's temporaries of the spike, potential and weight updates (about
                    9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers' input
                    currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
+        sparse     when the products with the frames use their CSR form (``input_format``; "auto" on CPU
+                   at a ``density`` of nonzero entries ≤ 0.1): nnz = density·T·N·n_0 entries, each held
+                   twice (the frames and their transpose) with a 4-byte column index, its stored value
+                   (f) and its value in the product's dtype (b, or the cross dtype's bytes), plus row
+                   pointers (reported within ``frames``)
 
     B is ``settings.chunk_size`` (None: N), and on CPU at most a cache-sized block (see
     :func:`admm_snn.admm.solver.block_size`), so the working part is small unless the run is on an
@@ -69,8 +75,21 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     reproject = getattr(settings, "reproject", 0)
     kept = T * N * sum(hidden) * b if (reproject and (not settings.chunk_size or settings.chunk_size >= N)) else 0
     working = conversions + temporaries + kept
+    sparse = sparse_bytes(T, N, n0, settings, f, device, density)
+    frames += sparse
     total = frames + state + gram + working
-    return {"frames": frames, "state": state, "gram": gram, "working": working, "total": total}
+    return {"frames": frames, "state": state, "gram": gram, "working": working, "sparse": sparse, "total": total}
+
+
+def sparse_bytes(T: int, N: int, n0: int, settings, frame_bytes: int, device="cpu", density: float | None = None) -> int:
+    """Bytes of the frames' CSR form (see :func:`estimate_memory`), 0 when the run uses dense products.
+    With ``input_format="sparse"`` and no ``density``, every entry is counted as nonzero."""
+    from .admm.sparse_inputs import uses_sparse
+    if not uses_sparse(settings, device, density):
+        return 0
+    nnz = (1.0 if density is None else density) * T * N * n0
+    b, c = BYTES[settings.dtype], BYTES[settings.cross_product_dtype]
+    return int(nnz * (2 * 4 + 2 * frame_bytes + b + c) + 2 * T * N * 4)
 
 
 def available_memory(device: str) -> int:
@@ -92,9 +111,9 @@ def gib(n: int) -> str:
     return f"{n / 2 ** 30:.2f} GiB"
 
 
-def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None) -> dict:
+def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None, density=None) -> dict:
     """Print the estimate (through ``log``) and raise a one-line ResourceError if it cannot fit."""
-    est = estimate_memory(sizes, T, N, settings, frames_dtype, device)
+    est = estimate_memory(sizes, T, N, settings, frames_dtype, device, density)
     free = available_memory(device)
     if log is not None:
         log(f"memory estimate: {gib(est['total'])} (frames {gib(est['frames'])}, state {gib(est['state'])}, "

@@ -15,6 +15,7 @@ from .admm import solver as S
 from .admm.lagrangian import lagrangian_terms, residuals
 from .admm.penalties import adaptive_metrics, lagrangian_penalties
 from .admm.settings import ADMMSettings
+from .admm.sparse_inputs import frame_density
 from .admm.state import ADMMState
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
@@ -324,7 +325,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         _prepare_out(out)
     compact = frames.dtype in (torch.uint8, torch.bool)  # binary spike frames stay compact (exact)
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
-                 frames_dtype=frames.dtype if compact else None)
+                 frames_dtype=frames.dtype if compact else None, density=frame_density(frames))
     X = frames.to(device=device) if compact else frames.to(device=device, dtype=dtype)
     if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")

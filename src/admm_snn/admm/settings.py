@@ -15,6 +15,7 @@ DEEP_INITS = ("random", "identity")
 SPIKE_SOLVERS = ("clip", "box", "free")
 OUTPUT_SOLVES = ("joint", "potentials", "sweep")
 DTYPES = ("float32", "float64")
+INPUT_FORMATS = ("auto", "dense", "sparse")
 STEP_RULES = ("fixed", "relative")
 PENALTY_BALANCES = ("off", "rho", "beta", "both")
 
@@ -75,6 +76,11 @@ class ADMMSettings:
                  third of the float64 product's CPU cost (the Gram G, whose factor needs it, stays in
                  gram_dtype). "float64": C as exact as G (a 2-process run then equals a 1-process run
                  up to float64 rounding).
+      input_format products with the input frames (the first layer's currents W_1 a_0 and cross sums
+                 Σ x_1 a_0ᵀ): "auto" (default) from a compressed sparse row form of the frames on CPU
+                 when at most 10% of the frame entries are nonzero (N-MNIST: 3.5%), "sparse" always,
+                 "dense" never (admm_snn.admm.sparse_inputs; the same results up to the order of the
+                 additions).
       chunk_size samples processed at once in per-sample updates (None: all). Bounds working memory.
     Start
       init       "forward": random weights (scaled so that hidden layers fire), states from the forward
@@ -162,6 +168,7 @@ class ADMMSettings:
     dtype: str = "float32"
     gram_dtype: str = "float64"
     cross_dtype: str | None = None
+    input_format: str = "auto"
     chunk_size: int | None = None
     init: str = "forward"
     init_gain: float = 3.0
@@ -217,7 +224,8 @@ class ADMMSettings:
             raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
         for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("order", ORDERS), ("init", INITS), ("deep_init", DEEP_INITS),
                               ("spike_solver", SPIKE_SOLVERS), ("penalty_balance", PENALTY_BALANCES),
-                              ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES)):
+                              ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES),
+                              ("input_format", INPUT_FORMATS)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.cross_dtype is not None and self.cross_dtype not in DTYPES:

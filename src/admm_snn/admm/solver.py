@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from ..network import forward, heaviside, lif_recurrence
+from . import sparse_inputs as SI
 from . import sparsity as SP
 from . import anderson as AA
 from . import penalties as P
@@ -184,6 +185,9 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
     x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
                   settings.theta)
     gram = not first or cache.input_gram is None
+    if first and not out and SI.enabled(settings, frames, cache):  # C from the frames' CSR form
+        c = SI.block(cache, frames, sl).cross_sum(x, cdt, gdt)
+        return (U.input_gram(inputs, gdt, _frames_int8(frames, cache)) if gram else None), c
     # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
     # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
     gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
@@ -268,14 +272,16 @@ def _spike_setup(state, l, settings):
     return W_next, rhos, M_inner, M_last, factors, dual_next
 
 
-def _chunk_current(state: ADMMState, cache, l: int, inputs: torch.Tensor, dtype) -> torch.Tensor:
-    """u = W_l a_{l-1} for one chunk's inputs (converted to ``dtype`` in a reused buffer)."""
+def _layer_current(state: ADMMState, frames, l: int, sl, dtype, cache: SolverCache | None = None,
+                   settings: ADMMSettings | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """u = W_l a_{l-1} for the samples ``sl`` (T, B, n_l). The input layer's from the frames' CSR form
+    when :func:`sparse_inputs.enabled` (given a cache and the settings); otherwise a dense product with
+    the inputs (``inputs``, or taken from the state) converted to ``dtype``, in the cache's reused buffer."""
+    if l == 0 and settings is not None and SI.enabled(settings, frames, cache):
+        return SI.block(cache, frames, sl).product(SI.transposed_weights(cache, state.weights[0]).to(dtype))
+    if inputs is None:
+        inputs = state.layer_inputs(frames, l)[:, sl]
     return _converted(cache, "inputs", inputs, dtype) @ state.weights[l].T
-
-
-def _input_current(state: ADMMState, frames, l: int, sl, dtype) -> torch.Tensor:
-    """u = W_l a_{l-1} for the samples ``sl`` (T, n, n_l); the chunk's inputs converted to ``dtype`` here."""
-    return state.layer_inputs(frames, l)[:, sl].to(dtype) @ state.weights[l].T
 
 
 def update_spikes_all_t(state: ADMMState, frames, settings: ADMMSettings, l: int, sl=None, u=None,
@@ -294,7 +300,7 @@ def update_spikes_all_t(state: ADMMState, frames, settings: ADMMSettings, l: int
     delta, theta = settings.delta, settings.theta
     z = state.potentials[l][:, sl]
     if u is None:
-        u = _input_current(state, frames, l, sl, z.dtype)
+        u = _layer_current(state, frames, l, sl, z.dtype)
     d_next = torch.empty_like(z)
     torch.sub(z[1:], delta * z[:-1], out=d_next[:-1])
     d_next[:-1] -= u[1:]
@@ -320,7 +326,7 @@ def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings
     z = state.potentials[l][:, sl]  # a view: written in place
     a = state.spikes[l][:, sl]
     if u is None:
-        u = _input_current(state, frames, l, sl, z.dtype)
+        u = _layer_current(state, frames, l, sl, z.dtype)
     rho_l, beta_l = P.layer_penalties(state, settings, l)
     for parity in (0, 1):
         z[parity::2] = U.update_potentials_parity(z, a, u, parity, settings.delta, settings.theta, rho_l, beta_l,
@@ -401,7 +407,8 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
         acc = None
         for sl in _blocks(state, frames, settings):
             inputs = state.layer_inputs(frames, l)[:, sl]
-            u = kept[:, sl] if kept is not None else _chunk_current(state, cache, l, inputs, dtype)
+            u = kept[:, sl] if kept is not None else _layer_current(state, frames, l, sl, dtype, cache, settings,
+                                                                    inputs)
             update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
             update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
             del u
@@ -449,7 +456,7 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
         W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings)
         rho_l, beta_l = P.layer_penalties(state, settings, l)
         z, a = state.potentials[l], state.spikes[l]
-        u = _current_all(state, frames, l, settings)
+        u = _current_all(state, frames, l, settings, cache)
         for t in _time_order(T, generator):
             last = t == T - 1
             c = _next_targets_at(state, l, t, delta, theta)
@@ -473,14 +480,14 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
             update_weights(state, frames, settings, cache, l)
 
 
-def _current_all(state: ADMMState, frames, l: int, settings: ADMMSettings) -> torch.Tensor:
-    """u = W_l a_{l-1} for every sample (T, N, n_l), formed block by block (the inputs are converted
-    one block at a time)."""
+def _current_all(state: ADMMState, frames, l: int, settings: ADMMSettings,
+                 cache: SolverCache | None = None) -> torch.Tensor:
+    """u = W_l a_{l-1} for every sample (T, N, n_l), formed block by block (see :func:`_layer_current`)."""
     T, N = frames.shape[0], frames.shape[1]
     W = state.weights[l]
     u = torch.empty(T, N, W.shape[0], dtype=W.dtype, device=W.device)
     for sl in _blocks(state, frames, settings):
-        u[:, sl] = _input_current(state, frames, l, sl, W.dtype)
+        u[:, sl] = _layer_current(state, frames, l, sl, W.dtype, cache, settings)
     return u
 
 
@@ -493,7 +500,7 @@ def sequential_output(state, frames, y, settings, cache, generator) -> None:
     L, T = state.n_layers, frames.shape[0]
     update_weights(state, frames, settings, cache, L - 1)
     z = state.potentials[-1]
-    u = _current_all(state, frames, L - 1, settings)
+    u = _current_all(state, frames, L - 1, settings, cache)
     steps = torch.arange(T, device=frames.device)
     for t in _time_order(T, generator):
         z[t] = U.update_output_potentials_at(z, u, y, state.dual, steps[t:t + 1], settings.delta,
@@ -542,8 +549,7 @@ def reproject(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCac
     for sl in _blocks(state, frames, settings):
         inputs = frames[:, sl]
         for l in range(state.n_layers - 1):
-            x = _converted(cache, "inputs", inputs, dtype) if l == 0 else inputs
-            z = x @ state.weights[l].T
+            z = _layer_current(state, frames, l, sl, dtype, cache, settings, inputs)
             if keep:
                 bufs[l][:, sl] = z
             a = lif_recurrence(z, p)

@@ -76,37 +76,43 @@ def _arguments(p) -> None:
 # FLOPs counted from the shapes
 # ----------------------------------------------------------------------------------------------------
 
-def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = False) -> dict:
+def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = False, device="cpu",
+                    density: float | None = None) -> dict:
     """Floating-point operations of one iteration, by part, counted from the shapes (a product of an
     (m×k) and a (k×n) matrix is 2mkn; a Cholesky solve with an n×n factor is 2n² per right-hand side; a
     factorisation n³/3). Element-wise work (potentials, thresholds, clipping) is not counted. Parts in
     the gram dtype are named ``*_gram``; the cross sums C = Σ x aᵀ, ``*_cross``, are in the gram dtype
-    only when ``cross_dtype`` equals it (``total_gram`` counts them then). ``first``: add the input Gram formed in the first iteration."""
+    only when ``cross_dtype`` equals it (``total_gram`` counts them then). When the products with the
+    frames use their CSR form (``input_format``, frames of ``density`` on ``device``), those products
+    count 2·nnz·n_1 (nnz = density·T·N·n_0) instead of 2·T·N·n_0·n_1. ``first``: add the input Gram formed in the first iteration."""
+    from ..admm.sparse_inputs import uses_sparse
     L = len(sizes) - 1
     K = T * N
+    sparse = uses_sparse(settings, device, density)
     par = settings.schedule == "parallel"
     reproj = bool(settings.reproject)
     f = {"u": 0.0, "spike_rhs": 0.0, "spike_solve": 0.0, "spike_setup": 0.0, "weights_gram": 0.0,
          "weights_cross": 0.0, "output_cross": 0.0, "weights_solve": 0.0, "reproject": 0.0, "output": 0.0, "output_gram": 0.0, "box": 0.0}
     for l in range(1, L):  # hidden layers (1-based)
         m, n, nxt = sizes[l - 1], sizes[l], sizes[l + 1]
+        rows = K * density if (sparse and l == 1) else K  # the multiply-adds of a product with a_{l-1}
         # the parallel schedule reuses the currents of the re-projection when it does not chunk
         cached = par and reproj and (not settings.chunk_size or settings.chunk_size >= N)
         if not cached:
-            f["u"] += 2 * K * m * n
+            f["u"] += 2 * rows * m * n
         f["spike_rhs"] += 2 * K * nxt * n
         f["spike_solve"] += 2 * K * n * n
         f["spike_setup"] += 2 * nxt * n * n + 2 * n ** 3 / 3
         if settings.spike_solver == "box":
             f["box"] += settings.box_iterations * 3 * 2 * K * n * n
-        f["weights_cross"] += 2 * K * m * n  # C = Σ x aᵀ
+        f["weights_cross"] += 2 * rows * m * n  # C = Σ x aᵀ
         if l > 1:
             f["weights_gram"] += 2 * K * m * m + m ** 3 / 3  # G = Σ a aᵀ and its factor
         elif first:
             f["weights_gram"] += 2 * K * m * m + m ** 3 / 3
         f["weights_solve"] += 2 * m * m * n
         if reproj:
-            f["reproject"] += 2 * K * m * n
+            f["reproject"] += 2 * rows * m * n
     m, n = sizes[L - 1], sizes[L]
     if par and settings.output_solve == "joint":
         f["output_gram"] += 2 * N * m * m + 2 * N * m * n + 2 * K * m  # G_S, C_S, leaky sums
@@ -334,8 +340,8 @@ def measure(cfg: dict) -> dict:
         peak = peak_rss
         peak_kind = "VmHWM"
         data_bytes = rss_data - rss0
-    est = estimate_memory(sizes, T, n_run, settings, cfg["frames"], device)
-    flops = iteration_flops(sizes, T, n_run, settings)
+    est = estimate_memory(sizes, T, n_run, settings, cfg["frames"], device, density)
+    flops = iteration_flops(sizes, T, n_run, settings, device=device, density=density)
     sec = min(times) if times else t_first
     scale = N / n_run
     return {"N": N, "N_run": n_run, "T": T, "sizes": sizes, "schedule": settings.schedule, "source": source,
@@ -401,7 +407,8 @@ def markdown(results: list[dict], peak32: float, peak64: float, header: str) -> 
                          + " | ".join(f"{r['breakdown'].get(k, 0.0):.3f}" for k in keys) + " |")
     lines += ["", "s/iter: best of the timed iterations (the first iteration, which forms the fixed input "
               "Gram, is reported separately). GFLOP/iter: products, Gram sums, Cholesky solves and "
-              "factorisations counted from the shapes (element-wise work not counted); in brackets the part "
+              "factorisations counted from the shapes (element-wise work not counted; the products with the frames "
+              "in their sparse form, input_format, count their nonzeros only); in brackets the part "
               "done in the gram dtype. peak: VmHWM (peak resident set) of the child process (whole process, including the "
               "interpreter and the data) or CUDA max_memory_allocated (minus what was allocated before the solver "
               "started); peak − start: that peak minus the resident memory when the measurement began (after "

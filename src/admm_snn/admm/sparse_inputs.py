@@ -1,0 +1,145 @@
+"""Products with the input frames in compressed sparse row (CSR) form.
+
+Event-camera frames are sparse: 3.5% of the 30 × 2312 N-MNIST frame entries of a recording are nonzero.
+The two products with the frames that every iteration forms,
+
+    u = A W_1ᵀ    the input currents W_1 a_{0,t} of every (t, sample) row of A (the frames, T·N × n_0),
+    C = xᵀ A      the cross sum Σ_t x_{1,t} a_{0,t}ᵀ of the first layer's weight update,
+
+cost 2·nnz(A)·n_1 multiply-adds with A stored as CSR (and Aᵀ as CSR for C) instead of 2·T·N·n_0·n_1
+dense. The structure is built once per block of samples and kept for the run (the frames never change);
+each product equals the dense product up to the order of its additions (tests/test_sparse_inputs.py).
+Rows are split into pieces of at most ``updates.CROSS_PIECE_ROWS``, and the pieces' cross sums are
+added in the gram dtype, as in :func:`admm_snn.admm.updates.weight_statistics`.
+
+``input_format`` (a setting): "dense" — never; "sparse" — always; "auto" (default) — on CPU when the
+frames' density is at most :data:`AUTO_MAX_DENSITY` (measured once per run).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import updates as U
+
+AUTO_MAX_DENSITY = 0.1
+"""Largest density of nonzero frame entries for which "auto" takes the sparse products. Measured on the
+2-core development machine (1 thread, blocks of 60 N-MNIST samples, density 0.035): the CSR products
+took 0.26 s against 0.69 s dense for the currents and 0.18 s against 0.70 s for the cross sums
+(width 512), and 0.035 s against 0.27 s for the currents at width 128 (conversion included)."""
+
+
+class SparseBlock:
+    """A block of frames (T, B, n) as CSR pieces of its (t, sample) rows and of their transpose."""
+
+    def __init__(self, frames_block: torch.Tensor, piece_rows: int = U.CROSS_PIECE_ROWS):
+        T, B, n = frames_block.shape
+        flat = frames_block.reshape(T * B, n)
+        self.shape = (T, B, n)
+        self.pieces = []  # (r0, r1, crow, col, values, crow_t, col_t, values_t)
+        for r0 in range(0, T * B, piece_rows):
+            r1 = min(r0 + piece_rows, T * B)
+            sub = flat[r0:r1]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+                fwd = sub.to_sparse_csr()
+                tr = sub.T.contiguous().to_sparse_csr()
+            self.pieces.append((r0, r1, fwd.crow_indices().to(torch.int32), fwd.col_indices().to(torch.int32),
+                                fwd.values(), tr.crow_indices().to(torch.int32), tr.col_indices().to(torch.int32),
+                                tr.values()))
+        self._typed: dict = {}
+
+    @property
+    def nnz(self) -> int:
+        return sum(int(p[4].numel()) for p in self.pieces)
+
+    def nbytes(self) -> int:
+        """Bytes held: indices and stored values of both orientations, and the typed values made so far."""
+        held = sum(t.numel() * t.element_size() for p in self.pieces for t in p[2:])
+        return held + sum(m.values().numel() * m.values().element_size() for m in self._typed.values())
+
+    def _csr(self, i: int, dtype, transposed: bool) -> torch.Tensor:
+        key = (i, dtype, transposed)
+        m = self._typed.get(key)
+        if m is None:
+            r0, r1, crow, col, val, crow_t, col_t, val_t = self.pieces[i]
+            n = self.shape[2]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+                if transposed:  # built by torch from a dense tensor: the invariants hold
+                    m = torch.sparse_csr_tensor(crow_t, col_t, val_t.to(dtype), (n, r1 - r0), check_invariants=False)
+                else:
+                    m = torch.sparse_csr_tensor(crow, col, val.to(dtype), (r1 - r0, n), check_invariants=False)
+            self._typed[key] = m
+        return m
+
+    def product(self, weights_t: torch.Tensor) -> torch.Tensor:
+        """u = A Wᵀ as (T, B, m), with ``weights_t`` = Wᵀ (n, m) contiguous, in its dtype."""
+        T, B, _ = self.shape
+        out = torch.empty(T * B, weights_t.shape[1], dtype=weights_t.dtype, device=weights_t.device)
+        for i, p in enumerate(self.pieces):
+            out[p[0]:p[1]] = self._csr(i, weights_t.dtype, False) @ weights_t
+        return out.view(T, B, -1)
+
+    def cross_sum(self, x: torch.Tensor, cross_dtype, dtype) -> torch.Tensor:
+        """C = Σ_t x_tᵀ a_t (m, n): each piece's product in ``cross_dtype``, the pieces added in ``dtype``."""
+        m = x.shape[-1]
+        flat = x.reshape(-1, m).to(cross_dtype)
+        C = torch.zeros(m, self.shape[2], dtype=dtype, device=x.device)
+        for i, p in enumerate(self.pieces):
+            C.add_((self._csr(i, cross_dtype, True) @ flat[p[0]:p[1]]).T)
+        return C
+
+
+def frame_density(frames: torch.Tensor) -> float:
+    """Fraction of nonzero entries of the frames (T, N, n), counted a slice of samples at a time."""
+    T, N = frames.shape[0], frames.shape[1]
+    step = max(1, (1 << 22) // max(1, T * frames.shape[2]))
+    return sum(int(torch.count_nonzero(frames[:, s:s + step])) for s in range(0, N, step)) / max(1, frames.numel())
+
+
+def density(frames: torch.Tensor, cache) -> float:
+    """:func:`frame_density`, counted once per run and kept in ``cache``."""
+    d = cache.extra.get("input-density")
+    if d is None:
+        d = cache.extra["input-density"] = frame_density(frames)
+    return d
+
+
+def uses_sparse(settings, device, density_of_frames: float | None) -> bool:
+    """The rule of ``input_format`` (see the module docstring) for frames of this density on ``device``
+    (density None: unknown, so "auto" stays dense)."""
+    fmt = getattr(settings, "input_format", "dense")
+    if fmt != "auto":
+        return fmt == "sparse"
+    return torch.device(device).type == "cpu" and density_of_frames is not None \
+        and density_of_frames <= AUTO_MAX_DENSITY
+
+
+def enabled(settings, frames: torch.Tensor, cache) -> bool:
+    """Whether the solver's products with ``frames`` use their CSR form (never without a cache)."""
+    if cache is None or getattr(settings, "input_format", "dense") == "dense":
+        return False
+    auto = settings.input_format == "auto" and frames.device.type == "cpu"
+    return uses_sparse(settings, frames.device, density(frames, cache) if auto else None)
+
+
+def block(cache, frames: torch.Tensor, sl: slice) -> SparseBlock:
+    """The CSR form of ``frames[:, sl]``, built on first use and kept in ``cache`` for the run."""
+    key = ("sparse-block", sl.start, sl.stop)
+    rec = cache.extra.get(key)
+    if rec is None or rec[0] is not frames:
+        rec = (frames, SparseBlock(frames[:, sl]))
+        cache.extra[key] = rec
+    return rec[1]
+
+
+def transposed_weights(cache, W: torch.Tensor) -> torch.Tensor:
+    """Wᵀ contiguous, kept in ``cache`` while W is the same tensor, unmodified."""
+    rec = cache.extra.get("sparse-weights-t")
+    if rec is None or rec[0] is not W or rec[1] != W._version:
+        rec = (W, W._version, W.T.contiguous())
+        cache.extra["sparse-weights-t"] = rec
+    return rec[2]
