@@ -87,7 +87,7 @@ def test_solver_with_sparse_inputs_gives_the_dense_result(preset):
 
 
 def test_memory_estimate_counts_the_sparse_form():
-    from admm_snn.resources import estimate_memory
+    from admm_snn.resources import SPARSE_HEAP_FACTOR, estimate_memory
     T, N, n = 10, 200, 300
     frames = _frames(T=T, N=N, n=n, density=0.04, seed=2)
     d = SI.frame_density(frames)
@@ -96,7 +96,7 @@ def test_memory_estimate_counts_the_sparse_form():
     blk.product(torch.randn(n, 5))                              # float32 values (the currents)
     blk.cross_sum(torch.randn(T, N, 5), torch.float32, torch.float64)  # float32 values of the transpose
     sizes = [n, 16, 10]
-    est = estimate_memory(sizes, T, N, s, "uint8", "cpu", d)["sparse"]
+    est = estimate_memory(sizes, T, N, s, "uint8", "cpu", d)["sparse"] / SPARSE_HEAP_FACTOR
     assert 0.9 * blk.nbytes() <= est <= 1.3 * blk.nbytes()
     assert estimate_memory(sizes, T, N, s, "uint8", "cpu", 0.5)["sparse"] == 0     # auto: dense frames
     assert estimate_memory(sizes, T, N, s, "uint8", "cuda", d)["sparse"] == 0      # auto: dense on CUDA

@@ -186,7 +186,7 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
                   settings.theta)
     gram = not first or cache.input_gram is None
     if first and not out and SI.enabled(settings, frames, cache):  # C from the frames' CSR form
-        c = SI.block(cache, frames, sl).cross_sum(x, cdt, gdt)
+        c = SI.block(cache, frames, sl, settings).cross_sum(x, cdt, gdt)
         return (U.input_gram(inputs, gdt, _frames_int8(frames, cache)) if gram else None), c
     # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
     # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
@@ -278,7 +278,7 @@ def _layer_current(state: ADMMState, frames, l: int, sl, dtype, cache: SolverCac
     when :func:`sparse_inputs.enabled` (given a cache and the settings); otherwise a dense product with
     the inputs (``inputs``, or taken from the state) converted to ``dtype``, in the cache's reused buffer."""
     if l == 0 and settings is not None and SI.enabled(settings, frames, cache):
-        return SI.block(cache, frames, sl).product(SI.transposed_weights(cache, state.weights[0]).to(dtype))
+        return SI.block(cache, frames, sl, settings).product(SI.transposed_weights(cache, state.weights[0]).to(dtype))
     if inputs is None:
         inputs = state.layer_inputs(frames, l)[:, sl]
     return _converted(cache, "inputs", inputs, dtype) @ state.weights[l].T
