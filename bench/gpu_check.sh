@@ -12,12 +12,13 @@
 #    exactness tests of the fast paths;
 # 2. `admm-snn train --device cuda` end to end on real N-MNIST (a few iterations; its metrics.jsonl);
 # 3. the speed bench on the device: parallel vs sequential at N=1000, T=30, 1 hidden of 128 on real
-#    N-MNIST with the training accuracy after the same iterations; the N=4000 width-512 FLOP-rate point;
+#    N-MNIST with the training accuracy after the same iterations; the N=4000 width-512 FLOP-rate point
+#    (dense input products, auto's choice on CUDA, and the sparse ones through cuSPARSE);
 #    time per iteration against N (1000, 4000, 16000); one iteration at the full N-MNIST scale
 #    (N=60000, 2312-512-10, generated frames of the real density).
 # Everything is written under $OUT (default ./gpu-check-out): env.txt, pytest.txt, train/, and one
 # folder per bench with bench.md, bench.json and bench.png, plus each step's log. Sized for a device
-# lease of 15 minutes (start-up included): the steps' time limits add up to 8 minutes.
+# lease of 15 minutes (start-up included): the steps' time limits add up to 9 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check-out}"
@@ -47,7 +48,8 @@ step() {  # step NAME LIMIT_S command...: run with a time limit, log to $OUT/NAM
 }
 
 # 1. tests
-step pytest 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_schedules.py -k "device or strided or int8 or synchron" -rs
+step pytest 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_schedules.py tests/test_sparse_inputs.py \
+  -k "device or strided or int8 or synchron or block_products" -rs
 
 # 2. the CLI end to end on the device
 step train 60 "$PY" -m admm_snn.cli train --dataset nmnist --data-dir "$DATA" --device "$DEVICE" \
@@ -57,6 +59,8 @@ step train 60 "$PY" -m admm_snn.cli train --dataset nmnist --data-dir "$DATA" --
 B=("$PY" -m admm_snn.commands.bench --device "$DEVICE" --data-dir "$DATA")
 step n1000_w128 90 "${B[@]}" --n $N1 --hidden 128 --iterations $IT --seq-iterations $IT --accuracy --out "$OUT/n1000_w128"
 step n4000_w512 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel --out "$OUT/n4000_w512"
+step n4000_w512_sparse 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel \
+  --set input_format=sparse --out "$OUT/n4000_w512_sparse"
 step growth_w128 60 "${B[@]}" --n $NS --hidden 128 --iterations 3 --schedules parallel --no-breakdown --out "$OUT/growth_w128"
 step full_n60000 120 "${B[@]}" --n $NF --hidden $HF --iterations 1 --schedules parallel --no-breakdown \
   --set init_rate=null --out "$OUT/full_n60000"

@@ -14,6 +14,7 @@ from admm_snn.admm.settings import ADMMSettings
 from admm_snn.errors import SettingsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _frames(T=6, N=20, n=40, density=0.05, seed=0, dtype=torch.uint8):
@@ -21,18 +22,19 @@ def _frames(T=6, N=20, n=40, density=0.05, seed=0, dtype=torch.uint8):
     return (torch.rand(T, N, n, generator=g) < density).to(dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("piece_rows", [U.CROSS_PIECE_ROWS, 7, 1])
-def test_block_products_equal_the_dense_products(piece_rows):
-    A = _frames(T=5, N=9, n=30, density=0.2)
+def test_block_products_equal_the_dense_products(piece_rows, device):
+    A = _frames(T=5, N=9, n=30, density=0.2).to(device)
     A[:, 3] = 0  # a sample with no events: empty rows
-    blk = SI.SparseBlock(A, piece_rows)
+    blk = SI.SparseBlock(A, piece_rows, dtype=torch.float64)
     assert blk.nnz == int(A.count_nonzero())
     g = torch.Generator().manual_seed(1)
-    W = torch.randn(11, 30, generator=g, dtype=torch.float64)
+    W = torch.randn(11, 30, generator=g, dtype=torch.float64).to(device)
     u = blk.product(W.T.contiguous())
     assert u.shape == (5, 9, 11) and u.dtype == torch.float64
     assert torch.allclose(u, A.double() @ W.T, atol=1e-12)
-    x = torch.randn(5, 9, 11, generator=g, dtype=torch.float64)
+    x = torch.randn(5, 9, 11, generator=g, dtype=torch.float64).to(device)
     ref = x.reshape(-1, 11).T @ A.double().reshape(-1, 30)
     C = blk.cross_sum(x, torch.float64, torch.float64)
     assert C.shape == (11, 30) and torch.allclose(C, ref, atol=1e-12)
@@ -46,7 +48,8 @@ def test_nonbinary_frames_keep_their_values():
     A = _frames(density=0.3) * torch.randint(1, 5, (6, 20, 40), generator=torch.Generator().manual_seed(3),
                                              dtype=torch.uint8)
     W = torch.randn(7, 40, dtype=torch.float64)
-    assert torch.allclose(SI.SparseBlock(A).product(W.T.contiguous()), A.double() @ W.T, atol=1e-12)
+    assert torch.allclose(SI.SparseBlock(A, dtype=torch.float64).product(W.T.contiguous()), A.double() @ W.T,
+                          atol=1e-12)
 
 
 def test_auto_takes_the_sparse_form_only_for_sparse_frames_on_cpu():
