@@ -13,7 +13,7 @@
 # 2. `admm-snn train --device cuda` end to end on real N-MNIST (a few iterations; its metrics.jsonl);
 # 3. the speed bench on the device: parallel vs sequential at N=1000, T=30, 1 hidden of 128 on real
 #    N-MNIST with the training accuracy after the same iterations; the N=4000 width-512 FLOP-rate point
-#    (dense input products, auto's choice on CUDA, and the sparse ones through cuSPARSE);
+#    (the default sparse input products through cuSPARSE, and dense ones);
 #    time per iteration against N (1000, 4000, 16000); one iteration at the full N-MNIST scale
 #    (N=60000, 2312-512-10, generated frames of the real density).
 # Everything is written under $OUT (default ./gpu-check-out): env.txt, pytest.txt, train/, and one
@@ -59,8 +59,8 @@ step train 60 "$PY" -m admm_snn.cli train --dataset nmnist --data-dir "$DATA" --
 B=("$PY" -m admm_snn.commands.bench --device "$DEVICE" --data-dir "$DATA")
 step n1000_w128 90 "${B[@]}" --n $N1 --hidden 128 --iterations $IT --seq-iterations $IT --accuracy --out "$OUT/n1000_w128"
 step n4000_w512 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel --out "$OUT/n4000_w512"
-step n4000_w512_sparse 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel \
-  --set input_format=sparse --out "$OUT/n4000_w512_sparse"
+step n4000_w512_dense 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel \
+  --set input_format=dense --out "$OUT/n4000_w512_dense"
 step growth_w128 60 "${B[@]}" --n $NS --hidden 128 --iterations 3 --schedules parallel --no-breakdown --out "$OUT/growth_w128"
 step full_n60000 120 "${B[@]}" --n $NF --hidden $HF --iterations 1 --schedules parallel --no-breakdown \
   --set init_rate=null --out "$OUT/full_n60000"

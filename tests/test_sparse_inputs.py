@@ -1,6 +1,6 @@
 """Products with the input frames from their CSR form (admm_snn.admm.sparse_inputs): the same numbers
 as the dense products up to the order of the additions, the same solver results, and "auto" choosing
-the sparse form only for sparse frames on CPU."""
+the sparse form only for sparse frames."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_nonbinary_frames_keep_their_values():
                           atol=1e-12)
 
 
-def test_auto_takes_the_sparse_form_only_for_sparse_frames_on_cpu():
+def test_auto_takes_the_sparse_form_only_for_sparse_frames():
     s = ADMMSettings()
     assert s.input_format == "auto"
     assert SI.enabled(s, _frames(density=0.05), S.SolverCache())
@@ -102,5 +102,5 @@ def test_memory_estimate_counts_the_sparse_form():
     est = estimate_memory(sizes, T, N, s, "uint8", "cpu", d)["sparse"] / SPARSE_HEAP_FACTOR
     assert 0.9 * blk.nbytes() <= est <= 1.3 * blk.nbytes()
     assert estimate_memory(sizes, T, N, s, "uint8", "cpu", 0.5)["sparse"] == 0     # auto: dense frames
-    assert estimate_memory(sizes, T, N, s, "uint8", "cuda", d)["sparse"] == 0      # auto: dense on CUDA
+    assert estimate_memory(sizes, T, N, s, "uint8", "cuda", d)["sparse"] > 0       # auto: sparse on CUDA too
     assert estimate_memory(sizes, T, N, s.replace(input_format="dense"), "uint8", "cpu", d)["sparse"] == 0

@@ -156,7 +156,7 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help="dtype of each time step's product in the cross sums Σ x aᵀ, added in the gram dtype "
                         "(default: the state dtype)")
     g.add_argument("--input-format", choices=["auto", "dense", "sparse"], default=d.input_format,
-                   help="products with the input frames from their sparse (CSR) form: auto = on CPU when at most "
+                   help="products with the input frames from their sparse (CSR) form: auto = when at most "
                         f"10%% of frame entries are nonzero (default {d.input_format})")
     g.add_argument("--chunk-size", type=int, default=d.chunk_size, metavar="N",
                    help="samples per chunk in per-sample updates (default: all)")

@@ -37,8 +37,8 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
                    on CPU; the block's temporaries of the spike, potential and weight updates (about
                    9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers' input
                    currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
-        sparse     when the products with the frames use their CSR form (``input_format``; "auto" on CPU
-                   at a ``density`` of nonzero entries ≤ 0.1): nnz = density·T·N·n_0 entries, each held
+        sparse     when the products with the frames use their CSR form (``input_format``; "auto" at a
+                   ``density`` of nonzero entries ≤ 0.1): nnz = density·T·N·n_0 entries, each held
                    twice (the frames and their transpose) with a 4-byte column index, its stored value
                    (f) and its value in the product's dtype (b, or the cross dtype's bytes), plus row
                    pointers, times :data:`SPARSE_HEAP_FACTOR` (reported within ``frames``)

@@ -77,8 +77,8 @@ class ADMMSettings:
                  gram_dtype). "float64": C as exact as G (a 2-process run then equals a 1-process run
                  up to float64 rounding).
       input_format products with the input frames (the first layer's currents W_1 a_0 and cross sums
-                 Σ x_1 a_0ᵀ): "auto" (default) from a compressed sparse row form of the frames on CPU
-                 when at most 10% of the frame entries are nonzero (N-MNIST: 3.5%), "sparse" always,
+                 Σ x_1 a_0ᵀ): "auto" (default) from a compressed sparse row form of the frames when
+                 at most 10% of the frame entries are nonzero (N-MNIST: 3.5%), "sparse" always,
                  "dense" never (admm_snn.admm.sparse_inputs; the same results up to the order of the
                  additions).
       chunk_size samples processed at once in per-sample updates (None: all). Bounds working memory.
