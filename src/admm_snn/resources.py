@@ -32,11 +32,12 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
                    4.5·n_0²·g while they are formed in the first iteration: a block's partial sum and
                    the ridged copy that is factorised), the largest other Gram with its factor (2·n²·g,
                    one layer at a time), the spike systems and their factors (4·n²·b) and the weights
-        working    one block's inputs converted for the products u = W a (K·n_0·b, unless the frames are
-                   already in the state dtype) and for the weight sums (K·n_0·g), kept between iterations
-                   on CPU; the block's temporaries of the spike, potential and weight updates (about
-                   9·K·n·b + K·n·g); without chunking and with re-projection, the hidden layers' input
-                   currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
+        working    one block's inputs converted for dense products u = W a (K·n_0·b, unless the frames
+                   are already in the state dtype; at least the 2·K·n_0 bytes of the int8 copies that
+                   form the exact input Gram) and, in the gram dtype, for the weight sums, kept between
+                   iterations on CPU; the block's temporaries of the spike, potential and weight updates
+                   (about 4·K·n·b + K·n·g); without chunking and with re-projection,
+                   the hidden layers' input currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
         sparse     when the products with the frames use their CSR form (``input_format``; "auto" at a
                    ``density`` of nonzero entries ≤ 0.1): nnz = density·T·N·n_0 entries, each held
                    twice (the frames and their transpose) with a 4-byte column index, its stored value
@@ -46,9 +47,13 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     B is ``settings.chunk_size`` (None: N), and on CPU at most a cache-sized block (see
     :func:`admm_snn.admm.solver.block_size`), so the working part is small unless the run is on an
     accelerator without chunking. Compared with the peak resident memory (VmHWM) of real runs minus the
-    interpreter's own (``admm-snn bench`` reports both; init_rate unset): 0.35 vs 0.35 GiB (N=1000, T=30,
-    2312-128-10), 1.23 vs 1.24 GiB (N=4000, 2312-512-10), 11.10 vs 11.19 GiB (N=60000, 2312-512-10,
-    uint8 frames, chunk_size 2000). Not included: the data-driven initial scale (init_rate), which
+    interpreter's own (``admm-snn bench`` reports both; init_rate unset; estimate vs measured, default
+    sparse input products, T=30): 0.39 vs 0.34 GiB (N=1000, 2312-128-10), 3.13 vs 2.67 GiB (N=16000,
+    2312-128-10), 15.49 vs 13.69 GiB (N=60000, 2312-512-10, uint8 frames, chunk_size 2000, 2 threads).
+    With one whole-N block, as on an accelerator (N=2000, 2312-512-10, measured on CPU with the block
+    caps lifted): 2.11 vs 1.84 GiB dense, 2.00 vs 1.38 GiB sparse. On an H200 (CUDA
+    max_memory_allocated, no chunking): 54.1 vs 34.4 GiB sparse and 57.4 vs 37.6 GiB dense at N=60000,
+    2312-512-10; 4.0 vs 2.6 GiB at N=4000 (conservative there by about 1.5x). Not included: the data-driven initial scale (init_rate), which
     converts all frames at once in admm_snn.admm.state.calibrate_rates."""
     from .admm.solver import block_size
     b = BYTES[settings.dtype]
@@ -70,12 +75,14 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
         gram_conv = K * n0 * (g if f != g else 0)
     else:
         gram_conv = K * max(hidden or [0]) * (g if b != g else 0)
-    conversions = K * n0 * (b if f != b else 0) + gram_conv
-    temporaries = 9 * K * n * b + K * n * g
+    sparse = sparse_bytes(T, N, n0, settings, f, device, density)
+    # the frames converted for dense input products, or (first iteration) the int8 copies of the exact
+    # input Gram, whichever is larger; the sparse products convert nothing
+    conversions = max(0 if sparse else K * n0 * (b if f != b else 0), 2 * K * n0) + gram_conv
+    temporaries = 4 * K * n * b + K * n * g
     reproject = getattr(settings, "reproject", 0)
     kept = T * N * sum(hidden) * b if (reproject and (not settings.chunk_size or settings.chunk_size >= N)) else 0
     working = conversions + temporaries + kept
-    sparse = sparse_bytes(T, N, n0, settings, f, device, density)
     frames += sparse
     total = frames + state + gram + working
     return {"frames": frames, "state": state, "gram": gram, "working": working, "sparse": sparse, "total": total}
