@@ -135,6 +135,33 @@ def test_split_weight_update_is_exact_minimiser(sizes, l, output_solve, proximal
         assert torch.allclose(again.weights[l], W_new, atol=1e-12)
 
 
+@pytest.mark.parametrize("sizes,l", [([6, 4, 3], 0), ([5, 4, 3, 2], 1)])
+def test_split_weight_update_uses_the_layers_own_rho(sizes, l):
+    """With per-layer penalties (residual balancing, continuation), the split's frozen κ_l weighs
+    against ρ_l, the layer's current penalty: the block solves with κ_l / ρ_l, not κ_l / settings.rho."""
+    from admm_snn.admm import penalties as P
+    s = make_settings(l1=0.4, l1_penalty=0.7, proximal=False)
+    state, frames, y = random_problem(21 + l, sizes)
+    V, Ud = with_split(state, l, 9 + l)
+    P.ensure(state, s)
+    cache = S.SolverCache()
+    S.update_weights(state, frames, s, cache, l)  # freezes κ_l at ρ_l = settings.rho
+    kappa = float(state.aux[f"l1_kappa.{l}"][0])
+    state.aux[P.RHO][l] = 2.5 * s.rho  # the layer's penalty moves afterwards
+    S.update_weights(state, frames, s, cache, l)
+    G = gram(state, frames, l)
+    mu = U.ridge_value(G, s.ridge)
+    x = reference_targets(state, s, l, s.rho)
+    a_in = state.layer_inputs(frames, l)
+    n_in = a_in.shape[-1]
+    eye = torch.eye(n_in, dtype=DT)
+    k = kappa / (2.5 * s.rho)
+    A_st = torch.cat([a_in.reshape(-1, n_in), math.sqrt(mu) * eye, math.sqrt(k) * eye])
+    B_st = torch.cat([x.reshape(-1, x.shape[-1]), torch.zeros(n_in, x.shape[-1], dtype=DT), math.sqrt(k) * (V - Ud).T])
+    W_ref = torch.linalg.lstsq(A_st, B_st, driver="gelsd").solution.T
+    assert torch.allclose(state.weights[l], W_ref, atol=1e-9, rtol=1e-8)
+
+
 @pytest.mark.parametrize("sizes", [[6, 4, 3], [5, 4, 3, 2]])
 def test_joint_output_block_with_split_is_exact_joint_minimiser(sizes):
     s = make_settings(output_solve="joint", l1=0.2, l1_penalty=1.3, l1_output=True)

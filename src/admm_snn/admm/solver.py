@@ -249,11 +249,13 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     ridge = settings.output_ridge if out else settings.ridge
     if first and cache.input_mu is None:
         cache.input_mu = U.ridge_tensor(cache.input_gram, ridge)
+    # the layer's penalty: ρ_L, or ρ_l (per layer when adapted), against which the L1 split's κ_l weighs
+    rho_l = settings.output_rho if out else P.layer_penalties(state, settings, l)[0]
     if SP.active(state, settings, l):  # the L1 split's frozen κ_l (sparsity.kappa)
-        SP.kappa(state, settings, l, cache.input_gram if first else G, settings.output_rho if out else settings.rho)
+        SP.kappa(state, settings, l, cache.input_gram if first else G, rho_l)
     if SP.in_block(state, settings, l):  # the L1 split adds (κ/2)‖W − V + U‖² (sparsity.split_weight_update)
         W = SP.split_weight_update(state, settings, cache, l, cache.input_gram if first else G, C, ridge, anchor,
-                                   settings.output_rho if out else settings.rho, cache.input_mu if first else None)
+                                   rho_l, cache.input_mu if first else None)
     elif first:
         W, factor = U.solve_weights(cache.input_gram, C, ridge, cache.input_gram_factor, anchor, mu=cache.input_mu)
         cache.input_gram_factor = factor

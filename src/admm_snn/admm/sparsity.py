@@ -202,16 +202,18 @@ def kappa(state, settings, l: int, G: torch.Tensor, rho: float, scale: float = 1
 
 def split_weight_update(state, settings, cache, l: int, G, C, ridge: float, anchor, rho: float, mu=None):
     """W_l with the split term (the plain ``update_weights`` path: hidden layers, and the output layer
-    with ``output_solve`` "potentials"/"sweep"). For the input layer (fixed Gram G, fixed μ, frozen κ)
-    the factor of G + (μ + k)I is formed once and kept in ``cache.extra``."""
+    with ``output_solve`` "potentials"/"sweep"). ``rho``: the layer's penalty ρ_l, so k = κ_l/ρ_l. For the
+    input layer (fixed Gram G, fixed μ, frozen κ) the factor of G + (μ + k)I is kept in ``cache.extra``
+    while k stays the same (ρ_l moves only with adaptive penalties)."""
     if mu is None:
         mu = U.ridge_tensor(G, ridge)
     k = (kappa(state, settings, l, G, rho)[0] / rho).to(G.dtype)
     key = ("l1_factor", l)
-    factor = cache.extra.get(key) if l == 0 else None
+    kept = cache.extra.get(key) if l == 0 else None
+    factor = kept[1] if kept is not None and float(kept[0]) == float(k) else None
     W, factor = split_weight_solve(G, C, mu, k, state.aux[_v(l)], state.aux[_u(l)], anchor, factor)
     if l == 0:
-        cache.extra[key] = factor
+        cache.extra[key] = (k, factor)
     return W
 
 
