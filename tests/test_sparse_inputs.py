@@ -73,7 +73,7 @@ def _run(frames, y, sizes, s, iterations=3):
     return state, cache
 
 
-@pytest.mark.parametrize("preset", ["default", "chunked", "paper"])
+@pytest.mark.parametrize("preset", ["default", "chunked", "paper", "paper-parallel"])
 def test_solver_with_sparse_inputs_gives_the_dense_result(preset):
     """float64 state and products: the sparse and dense runs agree to rounding (no threshold flips)."""
     frames = _frames(T=6, N=24, n=48, density=0.08, seed=5)
@@ -81,7 +81,8 @@ def test_solver_with_sparse_inputs_gives_the_dense_result(preset):
     sizes = [48, 12, 8, 4]
     base = {"default": ADMMSettings(dtype="float64", cross_dtype="float64"),
             "chunked": ADMMSettings(dtype="float64", cross_dtype="float64", chunk_size=7),
-            "paper": ADMMSettings.paper(dtype="float64")}[preset]
+            "paper": ADMMSettings.paper(dtype="float64"),
+            "paper-parallel": ADMMSettings.paper(dtype="float64", schedule="parallel")}[preset]
     dense, _ = _run(frames, y, sizes, base.replace(input_format="dense"))
     sparse, cache = _run(frames, y, sizes, base.replace(input_format="sparse"))
     assert any(k[0] == "sparse-block" for k in cache.extra if isinstance(k, tuple))  # the sparse path ran

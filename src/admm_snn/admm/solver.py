@@ -396,13 +396,16 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
     inputs serve all three; the product is skipped when the re-projection kept it); W_l is solved once
     every block has been added. The result is the same as updating the spikes of every sample, then
     every potential, then the weights."""
+    dtype = state.potentials[0].dtype
     if settings.order == "paper":  # random layer order, W_l first, then the layer's states
         for l in torch.randperm(state.n_layers - 1, generator=generator).tolist():
             update_weights(state, frames, settings, cache, l)
-            update_spikes_all_t(state, frames, settings, l)
-            update_potentials_red_black(state, frames, settings, l)
+            setup = _spike_setup(state, l, settings)
+            for sl in _blocks(state, frames, settings):
+                u = _layer_current(state, frames, l, sl, dtype, cache, settings)
+                update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
+                update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
         return
-    dtype = state.potentials[0].dtype
     for l in reversed(range(state.n_layers - 1)):
         setup = _spike_setup(state, l, settings)
         kept = _take_current(state, frames, cache, l)
