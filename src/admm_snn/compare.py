@@ -29,8 +29,6 @@ below an earlier peak). BPTT's own figure (``bptt_peak_memory_mib``, ru_maxrss g
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import math
@@ -51,6 +49,7 @@ from .admm.settings import ADMMSettings
 from .errors import SettingsError
 from .experiment import DataOptions, load_splits
 from .network import LIFParams, forward, synaptic_operations
+from .resources import release_free_heap
 
 # Reported test accuracy of ADMM training on the full N-MNIST in Perin et al. (arXiv 2505.05527), by
 # number of hidden layers.
@@ -78,11 +77,7 @@ def _max_rss() -> int:
 
 def _trim_heap() -> None:
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_free_heap()
 
 
 class PeakMemory:
