@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from .admm import solver as S
-from .admm.sparse_inputs import frame_density
+from .admm.sparse_inputs import frame_density, remember_density
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
 from .errors import AdmmSnnError, SettingsError
@@ -369,8 +369,9 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         sizes = [frames.shape[2], *hidden, n_classes]
         # processes of this machine share its memory (on CUDA each has its own device)
         local_procs = 1 if str(device).startswith("cuda") else int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
+        density = frame_density(Xf)  # this shard's, counted once: the memory check and input_format's rule
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
-                     log=log if (progress and comm.is_main) else None, density=frame_density(Xf))
+                     log=log if (progress and comm.is_main) else None, density=density)
         X = Xf.to(device=device, dtype=dtype)
         if not bool(torch.isfinite(X).all()):
             raise SettingsError("frames contain NaN or infinite values; check the input data")
@@ -386,6 +387,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             n_val_local = vf.shape[1]
         generator = torch.Generator().manual_seed(settings.seed)
         cache = S.SolverCache()
+        remember_density(cache, density)
         cache.reduce = lambda t: comm.all_reduce(t, "sum", "weights")
         state = init_state_shard(X, y, sizes, settings, generator, start, n_total, cache)
         out = Path(out) if out is not None else None

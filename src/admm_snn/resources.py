@@ -75,7 +75,7 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
         gram_conv = K * n0 * (g if f != g else 0)
     else:
         gram_conv = K * max(hidden or [0]) * (g if b != g else 0)
-    sparse = sparse_bytes(T, N, n0, settings, f, device, density)
+    sparse = sparse_bytes(T, N, n0, settings, f, density)
     # the frames converted for dense input products, or (first iteration) the int8 copies of the exact
     # input Gram, whichever is larger; the sparse products convert nothing
     conversions = max(0 if sparse else K * n0 * (b if f != b else 0), 2 * K * n0) + gram_conv
@@ -88,11 +88,11 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     return {"frames": frames, "state": state, "gram": gram, "working": working, "sparse": sparse, "total": total}
 
 
-def sparse_bytes(T: int, N: int, n0: int, settings, frame_bytes: int, device="cpu", density: float | None = None) -> int:
+def sparse_bytes(T: int, N: int, n0: int, settings, frame_bytes: int, density: float | None = None) -> int:
     """Bytes of the frames' CSR form (see :func:`estimate_memory`), 0 when the run uses dense products.
     With ``input_format="sparse"`` and no ``density``, every entry is counted as nonzero."""
     from .admm.sparse_inputs import uses_sparse
-    if not uses_sparse(settings, device, density):
+    if not uses_sparse(settings, density):
         return 0
     nnz = (1.0 if density is None else density) * T * N * n0
     b, c = BYTES[settings.dtype], BYTES[settings.cross_product_dtype]

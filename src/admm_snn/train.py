@@ -15,7 +15,7 @@ from .admm import solver as S
 from .admm.lagrangian import lagrangian_terms, residuals
 from .admm.penalties import adaptive_metrics, lagrangian_penalties
 from .admm.settings import ADMMSettings
-from .admm.sparse_inputs import frame_density
+from .admm.sparse_inputs import frame_density, remember_density
 from .admm.state import ADMMState
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
@@ -324,8 +324,9 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     if out is not None:
         _prepare_out(out)
     compact = frames.dtype in (torch.uint8, torch.bool)  # binary spike frames stay compact (exact)
+    density = frame_density(frames)  # counted once: the memory check and the solver's input_format rule
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
-                 frames_dtype=frames.dtype if compact else None, density=frame_density(frames))
+                 frames_dtype=frames.dtype if compact else None, density=density)
     X = frames.to(device=device) if compact else frames.to(device=device, dtype=dtype)
     if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
@@ -340,6 +341,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
+    remember_density(cache, density)
     if resume:
         r = load_checkpoint(out, settings, sizes, data_fp, device)
         if r.state.potentials[0].shape[:2] != X.shape[:2]:

@@ -118,17 +118,26 @@ def frame_density(frames: torch.Tensor) -> float:
     return sum(int(torch.count_nonzero(frames[:, s:s + step])) for s in range(0, N, step)) / max(1, frames.numel())
 
 
+_DENSITY = "input-density"
+
+
 def density(frames: torch.Tensor, cache) -> float:
-    """:func:`frame_density`, counted once per run and kept in ``cache``."""
-    d = cache.extra.get("input-density")
+    """:func:`frame_density`, counted once per run and kept in ``cache`` (or given by
+    :func:`remember_density`)."""
+    d = cache.extra.get(_DENSITY)
     if d is None:
-        d = cache.extra["input-density"] = frame_density(frames)
+        d = cache.extra[_DENSITY] = frame_density(frames)
     return d
 
 
-def uses_sparse(settings, device, density_of_frames: float | None) -> bool:
-    """The rule of ``input_format`` (see the module docstring) for frames of this density on ``device``
-    (density None: unknown, so "auto" stays dense)."""
+def remember_density(cache, value: float) -> None:
+    """Give ``cache`` the frames' density when the caller has counted it already (for the memory check)."""
+    cache.extra[_DENSITY] = value
+
+
+def uses_sparse(settings, density_of_frames: float | None) -> bool:
+    """The rule of ``input_format`` (see the module docstring) for frames of this density (None:
+    unknown, so "auto" stays dense)."""
     fmt = getattr(settings, "input_format", "dense")
     if fmt != "auto":
         return fmt == "sparse"
@@ -140,7 +149,7 @@ def enabled(settings, frames: torch.Tensor, cache) -> bool:
     if cache is None or getattr(settings, "input_format", "dense") == "dense":
         return False
     auto = settings.input_format == "auto"
-    return uses_sparse(settings, frames.device, density(frames, cache) if auto else None)
+    return uses_sparse(settings, density(frames, cache) if auto else None)
 
 
 def block(cache, frames: torch.Tensor, sl: slice, settings) -> SparseBlock:

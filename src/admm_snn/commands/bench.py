@@ -76,19 +76,19 @@ def _arguments(p) -> None:
 # FLOPs counted from the shapes
 # ----------------------------------------------------------------------------------------------------
 
-def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = False, device="cpu",
+def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = False,
                     density: float | None = None) -> dict:
     """Floating-point operations of one iteration, by part, counted from the shapes (a product of an
     (m×k) and a (k×n) matrix is 2mkn; a Cholesky solve with an n×n factor is 2n² per right-hand side; a
     factorisation n³/3). Element-wise work (potentials, thresholds, clipping) is not counted. Parts in
     the gram dtype are named ``*_gram``; the cross sums C = Σ x aᵀ, ``*_cross``, are in the gram dtype
     only when ``cross_dtype`` equals it (``total_gram`` counts them then). When the products with the
-    frames use their CSR form (``input_format``, frames of ``density`` on ``device``), those products
+    frames use their CSR form (``input_format``, frames of ``density``), those products
     count 2·nnz·n_1 (nnz = density·T·N·n_0) instead of 2·T·N·n_0·n_1. ``first``: add the input Gram formed in the first iteration."""
     from ..admm.sparse_inputs import uses_sparse
     L = len(sizes) - 1
     K = T * N
-    sparse = uses_sparse(settings, device, density)
+    sparse = uses_sparse(settings, density)
     par = settings.schedule == "parallel"
     reproj = bool(settings.reproject)
     f = {"u": 0.0, "spike_rhs": 0.0, "spike_solve": 0.0, "spike_setup": 0.0, "weights_gram": 0.0,
@@ -341,7 +341,7 @@ def measure(cfg: dict) -> dict:
         peak_kind = "VmHWM"
         data_bytes = rss_data - rss0
     est = estimate_memory(sizes, T, n_run, settings, cfg["frames"], device, density)
-    flops = iteration_flops(sizes, T, n_run, settings, device=device, density=density)
+    flops = iteration_flops(sizes, T, n_run, settings, density=density)
     sec = min(times) if times else t_first
     scale = N / n_run
     return {"N": N, "N_run": n_run, "T": T, "sizes": sizes, "schedule": settings.schedule, "source": source,
