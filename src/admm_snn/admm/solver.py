@@ -397,16 +397,12 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
     every block has been added. The result is the same as updating the spikes of every sample, then
     every potential, then the weights."""
     dtype = state.potentials[0].dtype
-    if settings.order == "paper":  # random layer order, W_l first, then the layer's states
-        for l in torch.randperm(state.n_layers - 1, generator=generator).tolist():
+    paper = settings.order == "paper"  # random layer order, W_l first, then the layer's states
+    layers = torch.randperm(state.n_layers - 1, generator=generator).tolist() if paper \
+        else reversed(range(state.n_layers - 1))
+    for l in layers:
+        if paper:
             update_weights(state, frames, settings, cache, l)
-            setup = _spike_setup(state, l, settings)
-            for sl in _blocks(state, frames, settings):
-                u = _layer_current(state, frames, l, sl, dtype, cache, settings)
-                update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
-                update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
-        return
-    for l in reversed(range(state.n_layers - 1)):
         setup = _spike_setup(state, l, settings)
         kept = _take_current(state, frames, cache, l)
         acc = None
@@ -417,9 +413,10 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
             update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
             update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
             del u
-            if not frozen(state, settings, l):
+            if not paper and not frozen(state, settings, l):
                 acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs))
-        update_weights(state, frames, settings, cache, l, stats=acc)
+        if not paper:
+            update_weights(state, frames, settings, cache, l, stats=acc)
 
 
 def parallel_output(state, frames, y, settings, cache, generator) -> None:
