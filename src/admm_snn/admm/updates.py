@@ -64,15 +64,14 @@ def weight_statistics(inputs: torch.Tensor, x: torch.Tensor, dtype: torch.dtype,
     """
     T, m, n = x.shape[0], x.shape[-1], inputs.shape[-1]
     cdt = cross_dtype or dtype
+    a = (inputs if gram_inputs is None else gram_inputs).reshape(-1, n).to(dtype) if gram or cdt == dtype else None
     if cdt == dtype:
-        a = (inputs if gram_inputs is None else gram_inputs).reshape(-1, n).to(dtype)
         C = x.reshape(-1, m).to(dtype).T @ a
     else:
         a_c, x_c = inputs.reshape(-1, n).to(cdt), x.reshape(-1, m).to(cdt)
         C = torch.zeros(m, n, dtype=dtype, device=x.device)
         for s in range(0, x_c.shape[0], piece_rows):
             C.add_(x_c[s:s + piece_rows].T @ a_c[s:s + piece_rows])
-        a = (inputs if gram_inputs is None else gram_inputs).reshape(-1, n).to(dtype) if gram else None
     if dual is not None:
         C = C + (dual.to(dtype).T @ inputs.reshape(T, -1, n)[-1].to(dtype)) / rho  # the rows of t = T
     G = a.T @ a if gram else None
