@@ -186,15 +186,15 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
                   settings.theta)
     gram = not first or cache.input_gram is None
     if first and not out and SI.enabled(settings, frames, cache):  # C from the frames' CSR form
-        c = SI.block(cache, frames, sl, settings).cross_sum(x, cdt, gdt)
-        return (U.input_gram(inputs, gdt, _frames_int8(frames, cache)) if gram else None), c
-    # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
-    # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
-    gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
-    cross_inputs = gram_inputs if cdt == gdt else \
-        _converted(cache, "inputs" if cdt == state.potentials[l].dtype else "inputs-cross", inputs, cdt)
-    g, c = U.weight_statistics(cross_inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                               gram=gram and not first, cross_dtype=cdt, gram_inputs=gram_inputs)
+        g, c = None, SI.block(cache, frames, sl, settings).cross_sum(x, cdt, gdt)
+    else:
+        # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
+        # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
+        gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
+        cross_inputs = gram_inputs if cdt == gdt else \
+            _converted(cache, "inputs" if cdt == state.potentials[l].dtype else "inputs-cross", inputs, cdt)
+        g, c = U.weight_statistics(cross_inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
+                                   gram=gram and not first, cross_dtype=cdt, gram_inputs=gram_inputs)
     if first and gram:
         # the fixed input Gram, formed once (exactly in int8 when the frames are small integers)
         g = U.input_gram(inputs, gdt, _frames_int8(frames, cache))
