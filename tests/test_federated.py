@@ -161,10 +161,11 @@ def test_clients_learn_real_nmnist(nmnist_root, framed_cache, tmp_path, capfd, c
     sizes = [32 * 2312, 10 * 32]
     for h in hist:
         # an exact block's round sends the layer's κ(W + U) and three numbers (κ, ‖W − Z‖², a count);
-        # the hidden layer's block comes first in each iteration, then the output's
-        inner = sum(r * (sizes[i] + 3) * 8 for i, r in enumerate(h.get("block_rounds", [])))
+        # the hidden layer's block comes first in each iteration, then the output's, once per round of
+        # the hinge loss's targets (ADMMSettings.margin_rounds)
+        inner = sum(r * (sizes[min(i, 1)] + 3) * 8 for i, r in enumerate(h.get("block_rounds", [])))
         assert h["consensus_bytes"] == per_round + inner
-        assert len(h.get("block_rounds", [])) == (2 if rounds else 0)
+        assert len(h.get("block_rounds", [])) == (1 + ADMMSettings().margin_rounds if rounds else 0)
         assert all(1 <= r <= rounds for r in h.get("block_rounds", []))
     assert summary["federated"]["consensus_bytes_per_round"] == hist[-1]["consensus_bytes"]
     assert summary["partition"] == partition

@@ -101,6 +101,12 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"spike block: solve then clip (paper), exact box QP, or unclipped (default {d.spike_solver})")
     g.add_argument("--output-solve", choices=["joint", "potentials", "sweep"], default=d.output_solve,
                    help=f"output block update (default {d.output_solve})")
+    g.add_argument("--output-loss", choices=["square", "hinge"], default=d.output_loss,
+                   help=f"output loss: square (‖z_T − y‖², the paper) or hinge (squared hinge through free "
+                        f"targets in the margin set) (default {d.output_loss})")
+    g.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin of the true class (default {d.margin:g})")
+    g.add_argument("--margin-rounds", type=int, default=d.margin_rounds, metavar="R",
+                   help=f"hinge: rounds of target / readout block minimisation per output block (default {d.margin_rounds})")
     g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
                    help=f"initial state (default {d.init}; uniform is the paper's)")
     g.add_argument("--init-gain", type=float, default=d.init_gain, help=f"initial weight scale (default {d.init_gain})")

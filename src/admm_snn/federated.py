@@ -514,11 +514,12 @@ def train_federated(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int
         runner = _ConsensusSolver(cons, comm, block_rounds, block_tol)
         if block_rounds and settings.init == "forward" and settings.order != "paper":
             # the single-process start fits the output block to the initial states: do it across clients
-            if settings.output_solve == "joint":
-                runner.update_output_joint_weights(state, X, y, settings, cache)
+            if settings.output_solve == "joint":  # (with the hinge loss, its target rounds too)
+                S.parallel_output(state, X, y, settings, cache, generator, start=True,
+                                  joint=runner.update_output_joint_weights)
             else:
                 runner.update_weights(state, X, settings, cache, L - 1)
-            S.update_output(state, X, y, settings, cache)
+                S.update_output(state, X, y, settings, cache)
             cons.Z[-1] = state.weights[-1].to(gdt).clone()
             runner.rounds_run = []
         out = Path(out) if out is not None else None

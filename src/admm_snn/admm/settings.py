@@ -14,6 +14,7 @@ INITS = ("forward", "uniform")
 DEEP_INITS = ("random", "identity")
 SPIKE_SOLVERS = ("clip", "box", "free")
 OUTPUT_SOLVES = ("joint", "potentials", "sweep")
+OUTPUT_LOSSES = ("square", "hinge")
 DTYPES = ("float32", "float64")
 INPUT_FORMATS = ("auto", "dense", "sparse")
 STEP_RULES = ("fixed", "relative")
@@ -82,6 +83,19 @@ class ADMMSettings:
                  "dense" never (admm_snn.admm.sparse_inputs; the same results up to the order of the
                  additions).
       chunk_size samples processed at once in per-sample updates (None: all). Bounds working memory.
+    Output loss
+      output_loss "square" (the paper: ‖z_{L,T} − y‖² with y one-hot) or "hinge" (default): the loss
+                 ‖z_{L,T} − τ‖² with targets τ as one more block, free in the margin set
+                 {τ_y ≥ margin, τ_c ≤ 0 for c ≠ y}; minimising over τ leaves the squared hinge
+                 Σ max(0, margin − z_y)² + Σ_{c≠y} max(0, z_c)², which stops pulling on outputs that are
+                 already on the right side, so the readout and the hidden layers' targets work on the
+                 samples that are still wrong. Measured (bench/learning.py): MNIST 5,000 images,
+                 784-128-10, validation 0.871 → 0.905; N-MNIST 1,000 recordings, best validation
+                 0.889 → 0.913 (3 seeds).
+      margin     the margin m > 0 of the true class's target.
+      margin_rounds rounds of exact block minimisation, per output block, of τ (a projection) and of
+                 the readout's ridge regression on the hidden layer's leaky sums, started from τ = y;
+                 the round's τ then enters the output block as its target.
     Start
       init       "forward": random weights (scaled so that hidden layers fire), states from the forward
                  simulation of that network; "uniform": the paper's W = 0, z and a uniform in [0, 1).
@@ -191,6 +205,9 @@ class ADMMSettings:
     l1_output: bool = False
     rate_penalty: float = 0.0
     seed: int = 0
+    output_loss: str = "hinge"
+    margin: float = 1.0
+    margin_rounds: int = 10
 
     def __post_init__(self):
         LIFParams(self.delta, self.theta)  # validates δ and θ
@@ -214,6 +231,10 @@ class ADMMSettings:
             value, strict = getattr(self, name), name in ("balance_mu", "balance_tau")
             if not (value > 1 if strict else value >= 1) or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number {'>' if strict else '>='} 1")
+        if not (self.margin > 0) or self.margin == float("inf"):
+            raise SettingsError(f"margin={self.margin} must be a finite number > 0")
+        if not isinstance(self.margin_rounds, int) or self.margin_rounds < 1:
+            raise SettingsError(f"margin_rounds={self.margin_rounds!r} must be an integer >= 1")
         for name in ("iterations", "warmup", "reproject", "box_iterations", "anderson", "grow_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -224,7 +245,7 @@ class ADMMSettings:
             raise SettingsError(f"chunk_size={self.chunk_size!r} must be a positive integer or None")
         for name, allowed in (("step_rule", STEP_RULES), ("schedule", SCHEDULES), ("order", ORDERS), ("init", INITS), ("deep_init", DEEP_INITS),
                               ("spike_solver", SPIKE_SOLVERS), ("penalty_balance", PENALTY_BALANCES),
-                              ("output_solve", OUTPUT_SOLVES), ("dtype", DTYPES), ("gram_dtype", DTYPES),
+                              ("output_solve", OUTPUT_SOLVES), ("output_loss", OUTPUT_LOSSES), ("dtype", DTYPES), ("gram_dtype", DTYPES),
                               ("input_format", INPUT_FORMATS)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -240,7 +261,7 @@ class ADMMSettings:
         base = dict(beta=1.0, rho_out=None, ridge=1e-6, ridge_out=None, proximal=False, weight_step=1.0,
                     step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
                     schedule="sequential", order="paper", output_solve="sweep", dual=True, warmup=5,
-                    iterations=30, cross_dtype="float64")
+                    iterations=30, cross_dtype="float64", output_loss="square")
         base.update(changes)
         return cls(**base)
 

@@ -88,7 +88,7 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
     if settings.init == "forward" and settings.order != "paper":
-        parallel_output(state, frames, y, settings, cache or SolverCache(), generator)
+        parallel_output(state, frames, y, settings, cache or SolverCache(), generator, start=True)
     return state
 
 
@@ -419,13 +419,43 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
             update_weights(state, frames, settings, cache, l, stats=acc)
 
 
-def parallel_output(state, frames, y, settings, cache, generator) -> None:
-    """The output block: (W_L, z_L) jointly, or W_L then the potentials (settings.output_solve)."""
+def readout_targets(state: ADMMState, frames, y: torch.Tensor, settings: ADMMSettings) -> torch.Tensor:
+    """τ = proj_M(W_L S − λ/ρ_L): the targets in the margin set M = {τ_y ≥ margin, τ_c ≤ 0 for c ≠ y}
+    closest to what the current readout W_L makes of the hidden layer's leaky sums S = Σ_t δ^{T−t}
+    a_{L-1,t} (:func:`updates.margin_targets`); per sample, so the same in every process."""
+    L = state.n_layers
+    W = state.weights[-1]
+    out = torch.empty_like(y)
+    for sl in _blocks(state, frames, settings):
+        S_ = U.leaky_sum(state.layer_inputs(frames, L - 1)[:, sl].to(W.dtype), settings.delta)
+        z = S_ @ W.T - state.dual[sl].to(W.dtype) / settings.output_rho
+        out[sl] = U.margin_targets(z, y[sl], settings.margin)
+    return out
+
+
+def parallel_output(state, frames, y, settings, cache, generator, start: bool = False, joint=None) -> None:
+    """The output block: (W_L, z_L) jointly, or W_L then the potentials (settings.output_solve).
+
+    With ``output_loss="hinge"`` the loss's targets τ are a block of their own, in the margin set:
+    ``margin_rounds`` rounds of τ ← :func:`readout_targets` (exact given W_L) and W_L ← the joint
+    minimiser given τ, which together minimise the readout's squared hinge
+    Σ max(0, m − (W_L S)_y)² + Σ_{c≠y} max(0, (W_L S)_c)² + ridge (block coordinate descent of a jointly
+    convex problem; tests/test_hinge.py), then the potentials given the last τ. At the ``start`` (a
+    random readout) the first round's targets are y itself, a point of the margin set. ``joint``
+    replaces :func:`update_output_joint_weights` (the federated consensus block)."""
+    joint = joint or (lambda *a: update_output_joint_weights(*a))
+    hinge = settings.output_loss == "hinge"
     if settings.output_solve == "joint":
-        update_output_joint_weights(state, frames, y, settings, cache)
+        rounds = settings.margin_rounds if hinge else 1
+        targets = y
+        for r in range(rounds):
+            if hinge and not (start and r == 0):
+                targets = readout_targets(state, frames, y, settings)
+            joint(state, frames, targets, settings, cache)
     else:
+        targets = readout_targets(state, frames, y, settings) if hinge and not start else y
         update_weights(state, frames, settings, cache, state.n_layers - 1)
-    update_output(state, frames, y, settings, cache)
+    update_output(state, frames, targets, settings, cache)
 
 
 def _time_order(T: int, generator: torch.Generator) -> list[int]:
@@ -501,6 +531,8 @@ def sequential_output(state, frames, y, settings, cache, generator) -> None:
         return
     L, T = state.n_layers, frames.shape[0]
     update_weights(state, frames, settings, cache, L - 1)
+    if settings.output_loss == "hinge":
+        y = readout_targets(state, frames, y, settings)
     z = state.potentials[-1]
     u = _current_all(state, frames, L - 1, settings, cache)
     steps = torch.arange(T, device=frames.device)

@@ -419,6 +419,14 @@ def solve_output_potentials(u, y, dual, delta, rho, system=None):
     return torch.cholesky_solve(rhs.reshape(T, N * n), factor).reshape(T, N, n)
 
 
+def margin_targets(z_last: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """τ = argmin over {τ_c ≥ margin where y_c = 1, τ_c ≤ 0 where y_c = 0} of ‖z_{L,T} − τ‖²: the
+    projection max(z, margin) on the true class, min(z, 0) elsewhere. Minimising ‖z − τ‖² over τ leaves
+    the squared hinge Σ_c max(0, margin − z_y)² + Σ_{c≠y} max(0, z_c)² of the output potentials."""
+    z = z_last.to(y.dtype)
+    return torch.where(y > 0, z.clamp(min=margin), z.clamp(max=0.0))
+
+
 def leaky_sum(a: torch.Tensor, delta: float) -> torch.Tensor:
     """S = Σ_t δ^{T−t} a_t (shape (N, n)): what a leaky integrator driven by ``a`` holds at T, per unit
     of weight."""
