@@ -227,7 +227,10 @@ class SpikingADMMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} was fitted on {self.input_kind_} and cannot predict "
                              f"from {kind}")
         if kind == "frames":
-            X = check_array(X, allow_nd=True, dtype=None if np.asarray(X).dtype == np.uint8 else np.float32)
+            X = np.asarray(X)
+            if X.dtype.kind in "biu" and X.dtype != np.uint8 and X.size and X.min() >= 0 and X.max() <= 1:
+                X = X.astype(np.uint8)  # binary spikes stay compact (exact)
+            X = check_array(X, allow_nd=True, dtype=None if X.dtype == np.uint8 else np.float32)
             if fitting:
                 self.n_features_in_ = int(X.shape[2])
             elif X.shape[2] != self.n_features_in_:

@@ -139,7 +139,7 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                         f"(default {d.anderson})")
     g.add_argument("--grow-every", type=int, default=d.grow_every, metavar="K",
                    help="layer-by-layer growth: train the first hidden layer alone for K iterations, then the "
-                        f"first two, ... (layers above keep their identity start) (default {d.grow_every} = off)")
+                        f"first two, ... (layers above keep their identity start) (default {d.grow_every}; 0 = off)")
     g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
                    help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
                         f"(default {d.reproject})")
