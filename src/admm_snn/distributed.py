@@ -445,3 +445,10 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     finally:
         if created:
             comm.close()
+
+
+if __name__ == "__main__":  # this module has no command line of its own
+    import sys
+    print("admm-snn: error: start multi-process runs with 'python -m admm_snn.launch ...', "
+          "'torchrun ... -m admm_snn.launch ...' or 'admm-snn train --nproc N ...'", file=sys.stderr)
+    sys.exit(2)
