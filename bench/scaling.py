@@ -8,7 +8,7 @@ bytes. Writes scaling.md (tables), scaling.json (raw records) and scaling.png in
     python bench/scaling.py --data-dir /work/shared/data/nmnist --out runs/scaling \\
         --n 400 --hidden 128 --time-steps 30 --iterations 3
 
-Each configuration runs in fresh processes started by admm_snn.distributed.launch_local (threads per
+Each configuration runs in fresh processes started by admm_snn.launch.launch_local (threads per
 process: --threads-per-proc, default 1). Iteration 1 also
 all-reduces and factorises the fixed input Gram matrix (2312² float64), so it is reported apart from
 the steady iterations 2..K. Metrics (forward simulations) run only after the last iteration and are
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         p.error("--out DIR is required")
 
     from admm_snn.data import FrameSettings, load_nmnist
-    from admm_snn.distributed import launch_local
+    from admm_snn.launch import launch_local
 
     out = Path(args.out)
     (out / "raw").mkdir(parents=True, exist_ok=True)

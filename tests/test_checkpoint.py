@@ -71,7 +71,8 @@ def test_resume_in_process_is_bitwise(tmp_path, schedule, init):
 def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path, monkeypatch):
     """A run stopped between writing metrics and the next checkpoint: on resume metrics.jsonl is rebuilt
     from the checkpoint's history, so no line is duplicated."""
-    import admm_snn.train as T
+    import importlib
+    T = importlib.import_module("admm_snn.train")  # admm_snn.train is the function (public API)
     X, lab, val = _problem()
     s = ADMMSettings(iterations=6, warmup=2, seed=1)
     ref = train(X, lab, [8], s, val=val, out=tmp_path / "ref", checkpoint_every=2, progress=False)

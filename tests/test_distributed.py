@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from admm_snn import distributed as D
+from admm_snn import launch as L
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.cli import admm_settings, build_parser, data_options
 from admm_snn.experiment import load_splits
@@ -50,11 +51,11 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     schedule (random orders from the shared generator), dual updates."""
     out = tmp_path / "run"
     argv = _argv(nmnist_root, cache_dir, out, "--preset", preset)
-    assert D.launch_local(2, argv, env=_env()) == 0
+    assert L.launch_local(2, argv, env=_env()) == 0
     printed = capfd.readouterr().out
     assert "2 processes" in printed and "test accuracy" in printed
     # the same run in this process, with train.train
-    args = D.build_parser().parse_args(argv)
+    args = L.build_parser().parse_args(argv)
     args.argv = argv  # --preset paper reads which options were given
     settings = admm_settings(args)
     assert settings.init == ("uniform" if preset == "paper" else "forward") and settings.iterations == 5
@@ -100,10 +101,10 @@ def test_shard_bounds_and_worker_argv():
     assert D.shard_bounds(5, 1, 0) == (0, 5)
     cmd = ["train", "--hidden", "8", "--hidden", "4", "--rho", "0.3", "--quiet", "--nproc", "2", "--dataset",
            "digits", "--limit", "50", "--no-proximal", "--federated", "--nproc=3"]
-    assert D.strip_launcher_options(cmd) == cmd[1:8] + cmd[10:-1]
-    args = D.build_parser().parse_args(cmd[1:])
-    for argv in (D.worker_argv(args), D.strip_launcher_options(cmd)):
-        again = D.build_parser().parse_args(argv)
+    assert L.strip_launcher_options(cmd) == cmd[1:8] + cmd[10:-1]
+    args = L.build_parser().parse_args(cmd[1:])
+    for argv in (L.worker_argv(args), L.strip_launcher_options(cmd)):
+        again = L.build_parser().parse_args(argv)
         assert "--nproc" not in argv
         for k in ("hidden", "rho", "quiet", "dataset", "limit", "beta", "iterations", "out", "proximal", "federated"):
             assert getattr(again, k) == getattr(args, k), k
@@ -113,7 +114,7 @@ def _run_faulty(nmnist_root, cache_dir, tmp_path, capfd, fault, timeout):
     argv = _argv(nmnist_root, cache_dir, tmp_path / "run")
     argv[argv.index("--timeout") + 1] = str(timeout)
     t0 = time.monotonic()
-    rc = D.launch_local(2, argv, env=_env(**{D.FAULT_ENV: fault}), grace_s=3)
+    rc = L.launch_local(2, argv, env=_env(**{D.FAULT_ENV: fault}), grace_s=3)
     elapsed = time.monotonic() - t0
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from admm_snn import distributed as D
+from admm_snn import launch as L
 from admm_snn import federated as F
 from admm_snn.admm import solver as S
 from admm_snn.admm import updates as U
@@ -150,7 +151,7 @@ def test_clients_learn_real_nmnist(nmnist_root, framed_cache, tmp_path, capfd, c
             "--timeout", "120", "--block-rounds", str(rounds)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop(D.FAULT_ENV, None)
-    assert D.launch_local(clients, argv, env=env) == 0
+    assert L.launch_local(clients, argv, env=env) == 0
     assert f"{clients} clients" in capfd.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"]["n_test"] >= 70
@@ -185,7 +186,7 @@ def test_exact_blocks_follow_the_centralised_run(nmnist_root, framed_cache, tmp_
     env.pop(D.FAULT_ENV, None)
     argv = ["--federated", "--partition", "classes", *common, "--out", str(tmp_path / "fed"), "--timeout", "120",
             "--block-rounds", "300", "--block-tol", "1e-6"]
-    assert D.launch_local(2, argv, env=env) == 0
+    assert L.launch_local(2, argv, env=env) == 0
     central = load_model(tmp_path / "central")["weights"]
     fed = load_model(tmp_path / "fed")["weights"]
     for a, b in zip(fed, central):
@@ -193,6 +194,6 @@ def test_exact_blocks_follow_the_centralised_run(nmnist_root, framed_cache, tmp_
     # the same run with one consensus round per iteration does not follow it
     argv[argv.index("--block-rounds") + 1] = "0"
     argv[argv.index("--out") + 1] = str(tmp_path / "rounds")
-    assert D.launch_local(2, argv, env=env) == 0
+    assert L.launch_local(2, argv, env=env) == 0
     rounds = load_model(tmp_path / "rounds")["weights"]
     assert max(float((a - b).norm() / b.norm()) for a, b in zip(rounds, central)) > 1e-2

@@ -7,7 +7,6 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import sys
@@ -15,202 +14,16 @@ from pathlib import Path
 
 from .errors import AdmmSnnError
 
-DEFAULT_HIDDEN = 128
+# The option groups and their conversion into records live in options.py (shared with the launcher of
+# multi-process runs, launch.py); they are re-exported here for the command modules.
+from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_data_options,  # noqa: F401
+                      add_distributed_options, add_training_options, admm_settings, check_device, data_options)
+
+_device = check_device  # the name the command modules import
+
 # Commands that live in their own modules: each module has add_parser(subparsers) and run(args).
 EXTRA_COMMANDS = ["admm_snn.commands.compare", "admm_snn.commands.sweep", "admm_snn.commands.bench",
                   "admm_snn.commands.export"]
-
-
-def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
-    """The data options shared by train, eval, compare and sweep. With ``inherit`` (eval) an option that
-    is not given keeps the value stored in the model, so the same held-out split is rebuilt."""
-    g = p.add_argument_group("data" + (" (default: as the model was trained)" if inherit else ""))
-    keep = (lambda v: argparse.SUPPRESS) if inherit else (lambda v: v)  # eval: absent = the model's value
-    g.add_argument("--dataset", choices=["digits", "nmnist"], default=keep("digits"),
-                   help="digits: scikit-learn's bundled 8x8 digits as spike trains (no download); "
-                        "nmnist: N-MNIST event recordings read with tonic (default: digits)")
-    g.add_argument("--data-dir", metavar="ROOT", default=keep(None), help="N-MNIST root with Train/<digit>/*.bin (and Test/...)")
-    g.add_argument("--download", action="store_true", default=keep(False), help="download N-MNIST with tonic into ROOT if absent")
-    g.add_argument("--time-steps", type=int, default=keep(30), metavar="T", help="frames per sample (default 30)")
-    g.add_argument("--bin-ms", type=float, default=keep(10.0), metavar="MS", help="N-MNIST frame width in ms (default 10)")
-    g.add_argument("--denoise-ms", type=float, default=keep(10.0), metavar="MS",
-                   help="tonic Denoise filter time in ms, 0 = off (default 10)")
-    g.add_argument("--encoding", choices=["rate", "latency"], default=keep("rate"), help="digits spike code (default rate)")
-    g.add_argument("--limit", type=int, metavar="N", default=keep(None), help="use at most N training recordings")
-    g.add_argument("--val-fraction", type=float, default=keep(0.2), metavar="F",
-                   help="fraction of training recordings held out for validation (default 0.2)")
-    g.add_argument("--test-fraction", type=float, default=keep(0.2), metavar="F",
-                   help="fraction held out as test set when the data has no Test folder (default 0.2)")
-    g.add_argument("--split-seed", type=int, default=keep(0), help="seed of the stratified splits (default 0)")
-    g.add_argument("--cache-dir", metavar="DIR", default=keep(None), help="where framed N-MNIST tensors are cached "
-                                                      "(default $ADMM_SNN_CACHE or ~/.cache/admm-snn)")
-
-
-DATA_FIELDS = ["dataset", "data_dir", "download", "time_steps", "bin_ms", "denoise_ms", "encoding", "limit",
-               "val_fraction", "test_fraction", "split_seed", "cache_dir"]
-
-
-def data_options(args, base: dict | None = None):
-    """DataOptions from the parsed options, on top of ``base`` (e.g. the options stored in a model)."""
-    from .experiment import DataOptions
-    values = dict(base or {})
-    values.update({k: getattr(args, k) for k in DATA_FIELDS if hasattr(args, k)})
-    if not values.get("denoise_ms"):
-        values["denoise_ms"] = None
-    return DataOptions(**values)
-
-
-def add_admm_options(p: argparse.ArgumentParser) -> None:
-    """Every field of ADMMSettings as an option, documented from its defaults."""
-    from .admm.settings import ADMMSettings
-    d = ADMMSettings()
-    g = p.add_argument_group("ADMM (see ADMMSettings for the meaning of each)")
-    g.add_argument("--rho", type=float, default=d.rho, help=f"hidden dynamics penalty ρ (default {d.rho})")
-    g.add_argument("--rho-out", type=float, default=d.rho_out,
-                   help="output dynamics penalty and dual step ρ_L (default: same as --rho)")
-    g.add_argument("--beta", type=float, default=d.beta, help=f"spike-consistency penalty β (default {d.beta})")
-    g.add_argument("--delta", type=float, default=d.delta, help=f"membrane leak δ in (0, 1] (default {d.delta})")
-    g.add_argument("--theta", type=float, default=d.theta, help=f"firing threshold θ > 0 (default {d.theta})")
-    g.add_argument("--eps", type=float, default=d.eps, help=f"Heaviside subroutine ε (default {d.eps})")
-    g.add_argument("--iterations", type=int, default=d.iterations, metavar="K",
-                   help=f"ADMM iterations (default {d.iterations})")
-    g.add_argument("--warmup", type=int, default=d.warmup, metavar="W",
-                   help=f"iterations before the first dual update (default {d.warmup})")
-    g.add_argument("--schedule", choices=["parallel", "sequential"], default=d.schedule,
-                   help=f"update schedule (default {d.schedule})")
-    g.add_argument("--order", choices=["top-down", "paper"], default=d.order,
-                   help=f"block order: top-down (layers from the top, states then W) or paper (random layer "
-                        f"order, W first) (default {d.order})")
-    g.add_argument("--preset", choices=["default", "paper"], default="default",
-                   help="paper: the spec's method as published (uniform start, β=1, clipped spikes, sequential "
-                        "order, dual on, no re-projection/extrapolation); explicit options override it")
-    g.add_argument("--ridge", type=float, default=d.ridge,
-                   help=f"relative ridge (or proximal weight) of the hidden weight solves (default {d.ridge})")
-    g.add_argument("--ridge-out", type=float, default=d.ridge_out,
-                   help=f"relative ridge of the output solve (default {d.ridge_out})")
-    g.add_argument("--proximal", action=argparse.BooleanOptionalAction, default=d.proximal,
-                   help=f"hidden weights: proximal term ‖W − W_prev‖² instead of the ridge ‖W‖² (default {d.proximal})")
-    g.add_argument("--step-rule", choices=["fixed", "relative"], default=d.step_rule,
-                   help=f"fixed: hidden weights move to W_prev + η (W* − W_prev); relative: the same "
-                        f"direction with length η·‖W_prev‖ in every layer (default {d.step_rule})")
-    g.add_argument("--weight-step", type=float, default=d.weight_step, metavar="ETA",
-                   help=f"η of --step-rule; fixed 1 = exact block minimiser (default {d.weight_step:g})")
-    g.add_argument("--dual", action=argparse.BooleanOptionalAction, default=d.dual,
-                   help=f"update the dual λ of the exact output constraint after the warm-up (default {d.dual})")
-    g.add_argument("--spike-solver", choices=["clip", "box", "free"], default=d.spike_solver,
-                   help=f"spike block: solve then clip (paper), exact box QP, or unclipped (default {d.spike_solver})")
-    g.add_argument("--output-solve", choices=["joint", "potentials", "sweep"], default=d.output_solve,
-                   help=f"output block update (default {d.output_solve})")
-    g.add_argument("--output-loss", choices=["square", "hinge"], default=d.output_loss,
-                   help=f"output loss: square (‖z_T − y‖², the paper) or hinge (squared hinge through free "
-                        f"targets in the margin set) (default {d.output_loss})")
-    g.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin of the true class (default {d.margin:g})")
-    g.add_argument("--margin-rounds", type=int, default=d.margin_rounds, metavar="R",
-                   help=f"hinge: rounds of target / readout block minimisation per output block (default {d.margin_rounds})")
-    g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
-                   help=f"initial state (default {d.init}; uniform is the paper's)")
-    g.add_argument("--init-gain", type=float, default=d.init_gain, help=f"initial weight scale (default {d.init_gain})")
-    g.add_argument("--init-rate", type=float, default=d.init_rate, metavar="R",
-                   help=f"rescale each hidden layer's initial weights so it fires at rate R on the training data "
-                        f"(default {d.init_rate}; the init gain is then only the starting scale)")
-    g.add_argument("--deep-init", choices=["random", "identity"], default=d.deep_init,
-                   help=f"hidden layers after the first start random or as near-identity copies of the layer "
-                        f"below (layer-by-layer growth) (default {d.deep_init})")
-    g.add_argument("--identity-gain", type=float, default=d.identity_gain, metavar="G",
-                   help=f"diagonal of an identity layer, in units of θ (default {d.identity_gain})")
-    g.add_argument("--identity-noise", type=float, default=d.identity_noise, metavar="S",
-                   help=f"random part of an identity layer, relative to 1/sqrt(fan-in) (default {d.identity_noise})")
-    g.add_argument("--l1", type=float, default=d.l1, metavar="L1",
-                   help=f"relative L1 penalty on the weights through the split W = V (V exactly sparse, "
-                        f"threshold l1/l1-penalty); 0 = off (default {d.l1:g})")
-    g.add_argument("--l1-penalty", type=float, default=d.l1_penalty, metavar="KAPPA",
-                   help=f"relative penalty κ of the L1 split W = V (default {d.l1_penalty:g})")
-    g.add_argument("--l1-output", action=argparse.BooleanOptionalAction, default=d.l1_output,
-                   help=f"put the output layer under the L1 split too (default {d.l1_output})")
-    g.add_argument("--rate-penalty", type=float, default=d.rate_penalty, metavar="GAMMA",
-                   help=f"firing-rate penalty γ per hidden spike added to the Lagrangian; "
-                        f"0 = off (default {d.rate_penalty:g})")
-    g.add_argument("--penalty-balance", choices=["off", "rho", "beta", "both"], default=d.penalty_balance,
-                   help=f"residual balancing of the per-layer hidden penalties ρ_l, β_l (Boyd §3.4.1) "
-                        f"(default {d.penalty_balance})")
-    g.add_argument("--balance-mu", type=float, default=d.balance_mu, metavar="MU",
-                   help=f"balancing: change a penalty when one residual exceeds MU times the other (default {d.balance_mu:g})")
-    g.add_argument("--balance-tau", type=float, default=d.balance_tau, metavar="TAU",
-                   help=f"balancing: the factor of each change (default {d.balance_tau:g})")
-    g.add_argument("--balance-tolerance", type=float, default=d.balance_tolerance, metavar="F",
-                   help=f"balancing: apply a new penalty only once it differs by this factor (default {d.balance_tolerance:g})")
-    g.add_argument("--rho-growth", type=float, default=d.rho_growth, metavar="G",
-                   help=f"continuation: multiply every hidden ρ_l by G each iteration (default {d.rho_growth:g}: off)")
-    g.add_argument("--beta-growth", type=float, default=d.beta_growth, metavar="G",
-                   help=f"continuation: multiply every β_l by G each iteration (default {d.beta_growth:g}: off)")
-    g.add_argument("--penalty-cap", type=float, default=d.penalty_cap, metavar="C",
-                   help=f"balancing and continuation keep ρ_l, β_l within a factor C of --rho, --beta "
-                        f"(default {d.penalty_cap:g})")
-    g.add_argument("--anderson", type=int, default=d.anderson, metavar="M",
-                   help=f"safeguarded Anderson acceleration of the hidden weights with memory M, 0 = off "
-                        f"(default {d.anderson})")
-    g.add_argument("--grow-every", type=int, default=d.grow_every, metavar="K",
-                   help="layer-by-layer growth: train the first hidden layer alone for K iterations, then the "
-                        f"first two, ... (layers above keep their identity start) (default {d.grow_every} = off)")
-    g.add_argument("--reproject", type=int, default=d.reproject, metavar="K",
-                   help=f"re-project hidden states onto the forward simulation every K iterations, 0 = never "
-                        f"(default {d.reproject})")
-    g.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype, help=f"state dtype (default {d.dtype})")
-    g.add_argument("--gram-dtype", choices=["float32", "float64"], default=d.gram_dtype,
-                   help=f"dtype of Gram sums and solves (default {d.gram_dtype})")
-    g.add_argument("--cross-dtype", choices=["float32", "float64"], default=d.cross_dtype,
-                   help="dtype of each time step's product in the cross sums Σ x aᵀ, added in the gram dtype "
-                        "(default: the state dtype)")
-    g.add_argument("--input-format", choices=["auto", "dense", "sparse"], default=d.input_format,
-                   help="products with the input frames from their sparse (CSR) form: auto = when at most "
-                        f"10%% of frame entries are nonzero (default {d.input_format})")
-    g.add_argument("--chunk-size", type=int, default=d.chunk_size, metavar="N",
-                   help="samples per chunk in per-sample updates (default: all)")
-    g.add_argument("--seed", type=int, default=d.seed, help=f"seed of every random choice (default {d.seed})")
-
-
-def _given_options(argv: list[str]) -> set[str]:
-    """Names (dest form) of the options written on the command line."""
-    out = set()
-    for a in argv:
-        if a.startswith("--"):
-            name = a[2:].split("=")[0]
-            out.add((name[3:] if name.startswith("no-") else name).replace("-", "_"))
-    return out
-
-
-def admm_settings(args):
-    """ADMMSettings from the options; with --preset paper, the paper's values for every option that
-    was not given explicitly."""
-    from .admm.settings import ADMMSettings
-    names = {f.name for f in dataclasses.fields(ADMMSettings)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    if getattr(args, "preset", "default") == "paper":
-        given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
-        paper = ADMMSettings.paper().to_dict()
-        values = {k: (v if k in given else paper[k]) for k, v in values.items()}
-    return ADMMSettings(**values)
-
-
-def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) -> None:
-    """The network, ADMM and run options of a training command: ``admm-snn train`` and the workers of
-    ``python -m admm_snn.distributed`` (``distributed``: --out is written by rank 0, each rank uses
-    cuda:LOCAL_RANK, and checkpoints/resume are accepted but refused at run time)."""
-    p.add_argument("--hidden", type=int, action="append", metavar="N",
-                   help=f"width of a hidden layer; repeat for more layers (default: one of {DEFAULT_HIDDEN})")
-    add_admm_options(p)
-    g = p.add_argument_group("run")
-    g.add_argument("--out", metavar="DIR", default="runs/latest",
-                   help="output folder: model.safetensors, metrics.jsonl, summary.json (default runs/latest)"
-                        + ("; written by rank 0" if distributed else ""))
-    g.add_argument("--device", default="cpu",
-                   help="cpu or cuda " + ("(each rank uses cuda:LOCAL_RANK)" if distributed else "(default cpu)"))
-    g.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
-                   help=argparse.SUPPRESS if distributed else
-                   "write the full training state every K iterations (0 = only at the end)")
-    g.add_argument("--resume", action="store_true",
-                   help=argparse.SUPPRESS if distributed else "continue the run in --out from its checkpoint")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_train_parser(sub) -> None:
@@ -219,32 +32,21 @@ def add_train_parser(sub) -> None:
                                    "digits, one hidden layer of 128, the default settings.")
     add_data_options(p)
     add_training_options(p)
-    from .distributed import add_distributed_options
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
-
-
-def _device(name: str) -> str:
-    import torch
-    from .errors import SettingsError
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SettingsError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise SettingsError(f"--device {name!r} is not cpu or cuda[:N]")
-    return name
 
 
 def cmd_train(args) -> int:
     import os
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
-        from .distributed import run_worker
+        from .launch import run_worker
         return run_worker(args)
     if args.nproc > 1 or args.federated:
-        from .distributed import launch_local, worker_argv
+        from .launch import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
     from .experiment import load_splits
     from .train import train, accuracy_and_rates
-    device = _device(args.device)
+    device = check_device(args.device)
     settings = admm_settings(args)
     opts = data_options(args)
     splits = load_splits(opts)
@@ -300,7 +102,7 @@ def cmd_eval(args) -> int:
     from .io import load_model
     from .network import LIFParams, forward, synaptic_operations
     from .train import accuracy_and_rates
-    device = _device(args.device)
+    device = check_device(args.device)
     model = load_model(Path(args.model))
     opts = data_options(args, base=model["extra"].get("data"))
     splits = load_splits(opts, need_test=args.split == "test")

@@ -21,25 +21,18 @@ Failure handling: ``init_process_group`` gets a ``timeout``; a process that dies
 others stop within it with one line (:class:`DistributedError`), and a Python error on one rank (e.g.
 divergence) is announced to the others through a per-iteration control all-reduce.
 
-Launching::
+This module takes settings records and tensors (:func:`train_distributed`); the command line that turns
+options into them and starts the processes is :mod:`admm_snn.launch`::
 
-    torchrun --nproc-per-node 2 -m admm_snn.distributed --dataset nmnist --data-dir ROOT ...
-    python -m admm_snn.distributed --nproc 2 --dataset nmnist --data-dir ROOT ...   # launch_local
-    python -m admm_snn.distributed --nproc 4 --federated --non-iid ...              # federated.py
-
-The options are those of ``admm-snn train`` plus :func:`add_distributed_options`.
+    torchrun --nproc-per-node 2 -m admm_snn.launch --dataset nmnist --data-dir ROOT ...
+    admm-snn train --nproc 2 --dataset nmnist --data-dir ROOT ...     # local processes, no torchrun
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -145,7 +138,7 @@ def connect(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, *,
     """Join (or reuse) the default process group and return its :class:`Comm`.
 
     Without an initialised group, ``rank`` and ``world_size`` default to $RANK and $WORLD_SIZE (set by
-    torchrun and :func:`launch_local`); the rendezvous is ``init_method`` or env:// ($MASTER_ADDR,
+    torchrun and :func:`admm_snn.launch.launch_local`); the rendezvous is ``init_method`` or env:// ($MASTER_ADDR,
     $MASTER_PORT). ``backend`` defaults to "nccl" for a CUDA ``device`` and "gloo" otherwise.
     ``timeout_s`` bounds the rendezvous and every collective: a process that dies or hangs makes the
     others raise :class:`DistributedError` within it instead of waiting forever.
@@ -170,7 +163,7 @@ def connect(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, *,
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
             raise SettingsError(f"{' and '.join(missing)} not set: start the processes with torchrun or "
-                                "'--nproc N' (launch_local), or pass init_method")
+                                "'--nproc N' (admm_snn.launch), or pass init_method")
     kwargs = {}
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", rank))
@@ -454,269 +447,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             comm.close()
 
 
-# ----------------------------------------------------------------------------------------------------
-# Command line (torchrun / launch_local workers)
-# ----------------------------------------------------------------------------------------------------
-
-def add_distributed_options(p: argparse.ArgumentParser, nproc_default: int = 1) -> None:
-    """The options of a distributed or federated run (also usable from ``admm-snn train``)."""
-    g = p.add_argument_group("distributed / federated")
-    g.add_argument("--nproc", type=int, default=nproc_default, metavar="N",
-                   help="start N local processes (Gloo on CPU) without torchrun (default 1); with --federated, "
-                        "N clients")
-    g.add_argument("--backend", choices=["gloo", "nccl"], default=None,
-                   help="torch.distributed backend (default: nccl for --device cuda, else gloo)")
-    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"seconds a process waits for the others (rendezvous and every all-reduce) before it "
-                        f"stops with an error (default {DEFAULT_TIMEOUT_S:g})")
-    g.add_argument("--federated", action="store_true",
-                   help="consensus ADMM over the weights: every process is a client that shares only its "
-                        "weights (see admm_snn.federated)")
-    g.add_argument("--partition", choices=["iid", "classes", "dirichlet"], default="iid",
-                   help="federated split of the training data over the clients (default iid)")
-    g.add_argument("--non-iid", action="store_true", help="shorthand for --partition classes")
-    g.add_argument("--dirichlet-alpha", type=float, default=0.5, metavar="A",
-                   help="concentration of the Dirichlet label skew (default 0.5)")
-    g.add_argument("--consensus", type=float, default=None, metavar="C",
-                   help="federated consensus penalty, relative to each client's Gram scale (default: "
-                        "admm_snn.federated.DEFAULT_CONSENSUS)")
-    g.add_argument("--local-iterations", type=int, default=1, metavar="E",
-                   help="local ADMM iterations per federated round (default 1)")
-    g.add_argument("--block-rounds", type=int, default=None, metavar="R",
-                   help="federated: solve every weight block across the clients by up to R consensus rounds "
-                        "inside the sweep (default: admm_snn.federated.DEFAULT_BLOCK_ROUNDS; 0 = one consensus "
-                        "round per iteration)")
-    g.add_argument("--block-tol", type=float, default=None, metavar="TOL",
-                   help="federated: stop a block's rounds when the consensus weights change by less than TOL "
-                        "relative (default: admm_snn.federated.DEFAULT_BLOCK_TOL)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .cli import add_data_options, add_training_options
-    p = argparse.ArgumentParser(prog="python -m admm_snn.distributed",
-                                description="Data-parallel (default) or federated ADMM training; run under "
-                                            "torchrun or with --nproc N.")
-    add_data_options(p)
-    add_training_options(p, distributed=True)  # the same options as admm-snn train
-    add_distributed_options(p)
-    return p
-
-
-def strip_launcher_options(argv: list[str]) -> list[str]:
-    """``argv`` without a leading ``train`` sub-command and without ``--nproc N`` / ``--nproc=N``."""
-    argv = list(argv)
-    if argv and argv[0] == "train":
-        argv = argv[1:]
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            out.append(a)
-    return out
-
-
-def worker_argv(args: argparse.Namespace) -> list[str]:
-    """The worker command line for a parsed ``admm-snn train`` (or this module's) namespace, without
-    --nproc: what :func:`launch_local` passes to each process. Uses the raw command line in
-    ``args.argv`` when the CLI stored it (so --preset sees the same explicitly given options), else
-    rebuilds the options whose values differ from the worker parser's defaults."""
-    raw = getattr(args, "argv", None)
-    if raw is not None:
-        return strip_launcher_options(raw)
-    argv = []
-    for action in build_parser()._actions:
-        if not action.option_strings or action.dest in ("help", "nproc") or not hasattr(args, action.dest):
-            continue
-        value = getattr(args, action.dest)
-        if value == action.default:
-            continue
-        long = [o for o in action.option_strings if o.startswith("--") and not o.startswith("--no-")]
-        opt = long[0] if long else action.option_strings[0]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            argv.append(opt if value else "--no-" + opt[2:])
-        elif isinstance(action, argparse._StoreTrueAction):
-            if value:
-                argv.append(opt)
-        elif isinstance(action, argparse._AppendAction):
-            for v in value or []:
-                argv += [opt, str(v)]
-        elif value is not None:
-            argv += [opt, repr(value) if isinstance(value, float) else str(value)]
-    return argv
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def launch_local(nproc: int, argv: list[str], *, grace_s: float = 15.0, env: dict | None = None,
-                 program: list[str] | None = None) -> int:
-    """Run ``python -m admm_snn.distributed ARGV`` in ``nproc`` local processes (no torchrun): sets
-    MASTER_ADDR=127.0.0.1, MASTER_PORT (a free port), RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE
-    and, unless already set, OMP_NUM_THREADS = cores // nproc. Output goes to this process's
-    stdout/stderr (``program`` replaces ``[python, -m, admm_snn.distributed]``). When a process fails,
-    the others get ``grace_s`` seconds to stop on their own (a peer blocked in an all-reduce with the
-    failed one reports it at once; a peer that hangs is bounded by its own --timeout), then are
-    terminated; if rank 0 had to be terminated, one line says which rank failed first. Returns rank 0's
-    exit status if it failed by itself, else the first failing rank's status, else 0."""
-    if nproc < 1:
-        raise SettingsError(f"--nproc {nproc} must be >= 1")
-    base = dict(os.environ if env is None else env)
-    base.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
-                 "LOCAL_WORLD_SIZE": str(nproc)})
-    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = list(program) if program else [sys.executable, "-m", "admm_snn.distributed"]
-    procs = [subprocess.Popen([*cmd, *argv], env=dict(base, RANK=str(r), LOCAL_RANK=str(r))) for r in range(nproc)]
-    first_fail = None  # (time, rank, status)
-    killed = set()
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            if all(c is not None for c in codes):
-                break
-            if first_fail is None:
-                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-                if bad:
-                    first_fail = (time.monotonic(), *bad[0])
-            if first_fail is not None and time.monotonic() - first_fail[0] > grace_s:
-                for r, p in enumerate(procs):
-                    if p.poll() is None:
-                        killed.add(r)
-                        p.terminate()
-                deadline = time.monotonic() + 5.0
-                while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-                    time.sleep(0.1)
-                for p in procs:
-                    if p.poll() is None:
-                        p.kill()
-                    p.wait()
-                break
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        return 130
-    codes = [p.returncode for p in procs]
-    if 0 in killed and first_fail is not None:
-        print(f"admm-snn: error: rank {first_fail[1]} of {nproc} exited with status {first_fail[2]}; stopped the "
-              f"other processes after {grace_s:g} s", file=sys.stderr, flush=True)
-        return first_fail[2]
-    if codes[0] != 0:
-        return codes[0]
-    return next((c for c in codes if c != 0), 0)
-
-
-def _load_worker_data(args, comm_rank: int):
-    from .cli import data_options
-    from .experiment import load_splits
-    opts = data_options(args)
-    return load_splits(opts, need_test=comm_rank == 0)
-
-
-def run_worker(args) -> int:
-    """One process of a distributed or federated run (rank from the environment)."""
-    from .cli import DEFAULT_HIDDEN, _device, admm_settings
-    from .train import accuracy_and_rates
-    rank = int(os.environ.get("RANK", 0))
-    if args.checkpoint_every or args.resume:
-        raise SettingsError("--checkpoint-every and --resume are not supported with --nproc/torchrun runs yet; "
-                            "run single-process to checkpoint")
-    device = _device(args.device)
-    if device.startswith("cuda") and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    settings = admm_settings(args)
-    hidden = args.hidden or [DEFAULT_HIDDEN]
-    # Every rank loads the data before the rendezvous (the framing cache is written atomically, so
-    # concurrent loads are safe), so the collective timeout never has to cover data loading.
-    splits = _load_worker_data(args, rank)
-    comm = connect(args.backend, args.timeout, device=device)
-    try:
-        train_ds = splits.train
-        val = (splits.val.time_major(), splits.val.labels) if splits.val is not None else None
-        extra = {"data": splits.info["data"], "test_source": splits.info["test_source"]}
-        if comm.is_main:
-            print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
-                  f"({splits.info['test_source']}); network {[train_ds.n_inputs, *hidden, train_ds.n_classes]}; "
-                  f"{comm.world_size} {'clients' if args.federated else 'processes'}", flush=True)
-        if args.federated:
-            from .federated import (DEFAULT_BLOCK_ROUNDS, DEFAULT_BLOCK_TOL, DEFAULT_CONSENSUS, client_indices,
-                                    train_federated)
-            scheme = "classes" if args.non_iid else args.partition
-            idx = client_indices(train_ds.labels, comm.world_size, comm.rank, scheme, seed=args.split_seed,
-                                 alpha=args.dirichlet_alpha, n_classes=train_ds.n_classes)
-            local = train_ds.subset(idx)
-            extra["partition"] = scheme
-            result = train_federated(local.time_major(), local.labels, hidden, settings,
-                                     n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
-                                     consensus=args.consensus if args.consensus is not None else DEFAULT_CONSENSUS,
-                                     local_iterations=args.local_iterations, progress=not args.quiet,
-                                     block_rounds=(args.block_rounds if args.block_rounds is not None
-                                                   else DEFAULT_BLOCK_ROUNDS),
-                                     block_tol=args.block_tol if args.block_tol is not None else DEFAULT_BLOCK_TOL,
-                                     device=device, model_extra=extra)
-        else:
-            result = train_distributed(train_ds.time_major(), train_ds.labels, hidden, settings,
-                                       n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
-                                       progress=not args.quiet, device=device, model_extra=extra)
-        if comm.is_main:
-            last = result.history[-1] if result.history else {}
-            summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),
-                       "train_accuracy": last.get("train_accuracy"), "val_accuracy": None,
-                       "world_size": comm.world_size, "mode": "federated" if args.federated else "data-parallel",
-                       "bytes": dict(comm.bytes)}
-            if val is not None:
-                summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
-                                                if h["iteration"] == result.best_iteration), None)
-            if splits.test is not None:
-                acc, rates = accuracy_and_rates([w.to(device) for w in result.weights],
-                                                splits.test.time_major(device=device),
-                                                splits.test.labels.to(device), settings.lif)
-                summary["test_accuracy"], summary["test_firing_rate"] = acc, rates
-                path = Path(args.out) / "summary.json"
-                full = json.loads(path.read_text())
-                full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
-                path.write_text(json.dumps(full, indent=2))
-            print(json.dumps(summary), flush=True)
-            if "test_accuracy" in summary:
-                print(f"test accuracy: {summary['test_accuracy']:.4f}", flush=True)
-        return 0
-    finally:
-        comm.close()
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.nproc > 1 and "RANK" not in os.environ:
-        try:
-            return launch_local(args.nproc, worker_argv(args))
-        except AdmmSnnError as exc:
-            print(f"admm-snn: error: {exc}", file=sys.stderr)
-            return 2
-    rank = os.environ.get("RANK", "0")
-    try:
-        return run_worker(args)
-    except AdmmSnnError as exc:
-        msg = str(exc) if str(exc).startswith("rank ") else f"rank {rank}: {exc}"
-        print(f"admm-snn: error: {msg}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print(f"admm-snn: rank {rank} interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # this module has no command line of its own
+    import sys
+    print("admm-snn: error: start multi-process runs with 'python -m admm_snn.launch ...', "
+          "'torchrun ... -m admm_snn.launch ...' or 'admm-snn train --nproc N ...'", file=sys.stderr)
+    sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .errors import ResourceError
+from .heap import release_free_heap  # noqa: F401  (re-exported: compare imports it from here)
 
 BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "bool": 1}
 
@@ -146,22 +147,3 @@ def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=Non
                             f"{gib(est['state'])}, working {gib(est['working'])}) but only {gib(free)} is "
                             f"available on {device}; reduce it with " + "; ".join(hints))
     return est
-
-
-_LIBC = None
-
-
-def release_free_heap() -> None:
-    """glibc's ``malloc_trim(0)``: give the pages of freed heap memory back to the system (freed
-    temporaries between kept allocations otherwise stay resident). Nothing where there is no glibc."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-            import ctypes.util
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - raises AttributeError where there is no glibc
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)

@@ -22,7 +22,7 @@ import warnings
 
 import torch
 
-from ..resources import release_free_heap
+from ..heap import release_free_heap
 from . import updates as U
 
 AUTO_MAX_DENSITY = 0.1

@@ -6,8 +6,7 @@ import torch
 
 from ..errors import SettingsError
 from .dataset import SpikeDataset
-
-ENCODINGS = ("rate", "latency")
+from .encoding import ENCODINGS, latency_code, rate_code
 
 
 def load_digits(time_steps: int = 30, encoding: str = "rate", seed: int = 0) -> SpikeDataset:
@@ -32,14 +31,8 @@ def load_digits(time_steps: int = 30, encoding: str = "rate", seed: int = 0) -> 
     bunch = _sk_load_digits()
     intensity = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0  # (N, 64)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
-    n, n_inputs = intensity.shape
     if encoding == "rate":
-        gen = torch.Generator().manual_seed(int(seed))
-        draws = torch.rand((n, time_steps, n_inputs), generator=gen)
-        frames = (draws < intensity[:, None, :]).to(torch.uint8)
+        frames = rate_code(intensity, time_steps, torch.Generator().manual_seed(int(seed)))
     else:
-        frames = torch.zeros((n, time_steps, n_inputs), dtype=torch.uint8)
-        step = torch.round((1.0 - intensity) * (time_steps - 1)).to(torch.int64)  # (N, 64)
-        sample, pixel = torch.nonzero(intensity > 0, as_tuple=True)
-        frames[sample, step[sample, pixel], pixel] = 1
+        frames = latency_code(intensity, time_steps)
     return SpikeDataset(frames, labels, "digits", 10, (1, 8, 8))
