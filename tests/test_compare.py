@@ -11,7 +11,9 @@ pytest.importorskip("snntorch")
 pytest.importorskip("matplotlib")
 
 from admm_snn.cli import main  # noqa: E402
-from admm_snn.compare import PAPER_NMNIST, PeakMemory, _mean_std, coerce_setting, time_to_fraction  # noqa: E402
+from admm_snn.experiments.common import PeakMemory, mean_std as _mean_std, time_to_fraction  # noqa: E402
+from admm_snn.experiments.compare import PAPER_NMNIST  # noqa: E402
+from admm_snn.experiments.sweep import coerce_setting  # noqa: E402
 from admm_snn.errors import SettingsError  # noqa: E402
 
 TINY = ["--hidden-width", "16", "--iterations", "2", "--bptt-epochs", "2", "--time-steps", "10"]

@@ -16,9 +16,9 @@ from pathlib import Path
 from .errors import AdmmSnnError
 
 DEFAULT_HIDDEN = 128
-# Commands that live in their own modules: each module has add_parser(subparsers) and run(args).
-EXTRA_COMMANDS = ["admm_snn.commands.compare", "admm_snn.commands.sweep", "admm_snn.commands.bench",
-                  "admm_snn.commands.export"]
+# The experiment commands (compare, sweep, bench) live in admm_snn.experiments, apart from the library;
+# their module registers them with add_parsers(subparsers).
+EXPERIMENT_COMMANDS = "admm_snn.experiments.cli"
 
 
 def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
@@ -52,7 +52,7 @@ DATA_FIELDS = ["dataset", "data_dir", "download", "time_steps", "bin_ms", "denoi
 
 def data_options(args, base: dict | None = None):
     """DataOptions from the parsed options, on top of ``base`` (e.g. the options stored in a model)."""
-    from .experiment import DataOptions
+    from .data.options import DataOptions
     values = dict(base or {})
     values.update({k: getattr(args, k) for k in DATA_FIELDS if hasattr(args, k)})
     if not values.get("denoise_ms"):
@@ -236,7 +236,7 @@ def cmd_train(args) -> int:
     if args.nproc > 1 or args.federated:
         from .distributed import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
-    from .experiment import load_splits
+    from .data.options import load_splits
     from .train import train, accuracy_and_rates
     device = _device(args.device)
     settings = admm_settings(args)
@@ -290,7 +290,7 @@ def add_eval_parser(sub) -> None:
 
 def cmd_eval(args) -> int:
     import torch
-    from .experiment import load_splits
+    from .data.options import load_splits
     from .io import load_model
     from .network import LIFParams, forward, synaptic_operations
     from .train import accuracy_and_rates
@@ -322,6 +322,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a trained model (NIR)",
+        description="Write a model trained by 'admm-snn train' as a NIR graph (input -> Linear -> LIF -> ... -> "
+                    "Linear -> leaky output). NIR's LIF resets to v_reset while admm-snn subtracts the "
+                    "threshold; the graph records this in node metadata, and admm_snn.export.import_snntorch "
+                    "loads it into snnTorch with the exact admm-snn dynamics (see admm_snn.export).")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder (or model.safetensors) written by train")
+    p.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
+    p.add_argument("--dt", type=float, default=None, metavar="SECONDS",
+                   help="real time of one network step, sets NIR's tau = dt/(1-delta) and r = tau/dt "
+                        "(default: the model's N-MNIST frame width, else 1e-3)")
+    p.add_argument("out", metavar="OUT.nir", help="file to write")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+    report = export_model(args.model, args.out, args.format, args.dt)
+    print(json.dumps(report))
+    return 0
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line (subparsers inherit the class)."""
 
@@ -335,14 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(sub)
     add_eval_parser(sub)
-    for name in EXTRA_COMMANDS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # command module not present
-            raise
-        mod.add_parser(sub)
+    importlib.import_module(EXPERIMENT_COMMANDS).add_parsers(sub)  # compare, sweep, bench
+    add_export_parser(sub)
     return parser
 
 

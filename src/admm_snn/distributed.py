@@ -619,7 +619,7 @@ def launch_local(nproc: int, argv: list[str], *, grace_s: float = 15.0, env: dic
 
 def _load_worker_data(args, comm_rank: int):
     from .cli import data_options
-    from .experiment import load_splits
+    from .data.options import load_splits
     opts = data_options(args)
     return load_splits(opts, need_test=comm_rank == 0)
 

@@ -5,16 +5,20 @@ from .dataset import SpikeDataset
 from .digits import load_digits
 from .frames import FrameSettings, denoise_events, events_to_frames
 from .nmnist import NMNIST_DTYPE, limit_files, load_nmnist, read_nmnist_file, scan_nmnist_folder
+from .options import DataOptions, Splits, load_splits
 from .split import stratified_split
 
 __all__ = [
+    "DataOptions",
     "FrameSettings",
+    "Splits",
     "SpikeDataset",
     "NMNIST_DTYPE",
     "default_cache_dir",
     "denoise_events",
     "events_to_frames",
     "limit_files",
+    "load_splits",
     "load_digits",
     "load_nmnist",
     "read_nmnist_file",

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .data import FrameSettings, SpikeDataset, load_digits, load_nmnist, stratified_split
-from .errors import SettingsError
+from ..errors import SettingsError
+from .dataset import SpikeDataset
+from .digits import load_digits
+from .frames import FrameSettings
+from .nmnist import limit_files, load_nmnist
+from .split import stratified_split
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,6 @@ def load_splits(opts: DataOptions, need_test: bool = True) -> Splits:
     if opts.dataset == "digits":
         full = load_digits(opts.time_steps, opts.encoding, seed=opts.split_seed)
         if opts.limit is not None and opts.limit < len(full):
-            from .data import limit_files
             keep = limit_files([(i, int(c)) for i, c in enumerate(full.labels)], opts.limit)
             full = full.subset(torch.tensor(sorted(i for i, _ in keep)))
         separate_test = None

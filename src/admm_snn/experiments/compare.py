@@ -1,5 +1,5 @@
-"""Experiments: ADMM against BPTT and a random-feature floor over network depth, and grid sweeps of the
-ADMM penalties. Used by ``admm-snn compare``, ``admm-snn sweep`` and ``bench/compare.py``.
+"""ADMM against BPTT and a random-feature floor over network depth (``admm-snn compare`` and
+``bench/compare.py``).
 
 Three methods, trained on the same train split and selected on the same validation split:
 
@@ -20,36 +20,23 @@ sum of the iteration times, without the per-iteration evaluation; for BPTT it is
 / ``time_to_95`` is the training time at the first evaluated iteration/epoch whose validation accuracy
 reaches 90% / 95% of the validation accuracy of the selected model.
 
-Memory: ``peak_memory_mib`` is the growth of the process's resident set during the call (sampled every
-5 ms from /proc/self/statm by a background thread, after freed heap memory was returned to the OS with
-``malloc_trim``), so later runs in the same process are measured like the first. Where /proc is
-unavailable it falls back to the growth of ``getrusage().ru_maxrss`` (which is 0 for a run that stays
-below an earlier peak). BPTT's own figure (``bptt_peak_memory_mib``, ru_maxrss growth) is kept as well.
+Memory: ``peak_memory_mib`` is the growth of the process's resident set during the call
+(:class:`admm_snn.experiments.common.PeakMemory`). BPTT's own figure (``bptt_peak_memory_mib``, ru_maxrss growth) is kept as well.
 """
 
 from __future__ import annotations
 
-import gc
-import json
-import math
-import os
-import platform
-import resource
-import statistics
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from .admm.settings import ADMMSettings
-from .errors import SettingsError
-from .experiment import DataOptions, load_splits
-from .network import LIFParams, forward, synaptic_operations
-from .resources import release_free_heap
+from ..admm.settings import ADMMSettings
+from ..errors import SettingsError
+from ..data.options import DataOptions, load_splits
+from ..network import LIFParams
+from .common import PeakMemory, environment, evaluate, mean_std, time_to_fraction, write_json
 
 # Reported test accuracy of ADMM training on the full N-MNIST in Perin et al. (arXiv 2505.05527), by
 # number of hidden layers.
@@ -58,102 +45,6 @@ METHODS = ("admm", "bptt", "floor")
 METHOD_NAMES = {"admm": "ADMM", "bptt": "BPTT (snnTorch)", "floor": "Random hidden + LS readout",
                 "paper": "Paper ADMM (full N-MNIST)"}
 FRACTIONS = (0.9, 0.95)
-
-
-# ----------------------------------------------------------------------------------------------- memory
-
-def _current_rss() -> int | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _max_rss() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
-
-
-def _trim_heap() -> None:
-    gc.collect()
-    release_free_heap()
-
-
-class PeakMemory:
-    """``with PeakMemory() as m: ...``; then ``m.bytes`` is the growth of the resident set during the block
-    (see the module docstring) and ``m.method`` says how it was measured."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.bytes = 0
-        self.method = "rss-sampling"
-
-    def _poll(self):
-        while not self._stop.wait(self.interval):
-            rss = _current_rss()
-            if rss is not None and rss > self._peak:
-                self._peak = rss
-
-    def __enter__(self):
-        _trim_heap()
-        base = _current_rss()
-        if base is None:
-            self.method = "ru_maxrss"
-            self._base = _max_rss()
-            return self
-        self._base = self._peak = base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.method == "ru_maxrss":
-            self.bytes = max(0, _max_rss() - self._base)
-            return False
-        self._stop.set()
-        self._thread.join()
-        rss = _current_rss()
-        self._peak = max(self._peak, rss or 0)
-        self.bytes = max(0, self._peak - self._base)
-        return False
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-def evaluate(weights, frames: torch.Tensor, labels: torch.Tensor, params: LIFParams, chunk: int = 256) -> dict:
-    """Forward simulation on a split: accuracy, firing rate of each hidden layer (spikes per neuron per
-    time step) and synaptic operations per sample (input events times fan-out, summed over layers)."""
-    n = frames.shape[1]
-    correct, sops, spikes = 0, 0.0, None
-    for s in range(0, n, chunk):
-        x = frames[:, s:s + chunk]
-        trace = forward(weights, x, params)
-        correct += int((trace.output[-1].argmax(1).cpu() == labels[s:s + chunk].cpu()).sum())
-        sops += synaptic_operations(weights, x, trace) * x.shape[1]
-        r = [float(a.sum()) for a in trace.spikes]
-        spikes = r if spikes is None else [u + v for u, v in zip(spikes, r)]
-    T = frames.shape[0]
-    rates = [s_ / (T * max(n, 1) * w.shape[0]) for s_, w in zip(spikes or [], weights[:-1])]
-    return {"accuracy": correct / max(n, 1), "firing_rate": rates, "synaptic_ops": sops / max(n, 1)}
-
-
-def time_to_fraction(curve: list[tuple[float, float]], reference: float, fraction: float) -> float | None:
-    """Training time at the first point of ``curve`` [(seconds, val accuracy)] that reaches
-    ``fraction · reference``; None if no point does."""
-    for t, acc in curve:
-        if acc >= fraction * reference - 1e-12:
-            return t
-    return None
-
-
-def _mean_std(values: list) -> dict | None:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "n": len(vals)}
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -206,27 +97,11 @@ def admm_starts_at_floor(settings: ADMMSettings) -> bool:
     return floor_settings(settings).replace(iterations=settings.iterations) == settings
 
 
-def _environment() -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    try:
-        root = Path(__file__).resolve().parents[2]
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                           text=True, timeout=10).stdout.strip() or None
-        env["git_subject"] = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=root, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout
-        env["git_dirty_files"] = [line[3:] for line in status.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return env
-
 
 # ------------------------------------------------------------------------------------------- methods
 
 def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu") -> dict:
-    from .admm import solver as S
+    from ..admm import solver as S
     fs = floor_settings(settings)
     dtype = S.DTYPES[fs.dtype]
     with PeakMemory() as mem:
@@ -251,7 +126,7 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
 
 def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict | None, metrics_every=1,
              device="cpu", progress=False) -> dict:
-    from .train import train
+    from ..train import train
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
@@ -287,7 +162,7 @@ def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict |
 
 
 def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False) -> dict:
-    from .baselines.bptt import train_bptt
+    from ..baselines.bptt import train_bptt
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
@@ -326,9 +201,9 @@ def summarise(runs: list[dict], depths, methods) -> list[dict]:
                 continue
             row = {"method": m, "depth": depth, "seeds": len(rs)}
             for k in SUMMARY_FIELDS:
-                row[k] = _mean_std([r.get(k) for r in rs])
+                row[k] = mean_std([r.get(k) for r in rs])
             n_layers = len(rs[0]["firing_rate"])
-            row["firing_rate"] = [_mean_std([r["firing_rate"][i] for r in rs]) for i in range(n_layers)]
+            row["firing_rate"] = [mean_std([r["firing_rate"][i] for r in rs]) for i in range(n_layers)]
             rows.append(row)
     return rows
 
@@ -411,7 +286,7 @@ def results_markdown(results: dict) -> str:
              f"T = {data['time_steps']}, and this implementation's ADMM settings (below), which differ from the "
              "paper's where the spec found the paper's choices to train poorly. The numbers are therefore "
              "comparable with each other (same split, same network, same evaluation), not with the paper's.")
-    from .baselines.bptt import BPTTSettings
+    from ..baselines.bptt import BPTTSettings
     lib_it, lib_ep = ADMMSettings().iterations, BPTTSettings().epochs
     if adm["iterations"] < lib_it or cfg["bptt"]["epochs"] < lib_ep:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
@@ -457,21 +332,6 @@ def results_markdown(results: dict) -> str:
     return "\n".join(L)
 
 
-def _json_ready(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_ready(obj), indent=1))
-    os.replace(tmp, path)
-
 
 # ------------------------------------------------------------------------------------------- compare
 
@@ -480,9 +340,10 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     results.json is rewritten after every run (``"complete": false`` until the end)."""
     # Import everything the run will use now, so that edits to the source tree during a long run
     # cannot mix code versions (the commit recorded in results.json is the one loaded here).
-    from . import io, plots, train  # noqa: F401
+    from .. import io, train  # noqa: F401
+    from . import plots
     if "bptt" in config.methods:
-        from .baselines import bptt  # noqa: F401
+        from ..baselines import bptt  # noqa: F401
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -497,7 +358,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
         f"({splits.info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
         f"{time.perf_counter() - t_start:.1f} s")
     params = config.admm.lif
-    results = {"config": config.to_dict(), "split": splits.info, "environment": _environment(),
+    results = {"config": config.to_dict(), "split": splits.info, "environment": environment(),
                "paper": {str(k): v for k, v in PAPER_NMNIST.items()}, "runs": [], "summary": [],
                "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
     best = None  # (val accuracy, weights, depth, seed) of the best ADMM run
@@ -541,7 +402,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     if "admm" in config.methods:
         files.append(plots.admm_convergence(results, out / "admm_convergence.png"))
     if best is not None:
-        from .io import save_model
+        from ..io import save_model
         _, weights, depth, seed = best
         save_model(out / "best_admm.safetensors", weights, params.delta, params.theta,
                    {"settings": config.admm.replace(seed=seed).to_dict(), "data": config.data.to_dict(),
@@ -566,7 +427,7 @@ def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path
     """Spike raster and potential traces of test sample ``sample`` for a model written by ``admm-snn train``
     or by compare (``best_admm.safetensors``)."""
     from . import plots
-    from .io import load_model
+    from ..io import load_model
     model = load_model(Path(model_path))
     splits = load_splits(data)
     ds = splits.test if splits.test is not None else splits.val
@@ -585,134 +446,3 @@ def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path
                                  title=f"{Path(model_path).name}, test sample {sample}")
     log(f"wrote {path}")
     return path
-
-
-# ------------------------------------------------------------------------------------------- sweep
-
-def coerce_setting(name: str, values: list[str]) -> list:
-    """Parse the string ``values`` for the ADMMSettings field ``name`` by the type of the field."""
-    import dataclasses
-    fields = {f.name: f for f in dataclasses.fields(ADMMSettings)}
-    if name not in fields:
-        raise SettingsError(f"--param {name}: not a setting; choose one of {', '.join(sorted(fields))}")
-    if name in ("rho", "beta", "seed"):
-        raise SettingsError(f"--param {name}: {name} is already an axis of the sweep (use --rho/--beta values)"
-                            if name != "seed" else "--param seed: sweep a real setting, not the seed")
-    typ = str(fields[name].type)
-    out = []
-    for v in values:
-        try:
-            if "bool" in typ:
-                if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(v)
-                out.append(v.lower() in ("true", "1", "yes"))
-            elif "int" in typ:
-                out.append(None if v.lower() == "none" and "None" in typ else int(v))
-            elif "float" in typ:
-                out.append(None if v.lower() == "none" and "None" in typ else float(v))
-            else:
-                out.append(v)
-        except ValueError:
-            raise SettingsError(f"--param {name}: {v!r} is not a valid {typ}") from None
-    return out
-
-
-def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: list[float], hidden: list[int],
-              out: str | Path, param: tuple[str, list] | None = None, metrics_every: int = 1, device="cpu",
-              log=print) -> dict:
-    """Train one ADMM network per grid point (ρ × β [× one more setting]) and record its validation
-    accuracy (forward simulation, best iteration). Writes sweep.json, sweep.md and sweep.png."""
-    from . import plots
-    from .errors import DivergenceError
-    from .train import train
-    if not rhos or not betas:
-        raise SettingsError("the sweep needs at least one ρ and one β value")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    splits = load_splits(data, need_test=False)
-    if splits.val is None:
-        raise SettingsError("the sweep selects on the validation split: use --val-fraction > 0")
-    X, labels = splits.train.time_major(), splits.train.labels
-    val = (splits.val.time_major(), splits.val.labels)
-    n_classes = int(max(int(labels.max()), int(val[1].max())) + 1)
-    pname, pvalues = param if param else (None, [None])
-    grid = []
-    for pv in pvalues:
-        for beta in betas:
-            for rho in rhos:
-                changes = {"rho": float(rho), "beta": float(beta)}
-                if pname:
-                    changes[pname] = pv
-                grid.append(changes)
-    settings_list = [base.replace(**c) for c in grid]  # validates every point before training any
-    log(f"sweep: {len(grid)} settings × {base.iterations} iterations on {splits.info['n_train']} train / "
-        f"{splits.info['n_val']} val, hidden {hidden}")
-    points = []
-    for k, (c, s) in enumerate(zip(grid, settings_list), 1):
-        t0 = time.perf_counter()
-        p = dict(c)
-        try:
-            res = train(X, labels, hidden, s, n_classes=n_classes, val=val, progress=False, device=device,
-                        metrics_every=metrics_every, log=lambda *a, **kw: None)
-            h = res.history
-            best = next((x for x in h if x["iteration"] == res.best_iteration), None)
-            p.update(val_accuracy=best["val_accuracy"] if best else None,
-                     best_iteration=res.best_iteration,
-                     final_val_accuracy=h[-1]["val_accuracy"] if h else None,
-                     train_accuracy=best["train_accuracy"] if best else None,
-                     spike_gap=best["spike_gap"] if best else None,
-                     firing_rate=best["firing_rate"] if best else None,
-                     val_curve=[x["val_accuracy"] for x in h], train_s=h[-1]["wall_s"] if h else 0.0,
-                     status="ok")
-        except DivergenceError as exc:
-            p.update(val_accuracy=None, status=f"diverged: {exc}")
-        points.append(p)
-        va = p["val_accuracy"]
-        what = f"val {va:.3f}" if va is not None else p["status"]
-        log(f"[{k}/{len(grid)}] rho={c['rho']:g} beta={c['beta']:g}" + (f" {pname}={c[pname]}" if pname else "")
-            + f": {what} ({time.perf_counter() - t0:.1f} s)")
-    results = {"data": data.to_dict(), "split": splits.info, "hidden": hidden, "base_settings": base.to_dict(),
-               "rho": [float(r) for r in rhos], "beta": [float(b) for b in betas],
-               "param": {"name": pname, "values": pvalues} if pname else None, "points": points,
-               "environment": _environment(), "total_s": time.perf_counter() - t_start}
-    ok = [p for p in points if p["val_accuracy"] is not None]
-    results["best"] = max(ok, key=lambda p: p["val_accuracy"]) if ok else None
-    plots.sweep_heatmap(results, out / "sweep.png")
-    write_json(out / "sweep.json", results)
-    (out / "sweep.md").write_text(sweep_markdown(results))
-    log(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'} in {results['total_s'] / 60:.1f} min")
-    return results
-
-
-def sweep_markdown(results: dict) -> str:
-    pname = results["param"]["name"] if results["param"] else None
-    pvalues = results["param"]["values"] if results["param"] else [None]
-    L = ["# ADMM sweep: validation accuracy (%) of the forward simulation, best iteration", ""]
-    split = results["split"]
-    base = results["base_settings"]
-    L.append(f"{results['data']['dataset']}, {split['n_train']} train / {split['n_val']} validation, hidden "
-             f"{results['hidden']}, {base['iterations']} iterations; other settings: "
-             + ", ".join(f"{k}={v}" for k, v in base.items() if k not in ("rho", "beta", pname)) + ".")
-    L.append("")
-    for pv in pvalues:
-        if pname:
-            L.append(f"## {pname} = {pv}")
-            L.append("")
-        L.append("| β \\ ρ | " + " | ".join(f"{r:g}" for r in results["rho"]) + " |")
-        L.append("|---:|" + "---:|" * len(results["rho"]))
-        for b in results["beta"]:
-            cells = []
-            for r in results["rho"]:
-                p = next(p for p in results["points"] if p["rho"] == r and p["beta"] == b
-                         and (pname is None or p[pname] == pv))
-                cells.append(f"{100 * p['val_accuracy']:.1f}" if p["val_accuracy"] is not None else "div.")
-            L.append(f"| {b:g} | " + " | ".join(cells) + " |")
-        L.append("")
-    if results["best"]:
-        b = results["best"]
-        L.append(f"Best: ρ = {b['rho']:g}, β = {b['beta']:g}" + (f", {pname} = {b[pname]}" if pname else "")
-                 + f": {100 * b['val_accuracy']:.1f}% at iteration {b['best_iteration']}.")
-    L.append(f"Sweep time: {results['total_s'] / 60:.1f} min.")
-    L.append("")
-    return "\n".join(L)
