@@ -7,11 +7,12 @@ import torch
 from ..errors import SettingsError
 from .dataset import SpikeDataset
 
-ENCODINGS = ("rate", "latency")
+ENCODINGS = ("rate", "latency", "current")
 
 
 def load_digits(time_steps: int = 30, encoding: str = "rate", seed: int = 0) -> SpikeDataset:
-    """The scikit-learn 8x8 digits as binary spike frames ``(1797, time_steps, 64)`` uint8.
+    """The scikit-learn 8x8 digits as spike frames ``(1797, time_steps, 64)``: uint8 spikes, or float32
+    intensities for the ``"current"`` code.
 
     Pixel values 0..16 become intensities ``I = value / 16`` in [0, 1]. Encodings:
 
@@ -20,6 +21,7 @@ def load_digits(time_steps: int = 30, encoding: str = "rate", seed: int = 0) -> 
     * ``"latency"``: each pixel with ``I > 0`` spikes exactly once, at step
       ``t = round((1 - I) * (time_steps - 1))`` (bright pixels early, ``I = 1`` at t = 0); pixels with
       ``I = 0`` never spike. Deterministic; ``seed`` is unused. Rounding is half-to-even.
+    * ``"current"``: no spikes; the intensity ``I`` is the input at every time step (float32 frames).
 
     ``sensor_shape`` is ``(1, 8, 8)``; features are the pixels in row-major (y, x) order.
     """
@@ -37,6 +39,8 @@ def load_digits(time_steps: int = 30, encoding: str = "rate", seed: int = 0) -> 
         gen = torch.Generator().manual_seed(int(seed))
         draws = torch.rand((n, time_steps, n_inputs), generator=gen)
         frames = (draws < intensity[:, None, :]).to(torch.uint8)
+    elif encoding == "current":
+        frames = intensity[:, None, :].repeat(1, time_steps, 1)
     else:
         frames = torch.zeros((n, time_steps, n_inputs), dtype=torch.uint8)
         step = torch.round((1.0 - intensity) * (time_steps - 1)).to(torch.int64)  # (N, 64)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parsers(subparsers) -> None:
@@ -54,9 +55,15 @@ def bptt_settings(args):
 
 
 def resolve_dataset(args) -> None:
-    """--dataset defaults to nmnist when --data-dir is given, else to the bundled digits."""
+    """--dataset defaults, when --data-dir is given, to mnist if the folder holds the IDX training files
+    (train-images-idx3-ubyte[.gz], ...) and else to nmnist; without --data-dir to the bundled digits."""
     if args.dataset is None:
-        args.dataset = "nmnist" if args.data_dir else "digits"
+        if not args.data_dir:
+            args.dataset = "digits"
+        else:
+            from ..data.idx import find_idx_files
+            root = Path(args.data_dir).expanduser()
+            args.dataset = "mnist" if root.is_dir() and find_idx_files(root, "train", "mnist") else "nmnist"
 
 
 def add_compare_parser(subparsers) -> None:
@@ -66,7 +73,8 @@ def add_compare_parser(subparsers) -> None:
         description="Train ADMM, the snnTorch BPTT baseline and the floor (random hidden weights + least-squares "
                     "readout) for every depth and seed on one stratified train/validation/test split; write "
                     "results.md (table with the paper's N-MNIST numbers), results.json and PNG plots to --out. "
-                    "The dataset is N-MNIST when --data-dir is given, else the bundled digits.")
+                    "The dataset is MNIST when --data-dir holds IDX files (train-images-idx3-ubyte[.gz] ...), N-MNIST when "
+                    "it holds Train/<digit>/*.bin, else (no --data-dir) the bundled digits.")
     add_data_options(p)
     p.set_defaults(dataset=None)
     g = p.add_argument_group("comparison")
@@ -133,7 +141,7 @@ def add_sweep_parser(subparsers) -> None:
         description="Train one ADMM network per point of a ρ × β grid (× the values of one more setting with "
                     "--param NAME V1 V2 ...) and report the validation accuracy of the forward simulation at the "
                     "best iteration: sweep.png (heatmap), sweep.md, sweep.json in --out. The dataset is N-MNIST "
-                    "when --data-dir is given, else the bundled digits.")
+                    "when --data-dir holds Train/<digit>/*.bin, MNIST when it holds IDX files, else the bundled digits.")
     add_data_options(p)
     p.set_defaults(dataset=None)
     g = p.add_argument_group("sweep")
