@@ -215,6 +215,22 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
     g.add_argument("--resume", action="store_true",
                    help=argparse.SUPPRESS if distributed else "continue the run in --out from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(g)
+
+
+# train.REPORT_SAMPLES, train.VAL_SAMPLES, written out so that building the parser does not import torch
+REPORT_SAMPLES, VAL_SAMPLES = 2000, 10000
+
+
+def add_report_options(g) -> None:
+    """The bounds of the per-iteration report (train, the distributed workers, compare, sweep)."""
+    g.add_argument("--report-samples", type=int, default=REPORT_SAMPLES, metavar="N",
+                   help="measure the training accuracy, firing rates, residuals and Lagrangian of the per-iteration "
+                        "report on a fixed random subsample of N training samples, 0 = all "
+                        f"(default {REPORT_SAMPLES})")
+    g.add_argument("--val-samples", type=int, default=VAL_SAMPLES, metavar="N",
+                   help="measure the validation accuracy (which picks the returned iteration) on at most N "
+                        f"validation samples, a fixed random subsample of a larger split, 0 = all (default {VAL_SAMPLES})")
 
 
 def add_train_parser(sub) -> None:
@@ -223,6 +239,9 @@ def add_train_parser(sub) -> None:
                                    "digits, one hidden layer of 128, the default settings.")
     add_data_options(p)
     add_training_options(p)
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="stop once the training compute (initialisation and iterations, without the report) has "
+                        "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
     from .distributed import add_distributed_options
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
@@ -243,6 +262,9 @@ def cmd_train(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .distributed import run_worker
         return run_worker(args)
+    if (args.nproc > 1 or args.federated) and args.budget_s is not None:
+        from .errors import SettingsError
+        raise SettingsError("--budget-s is for single-process runs; leave it out with --nproc or --federated")
     if args.nproc > 1 or args.federated:
         from .distributed import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
@@ -261,10 +283,11 @@ def cmd_train(args) -> int:
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,
-                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]})
+                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]},
+                   report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s)
     last = result.history[-1] if result.history else {}
-    summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),
-               "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
+               "wall_s": round(result.wall_s, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
     if val is not None:
         summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
                                         if h["iteration"] == result.best_iteration), None)
