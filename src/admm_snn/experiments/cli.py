@@ -26,6 +26,14 @@ def add_parsers(subparsers) -> None:
 # default). None would mean: the library default.
 COMPARE_ITERATIONS: int | None = 3
 COMPARE_BPTT_EPOCHS: int | None = 5
+# With --budget-s the budget decides when each method stops: these caps apply unless --iterations or
+# --bptt-epochs are given.
+BUDGET_CAP_ITERATIONS = 10000
+BUDGET_CAP_EPOCHS = 10000
+# Default depths: the N-MNIST and digits comparisons (1 2 3 5, the paper's N-MNIST depths but 4) and the
+# image datasets' (1 3 5 7).
+DEPTHS = [1, 2, 3, 5]
+IMAGE_DEPTHS = [1, 3, 5, 7]
 
 
 def add_bptt_options(p: argparse.ArgumentParser, epochs_default: int | None = None) -> None:
@@ -67,23 +75,30 @@ def resolve_dataset(args) -> None:
 
 
 def add_compare_parser(subparsers) -> None:
-    from ..cli import DEFAULT_HIDDEN, add_admm_options, add_data_options
+    from ..cli import DEFAULT_HIDDEN, add_admm_options, add_data_options, add_report_options
     p = subparsers.add_parser(
         "compare", help="ADMM vs BPTT vs random-feature floor over depths and seeds",
         description="Train ADMM, the snnTorch BPTT baseline and the floor (random hidden weights + least-squares "
-                    "readout) for every depth and seed on one stratified train/validation/test split; write "
-                    "results.md (table with the paper's N-MNIST numbers), results.json and PNG plots to --out. "
+                    "readout) for every depth and seed on one stratified train/validation/test split, optionally "
+                    "with the same training-time budget for ADMM and BPTT (--budget-s); write results.md (test "
+                    "accuracy per depth, accuracy against training time, cost), results.json and PNG plots to --out. "
                     "The dataset is MNIST when --data-dir holds IDX files (train-images-idx3-ubyte[.gz] ...), N-MNIST when "
                     "it holds Train/<digit>/*.bin, else (no --data-dir) the bundled digits.")
     add_data_options(p)
     p.set_defaults(dataset=None)
     g = p.add_argument_group("comparison")
-    g.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5], metavar="L",
-                   help="numbers of hidden layers to compare (default 1 2 3 5)")
+    g.add_argument("--depths", type=int, nargs="+", default=None, metavar="L",
+                   help="numbers of hidden layers to compare (default " + " ".join(map(str, IMAGE_DEPTHS))
+                        + " for mnist, fashion-mnist, kmnist; " + " ".join(map(str, DEPTHS)) + " otherwise)")
     g.add_argument("--seeds", type=int, default=3, metavar="S",
                    help="seeds per depth and method; seed i uses --seed + i (default 3)")
-    g.add_argument("--hidden-width", type=int, default=DEFAULT_HIDDEN, metavar="N",
-                   help=f"neurons per hidden layer (default {DEFAULT_HIDDEN})")
+    g.add_argument("--hidden-width", "--hidden", type=int, default=DEFAULT_HIDDEN, metavar="N",
+                   help=f"neurons per hidden layer, e.g. 512 for 784-512-10 (default {DEFAULT_HIDDEN})")
+    g.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="the same training-time budget for every ADMM and BPTT run: ADMM stops its iterations, BPTT "
+                        "its mini-batches, once S seconds of training (without evaluation) are spent; the iteration "
+                        f"and epoch caps become {BUDGET_CAP_ITERATIONS} unless --iterations/--bptt-epochs are given "
+                        "(default: no budget)")
     g.add_argument("--methods", nargs="+", choices=["admm", "bptt", "floor"], default=["admm", "bptt", "floor"],
                    help="which methods to run (default all three)")
     g.add_argument("--metrics-every", type=int, default=1, metavar="K",
@@ -96,6 +111,7 @@ def add_compare_parser(subparsers) -> None:
                    help="only draw the sample plot (--plot-sample) for this model (a folder from 'admm-snn train' "
                         "or best_admm.safetensors from an earlier compare) into --out, and train nothing")
     g.add_argument("--progress", action="store_true", help="progress bars for each training run")
+    add_report_options(g)
     add_admm_options(p)
     if COMPARE_ITERATIONS is not None:
         p.set_defaults(iterations=COMPARE_ITERATIONS)
@@ -108,17 +124,27 @@ def add_compare_parser(subparsers) -> None:
 
 
 def run_compare_command(args) -> int:
-    from ..cli import _device, admm_settings, data_options
+    from ..cli import _device, _given_options, admm_settings, data_options
+    from ..data.idx import IMAGE_DATASETS
     from .compare import CompareConfig, plot_saved_model, run_compare
     resolve_dataset(args)
     data = data_options(args)
     if args.plot_model:
         plot_saved_model(args.plot_model, data, args.plot_sample, args.out)
         return 0
+    if args.depths is None:
+        args.depths = list(IMAGE_DEPTHS if data.dataset in IMAGE_DATASETS else DEPTHS)
+    if args.budget_s is not None:
+        given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
+        if "iterations" not in given:
+            args.iterations = BUDGET_CAP_ITERATIONS
+        if "bptt_epochs" not in given:
+            args.bptt_epochs = BUDGET_CAP_EPOCHS
     config = CompareConfig(data=data, admm=admm_settings(args), bptt=bptt_settings(args), depths=args.depths,
                            seeds=args.seeds, hidden_width=args.hidden_width, methods=args.methods,
                            metrics_every=args.metrics_every, device=_device(args.device),
-                           plot_sample=args.plot_sample, progress=args.progress)
+                           plot_sample=args.plot_sample, progress=args.progress, budget_s=args.budget_s,
+                           report_samples=args.report_samples, val_samples=args.val_samples)
     run_compare(config, args.out, log=lambda msg: print(msg, flush=True))
     return 0
 
@@ -134,7 +160,7 @@ BETA_FACTORS = (0.3, 1.0, 3.0)
 
 def add_sweep_parser(subparsers) -> None:
     from ..admm.settings import ADMMSettings
-    from ..cli import DEFAULT_HIDDEN, add_admm_options, add_data_options
+    from ..cli import DEFAULT_HIDDEN, add_admm_options, add_data_options, add_report_options
     d = ADMMSettings()
     p = subparsers.add_parser(
         "sweep", help="grid search over ρ and β (and one more setting) by validation accuracy",
@@ -157,6 +183,7 @@ def add_sweep_parser(subparsers) -> None:
                    help="evaluate every K iterations (default 1)")
     g.add_argument("--out", metavar="DIR", default="runs/sweep", help="output folder (default runs/sweep)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_report_options(g)
     add_admm_options(p)
     p.set_defaults(iterations=SWEEP_ITERATIONS, func=run_sweep_command)
     for a in p._actions:
@@ -187,7 +214,8 @@ def run_sweep_command(args) -> int:
     if args.metrics_every < 1:
         raise SettingsError(f"--metrics-every {args.metrics_every} must be >= 1")
     run_sweep(data_options(args), base, rhos, betas, args.hidden or [DEFAULT_HIDDEN], args.out, param,
-              args.metrics_every, _device(args.device), log=lambda msg: print(msg, flush=True))
+              args.metrics_every, _device(args.device), log=lambda msg: print(msg, flush=True),
+              report_samples=args.report_samples, val_samples=args.val_samples)
     return 0
 
 

@@ -65,6 +65,9 @@ class CompareConfig:
     device: str = "cpu"
     plot_sample: int = 0
     progress: bool = False
+    budget_s: float | None = None
+    report_samples: int | None = None
+    val_samples: int | None = None
 
     def __post_init__(self):
         if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
@@ -80,10 +83,16 @@ class CompareConfig:
             raise SettingsError(f"metrics_every={self.metrics_every!r} must be an integer >= 1")
         if self.plot_sample < 0:
             raise SettingsError(f"plot sample {self.plot_sample} must be >= 0")
+        if self.budget_s is not None and not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0):
+            raise SettingsError(f"budget {self.budget_s!r} must be a number of seconds > 0")
+        for name in ("report_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise SettingsError(f"{name}={v!r} must be 0 (all) or a positive integer")
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("depths", "seeds", "hidden_width", "methods", "metrics_every",
-                                            "device", "plot_sample")}
+                                            "device", "plot_sample", "budget_s", "report_samples", "val_samples")}
         d.update(data=self.data.to_dict(), admm=self.admm.to_dict(), bptt=asdict(self.bptt))
         return d
 
@@ -106,7 +115,8 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
     dtype = S.DTYPES[fs.dtype]
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        Xd = X.to(device=device, dtype=dtype)
+        compact = X.dtype in (torch.uint8, torch.bool)  # spike frames stay compact, as train() keeps them
+        Xd = X.to(device=device) if compact else X.to(device=device, dtype=dtype)
         n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
         y = torch.nn.functional.one_hot(labels.to(device), n_classes).to(dtype)
         sizes = [int(X.shape[2]), *hidden, n_classes]
@@ -125,21 +135,20 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
 
 
 def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict | None, metrics_every=1,
-             device="cpu", progress=False) -> dict:
-    from ..train import train
+             device="cpu", progress=False, budget_s=None, report_samples=None) -> dict:
+    from ..train import REPORT_SAMPLES, train
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train(X, labels, hidden, settings, n_classes=n_classes, val=val, progress=progress, device=device,
-                    metrics_every=metrics_every, log=lambda *a, **k: None)
+                    metrics_every=metrics_every, log=lambda *a, **k: None, budget_s=budget_s,
+                    report_samples=REPORT_SAMPLES if report_samples is None else report_samples, val_samples=0)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
-    # ADMM's own initialisation is the floor's fit; its time is taken from the floor's call, capped by the
-    # part of this call not spent in iterations (initialisation + evaluation), so that a burst of load from
-    # other jobs during the separate floor call cannot make ADMM's time exceed its own call.
-    compute = res.history[-1]["wall_s"] if res.history else 0.0
+    # Training time: ADMM's own initialisation (with the default settings the floor's fit) plus its
+    # iterations, without the per-iteration report; the budget counts the same.
     starts = floor is not None and admm_starts_at_floor(settings)
-    offset = min(floor["train_s"], max(0.0, wall - compute)) if starts else 0.0
+    offset = res.init_s
     curve = [(offset, floor["val_accuracy"])] if starts else []
     curve += [(offset + h["wall_s"], h["val_accuracy"]) for h in res.history]
     selected = next((h["val_accuracy"] for h in res.history if h["iteration"] == res.best_iteration), None)
@@ -148,51 +157,75 @@ def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict |
     params = settings.lif
     te = evaluate(weights, test[0], test[1], params)
     keep = ("iteration", "wall_s", "loss", "lagrangian", "residual_output", "residual_dynamics",
-            "residual_spike", "spike_gap", "train_accuracy", "val_accuracy", "firing_rate")
+            "residual_spike", "spike_gap", "train_accuracy", "val_accuracy", "firing_rate", "report_samples",
+            "report_s")
     history = [{k: h.get(k) for k in keep} for h in res.history]
-    train_s = offset + compute
-    out = {"method": "admm", "weights": weights, "train_s": train_s, "wall_s": wall, "best_iteration": res.best_iteration,
-           "iterations": res.iterations, "val_accuracy": selected, "test_accuracy": te["accuracy"],
+    out = {"method": "admm", "weights": weights, "train_s": res.init_s + res.compute_s, "init_s": res.init_s,
+           "wall_s": wall, "best_iteration": res.best_iteration, "iterations": res.iterations,
+           "status": res.status, "val_accuracy": selected, "test_accuracy": te["accuracy"],
            "firing_rate": te["firing_rate"], "synaptic_ops": te["synaptic_ops"], "curve": curve,
            "peak_memory_mib": mem.bytes / 2 ** 20, "history": history,
-           "starts_at_floor": starts}
+           "report_s": sum(h.get("report_s") or 0.0 for h in res.history), "starts_at_floor": starts}
     for f in FRACTIONS:
         out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f) if selected is not None else None
     return out
 
 
-def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False) -> dict:
+def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False,
+             budget_s=None) -> dict:
     from ..baselines.bptt import train_bptt
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train_bptt(X, labels, hidden, params, bptt_settings, val[0], val[1], device=device,
-                         progress=progress, n_classes=n_classes)
+                         progress=progress, n_classes=n_classes, budget_s=budget_s)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     curve = [(h["wall_s"], h["val_acc"]) for h in res.history]
     selected = max(h["val_acc"] for h in res.history)
     te = evaluate(weights, test[0], test[1], params)
+    n, bs = X.shape[1], bptt_settings.batch_size
+    epochs = sum(min(1.0, h["batches"] * bs / n) if h.get("partial") else 1.0 for h in res.history)
+    stopped = len(res.history) < bptt_settings.epochs or bool(res.history[-1].get("partial"))
     out = {"method": "bptt", "weights": weights, "train_s": res.history[-1]["wall_s"], "wall_s": wall,
-           "best_epoch": res.best_epoch, "epochs": len(res.history), "val_accuracy": selected,
+           "best_epoch": res.best_epoch, "epochs": epochs, "status": "budget" if stopped else "finished",
+           "val_accuracy": selected,
            "test_accuracy": te["accuracy"], "firing_rate": te["firing_rate"], "synaptic_ops": te["synaptic_ops"],
            "curve": curve, "peak_memory_mib": mem.bytes / 2 ** 20,
            "bptt_peak_memory_mib": res.peak_memory_bytes / 2 ** 20,
-           "history": [{k: h.get(k) for k in ("epoch", "wall_s", "train_loss", "train_acc", "val_acc")}
-                       for h in res.history]}
+           "history": [{k: h.get(k) for k in ("epoch", "wall_s", "train_loss", "train_acc", "val_acc", "partial",
+                                              "batches")} for h in res.history]}
     for f in FRACTIONS:
         out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f)
     return out
 
 
+def accuracy_at(curve: list, t: float) -> float | None:
+    """The best validation accuracy of ``curve`` [(seconds, accuracy)] reached within ``t`` seconds of
+    training (the model a run stopped at ``t`` would return); None before the first point."""
+    accs = [a for s, a in curve if s <= t + 1e-9]
+    return max(accs) if accs else None
+
+
 # ------------------------------------------------------------------------------------------- summary
 
 SUMMARY_FIELDS = ("test_accuracy", "val_accuracy", "train_s", "wall_s", "time_to_90", "time_to_95",
-                  "peak_memory_mib", "synaptic_ops")
+                  "peak_memory_mib", "synaptic_ops", "iterations", "epochs")
+#: fractions of the time axis at which the accuracy-against-time table reads every curve
+TIME_POINTS = (0.25, 0.5, 1.0)
 
 
-def summarise(runs: list[dict], depths, methods) -> list[dict]:
-    """Mean and sample standard deviation (n − 1) over seeds, per method and depth."""
+def time_axis(runs: list[dict], budget_s: float | None) -> float:
+    """The time the accuracy-against-time table spans: the budget, else the longest training time."""
+    if budget_s:
+        return float(budget_s)
+    return max((r["train_s"] for r in runs), default=0.0)
+
+
+def summarise(runs: list[dict], depths, methods, budget_s: float | None = None) -> list[dict]:
+    """Mean and sample standard deviation (n − 1) over seeds, per method and depth; ``val_at`` holds the
+    validation accuracy reached within each of :data:`TIME_POINTS` × :func:`time_axis` seconds."""
+    horizon = time_axis(runs, budget_s)
     rows = []
     for depth in depths:
         for m in methods:
@@ -204,6 +237,9 @@ def summarise(runs: list[dict], depths, methods) -> list[dict]:
                 row[k] = mean_std([r.get(k) for r in rs])
             n_layers = len(rs[0]["firing_rate"])
             row["firing_rate"] = [mean_std([r["firing_rate"][i] for r in rs]) for i in range(n_layers)]
+            row["val_at"] = {f"{f:g}": mean_std([accuracy_at(r["curve"], f * horizon) for r in rs])
+                             for f in TIME_POINTS}
+            row["time_axis_s"] = horizon
             rows.append(row)
     return rows
 
@@ -235,22 +271,50 @@ def results_markdown(results: dict) -> str:
     by = {(r["method"], r["depth"]): r for r in summary}
     n_seeds = cfg["seeds"]
     nmnist = data["dataset"] == "nmnist"
+    images = data["dataset"] not in ("nmnist", "digits")
+    budget = cfg.get("budget_s")
+    unit = "recordings" if nmnist else "samples"
     L = []
     L.append("# ADMM vs BPTT vs random-feature floor on "
-             + ("N-MNIST (1,000-recording subset)" if nmnist else f"{data['dataset']}"))
+             + ("N-MNIST" if nmnist else {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+                                          "kmnist": "KMNIST"}.get(data["dataset"], data["dataset"])))
     L.append("")
     L.append(f"Test accuracy (%) of the forward-simulated network, mean ± std over {n_seeds} seed(s); "
-             f"{split['n_train']} train / {split['n_val']} validation / {split['n_test']} test recordings; "
-             f"hidden layers of {cfg['hidden_width']} LIF neurons.")
+             f"{split['n_train']} train / {split['n_val']} validation / {split['n_test']} test {unit} "
+             f"(test: {split['test_source']}); hidden layers of {cfg['hidden_width']} LIF neurons"
+             + (f"; every ADMM and BPTT run had the same training-time budget of {budget:g} s." if budget else "."))
     L.append("")
-    head = ["Hidden layers"] + [METHOD_NAMES[m] for m in methods] + [METHOD_NAMES["paper"]]
+    head = ["Hidden layers"] + [METHOD_NAMES[m] for m in methods] + ([METHOD_NAMES["paper"]] if nmnist else [])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "|".join(["---:"] * len(head)) + "|")
     for d in depths:
         cells = [str(d)] + [_pct(by[(m, d)]["test_accuracy"]) if (m, d) in by else "–" for m in methods]
-        cells.append(f"{100 * PAPER_NMNIST[d]:.1f}" if d in PAPER_NMNIST else "–")
+        if nmnist:
+            cells.append(f"{100 * PAPER_NMNIST[d]:.1f}" if d in PAPER_NMNIST else "–")
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
+    horizon = summary[0]["time_axis_s"] if summary and "time_axis_s" in summary[0] else None
+    if horizon:
+        L.append(f"Accuracy against training time: validation accuracy (%) of the model each method would return "
+                 f"if stopped after t seconds of training (its best evaluated point so far; – = none yet), "
+                 + (f"t as fractions of the {budget:g} s budget." if budget
+                    else f"t as fractions of the longest run ({horizon:.0f} s).") + " Plot: `accuracy_vs_time.png`.")
+        L.append("")
+        ts = [f * horizon for f in TIME_POINTS]
+        head = ["Method", "Hidden layers"] + [f"t = {t:.3g} s" for t in ts] + ["Train time used (s)",
+                                                                               "Iterations / epochs"]
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|---|---:|" + "---:|" * (len(ts) + 2))
+        for d in depths:
+            for m in methods:
+                r = by.get((m, d))
+                if r is None:
+                    continue
+                steps = {"admm": _num(r.get("iterations"), ".0f"), "bptt": _num(r.get("epochs"), ".2f")}.get(m, "–")
+                L.append("| " + " | ".join([METHOD_NAMES[m], str(d)]
+                                           + [_pct(r["val_at"][f"{f:g}"]) for f in TIME_POINTS]
+                                           + [_num(r["train_s"]), steps]) + " |")
+        L.append("")
     L.append("Cost, mean ± std over seeds (training times on this machine: "
              f"{results['environment'].get('cpu_count')} CPU cores, {results['environment'].get('threads')} torch "
              "threads, shared with other jobs, so absolute times are noisy).")
@@ -273,32 +337,53 @@ def results_markdown(results: dict) -> str:
     L.append("## How these numbers were made")
     L.append("")
     adm = cfg["admm"]
-    L.append(f"- **Data.** {'N-MNIST: the ' + str(split['n_train'] + split['n_val'] + split['n_test']) + ' recordings in ' + str(data['data_dir']) if nmnist else data['dataset']}, "
-             f"split stratified by digit with split seed {data['split_seed']} into train/validation/test "
+    n_all = split['n_train'] + split['n_val'] + (0 if split['test_source'] != f"held-out {data['test_fraction']:.0%} of training" else split['n_test'])
+    if nmnist:
+        what = f"N-MNIST: {n_all} training recordings in {data['data_dir']}"
+    elif images:
+        what = f"{data['dataset']}: {n_all} training images (IDX files) in {data['data_dir']}"
+    else:
+        what = data["dataset"]
+    L.append(f"- **Data.** {what}" + (f" (limit {data['limit']})" if data.get("limit") else "")
+             + f", split stratified by class with split seed {data['split_seed']} into train/validation/test "
              f"({split['n_train']}/{split['n_val']}/{split['n_test']}; test: {split['test_source']}). "
              + (f"Each recording: denoised ({data['denoise_ms']} ms filter), the first {data['time_steps']} frames of "
                 f"{data['bin_ms']} ms ({data['time_steps'] * data['bin_ms']:.0f} ms of the ~300 ms recording), "
-                "2·34·34 = 2312 binary inputs." if nmnist else f"{data['time_steps']} time steps, {data['encoding']} code."))
-    L.append("- **Differences from the paper's setup.** The paper's figures (last column) are quoted, not reproduced: "
-             "they are for the full N-MNIST (60,000 training and 10,000 test recordings) with 1 ms frames, the "
-             "paper's initialisation (W = 0, z and a uniform) and its sequential update order. Here: "
-             f"{split['n_train']} training recordings ({100 * split['n_train'] / 60000:.2g}% of 60,000), {data['bin_ms']} ms frames, "
-             f"T = {data['time_steps']}, and this implementation's ADMM settings (below), which differ from the "
-             "paper's where the spec found the paper's choices to train poorly. The numbers are therefore "
-             "comparable with each other (same split, same network, same evaluation), not with the paper's.")
+                "2·34·34 = 2312 binary inputs." if nmnist else
+                f"{data['time_steps']} time steps, {data['encoding']} code (seed {data['split_seed']})."))
+    if cfg.get("val_samples") and split["n_val"] > cfg["val_samples"]:
+        L.append(f"- **Validation** (model selection, all methods): a fixed subsample of {cfg['val_samples']} of the "
+                 f"{split['n_val']} validation {unit}.")
+    if nmnist:
+        L.append("- **Differences from the paper's setup.** The paper's figures (last column) are quoted, not reproduced: "
+                 "they are for the full N-MNIST (60,000 training and 10,000 test recordings) with 1 ms frames, the "
+                 "paper's initialisation (W = 0, z and a uniform) and its sequential update order. Here: "
+                 f"{split['n_train']} training recordings ({100 * split['n_train'] / 60000:.2g}% of 60,000), {data['bin_ms']} ms frames, "
+                 f"T = {data['time_steps']}, and this implementation's ADMM settings (below), which differ from the "
+                 "paper's where the spec found the paper's choices to train poorly. The numbers are therefore "
+                 "comparable with each other (same split, same network, same evaluation), not with the paper's.")
     from ..baselines.bptt import BPTTSettings
     lib_it, lib_ep = ADMMSettings().iterations, BPTTSettings().epochs
-    if adm["iterations"] < lib_it or cfg["bptt"]["epochs"] < lib_ep:
+    if budget:
+        used = {m: [r["train_s"] for r in results["runs"] if r["method"] == m] for m in ("admm", "bptt")}
+        parts = [f"{METHOD_NAMES[m]} used {min(v):.1f}–{max(v):.1f} s" for m, v in used.items() if v]
+        L.append(f"- **Budget.** {budget:g} s of training time per run and method (wall clock, one process, "
+                 f"{results['environment'].get('threads')} torch thread(s)): ADMM stops its iterations, BPTT its "
+                 f"mini-batches, after the step during which the budget ran out (caps: {adm['iterations']} ADMM "
+                 f"iterations, {cfg['bptt']['epochs']} BPTT epochs). Time actually used: " + "; ".join(parts) + ".")
+    elif adm["iterations"] < lib_it or cfg["bptt"]["epochs"] < lib_ep:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
-    L.append(f"- **ADMM.** `admm_snn.train.train`, {adm['iterations']} iterations, validation accuracy evaluated every "
-             f"{cfg['metrics_every']} iteration(s) and the best iteration kept. Settings: {_settings_lines(adm)}; "
-             "seed i uses seed + i.")
+    L.append(f"- **ADMM.** `admm_snn.train.train`, "
+             + (f"at most {adm['iterations']} iterations within the budget" if budget else f"{adm['iterations']} iterations")
+             + f", validation accuracy evaluated every {cfg['metrics_every']} iteration(s) and the best iteration "
+             f"kept. Settings: {_settings_lines(adm)}; seed i uses seed + i.")
     bp = cfg["bptt"]
     L.append(f"- **BPTT.** `admm_snn.baselines.bptt.train_bptt` (snnTorch Leaky neurons with the same dynamics, "
-             f"fast-sigmoid surrogate, Adam, cross-entropy on the last output potential), {bp['epochs']} epochs, the "
-             f"epoch with the best validation accuracy kept (no early stop). Settings: {_settings_lines(bp)}.")
+             f"fast-sigmoid surrogate, Adam, cross-entropy on the last output potential), "
+             + (f"at most {bp['epochs']} epochs within the budget (the last one partial)" if budget else f"{bp['epochs']} epochs")
+             + f", the epoch with the best validation accuracy kept (no early stop). Settings: {_settings_lines(bp)}.")
     L.append("- **Floor.** Random hidden weights (the ADMM initialisation: Gaussian, gain "
              f"{adm['init_gain']}/√fan-in) and a ridge least-squares readout on the leaky sums of the true hidden "
              "spikes (`init_state` with init=forward, the joint output solve). "
@@ -311,7 +396,7 @@ def results_markdown(results: dict) -> str:
              "spikes, strict threshold) of the selected weights on the test split; std is the sample standard "
              "deviation over seeds (n − 1).")
     L.append("- **Train time** is training compute only: ADMM initialisation plus iteration times (without "
-             "the per-iteration evaluation), BPTT epoch times (without validation). **To 90% / 95%**: training "
+             "the per-iteration report), BPTT epoch times (without validation). **To 90% / 95%**: training "
              "time at the first evaluated iteration/epoch reaching 90% / 95% of the selected model's validation "
              "accuracy.")
     L.append("- **Peak memory**: growth of the process's resident set during the training call, sampled every "
@@ -335,6 +420,10 @@ def results_markdown(results: dict) -> str:
 
 # ------------------------------------------------------------------------------------------- compare
 
+def _time_major(ds) -> torch.Tensor:
+    return ds.time_major(dtype=ds.frames.dtype)
+
+
 def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     """Run every method for every depth and seed; write results.json, results.md and the plots to ``out``.
     results.json is rewritten after every run (``"complete": false`` until the end)."""
@@ -351,15 +440,25 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     if splits.val is None or splits.test is None:
         raise SettingsError("compare needs a validation and a test split: use --val-fraction > 0 and "
                             "--test-fraction > 0 (or a data folder with a Test set)")
-    X, labels = splits.train.time_major(), splits.train.labels
-    val = (splits.val.time_major(), splits.val.labels)
-    test = (splits.test.time_major(), splits.test.labels)
-    log(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
-        f"({splits.info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
+    # frames keep their dtype (uint8 spikes stay compact, as admm-snn train keeps them); every method
+    # converts one chunk or mini-batch at a time
+    X, labels = _time_major(splits.train), splits.train.labels
+    val = (_time_major(splits.val), splits.val.labels)
+    test = (_time_major(splits.test), splits.test.labels)
+    info = splits.info
+    del splits  # the sample-major copies: only the time-major ones are used from here
+    from ..train import VAL_SAMPLES, VAL_SEED, report_indices
+    vidx = report_indices(val[0].shape[1], VAL_SAMPLES if config.val_samples is None else config.val_samples,
+                          VAL_SEED)
+    if vidx is not None:  # one bounded validation subsample that selects the model of every method
+        val = (val[0][:, vidx], val[1][vidx])
+    log(f"data: {info['n_train']} train, {info['n_val']} val, {info['n_test']} test "
+        f"({info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
         f"{time.perf_counter() - t_start:.1f} s")
     params = config.admm.lif
-    results = {"config": config.to_dict(), "split": splits.info, "environment": environment(),
-               "paper": {str(k): v for k, v in PAPER_NMNIST.items()}, "runs": [], "summary": [],
+    results = {"config": config.to_dict(), "split": info, "environment": environment(),
+               "paper": {str(k): v for k, v in PAPER_NMNIST.items()} if config.data.dataset == "nmnist" else {},
+               "runs": [], "summary": [],
                "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
     best = None  # (val accuracy, weights, depth, seed) of the best ADMM run
     total = len(config.depths) * config.seeds * len(config.methods)
@@ -378,24 +477,27 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                     r = floor
                 elif m == "admm":
                     r = run_admm(X, labels, val, test, hidden, admm_s, floor, config.metrics_every,
-                                 config.device, config.progress)
+                                 config.device, config.progress, config.budget_s, config.report_samples)
                 else:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
-                    r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress)
+                    r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress,
+                                 config.budget_s)
                 k += 1
                 weights = r.pop("weights")
                 if m == "admm" and r["val_accuracy"] is not None and (best is None or r["val_accuracy"] > best[0]):
                     best = (r["val_accuracy"], weights, depth, seed)
                 r.update(depth=depth, seed=i)
                 results["runs"].append(r)
+                steps = (f", {r['iterations']} iterations" if m == "admm" else
+                         f", {r['epochs']:.2f} epochs" if m == "bptt" else "")
                 log(f"[{k}/{total}] {m:5s} depth {depth} seed {i}: test {r['test_accuracy']:.3f} val "
                     f"{r['val_accuracy'] if r['val_accuracy'] is not None else float('nan'):.3f} train "
-                    f"{r['train_s']:.1f} s (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
+                    f"{r['train_s']:.1f} s{steps} (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
                     f"MiB, rates {[round(x, 3) for x in r['firing_rate']]}; elapsed "
                     f"{(time.perf_counter() - t_start) / 60:.1f} min")
                 results["total_s"] = time.perf_counter() - t_start
                 write_json(out / "results.json", results)
-    results["summary"] = summarise(results["runs"], config.depths, config.methods)
+    results["summary"] = summarise(results["runs"], config.depths, config.methods, config.budget_s)
     files = []
     files.append(plots.accuracy_vs_depth(results, out / "accuracy_vs_depth.png"))
     files.append(plots.accuracy_vs_time(results, out / "accuracy_vs_time.png"))

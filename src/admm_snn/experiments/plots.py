@@ -69,7 +69,8 @@ def accuracy_vs_depth(results: dict, path) -> Path | None:
     ax.set_xticks(depths)
     ax.set_xlabel("hidden layers")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"accuracy vs depth ({results['split']['n_train']} training recordings)", fontsize=10)
+    ax.set_title(f"accuracy vs depth ({results['config']['data']['dataset']}, {results['split']['n_train']} "
+                 "training samples)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -93,6 +94,9 @@ def accuracy_vs_time(results: dict, path) -> Path | None:
             ax.plot(ts, [100 * a for a in accs], color=COLORS[m], label=LABELS[m], **style)
         ax.set_title(f"{d} hidden layer{'s' if d > 1 else ''}", fontsize=10)
         ax.set_xlabel("training time (s)")
+        budget = results["config"].get("budget_s")
+        if budget:
+            ax.axvline(budget, color="k", linestyle=":", linewidth=1, label="budget" if d == depths[0] else None)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy (%)")
     axes[0].legend(fontsize=8)

@@ -42,7 +42,7 @@ def coerce_setting(name: str, values: list[str]) -> list:
 
 def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: list[float], hidden: list[int],
               out: str | Path, param: tuple[str, list] | None = None, metrics_every: int = 1, device="cpu",
-              log=print) -> dict:
+              log=print, report_samples: int | None = None, val_samples: int | None = None) -> dict:
     """Train one ADMM network per grid point (ρ × β [× one more setting]) and record its validation
     accuracy (forward simulation, best iteration). Writes sweep.json, sweep.md and sweep.png."""
     from . import plots
@@ -56,9 +56,12 @@ def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: l
     splits = load_splits(data, need_test=False)
     if splits.val is None:
         raise SettingsError("the sweep selects on the validation split: use --val-fraction > 0")
-    X, labels = splits.train.time_major(), splits.train.labels
-    val = (splits.val.time_major(), splits.val.labels)
+    X, labels = splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels
+    val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels)
     n_classes = int(max(int(labels.max()), int(val[1].max())) + 1)
+    from ..train import REPORT_SAMPLES, VAL_SAMPLES
+    report = {"report_samples": REPORT_SAMPLES if report_samples is None else report_samples,
+              "val_samples": VAL_SAMPLES if val_samples is None else val_samples}
     pname, pvalues = param if param else (None, [None])
     grid = []
     for pv in pvalues:
@@ -77,7 +80,7 @@ def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: l
         p = dict(c)
         try:
             res = train(X, labels, hidden, s, n_classes=n_classes, val=val, progress=False, device=device,
-                        metrics_every=metrics_every, log=lambda *a, **kw: None)
+                        metrics_every=metrics_every, log=lambda *a, **kw: None, **report)
             h = res.history
             best = next((x for x in h if x["iteration"] == res.best_iteration), None)
             p.update(val_accuracy=best["val_accuracy"] if best else None,
