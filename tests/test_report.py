@@ -24,6 +24,12 @@ def _problem(n=60, T=6, n_in=20, seed=0):
     return frames, labels, val
 
 
+def test_default_report_size():
+    from admm_snn.train import report_size
+    assert [report_size(n) for n in (50, 500, 3000, 18000, 60000)] == [50, 100, 300, 1800, 2000]
+    assert report_size(3000, 0) == 3000 and report_size(3000, 250) == 250 and report_size(30, 250) == 30
+
+
 def test_report_indices_are_fixed_and_bounded():
     a = report_indices(100, 30)
     assert a.shape == (30,) and torch.equal(a, torch.sort(a).values) and len(set(a.tolist())) == 30
@@ -46,6 +52,8 @@ def test_subsampled_report_measures_the_subsample():
     full = train(X, lab, [8], s, val=val, progress=False, report_samples=0, val_samples=0)
     assert all(torch.equal(a, b) for a, b in zip(res.final_weights, full.final_weights))
     assert full.history[-1]["report_samples"] == 60 and full.history[-1]["val_samples"] == 40
+    # the default: at least 100 samples, so all 60 here
+    assert train(X, lab, [8], s, val=val, progress=False).history[-1]["report_samples"] == 60
 
 
 def test_report_of_every_sample_equals_the_full_report():

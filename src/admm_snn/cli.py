@@ -224,10 +224,10 @@ REPORT_SAMPLES, VAL_SAMPLES = 2000, 10000
 
 def add_report_options(g) -> None:
     """The bounds of the per-iteration report (train, the distributed workers, compare, sweep)."""
-    g.add_argument("--report-samples", type=int, default=REPORT_SAMPLES, metavar="N",
+    g.add_argument("--report-samples", type=int, default=None, metavar="N",
                    help="measure the training accuracy, firing rates, residuals and Lagrangian of the per-iteration "
-                        "report on a fixed random subsample of N training samples, 0 = all "
-                        f"(default {REPORT_SAMPLES})")
+                        "report on a fixed random subsample of N training samples, 0 = all (default: a tenth of "
+                        f"the training samples, at least 100, at most {REPORT_SAMPLES})")
     g.add_argument("--val-samples", type=int, default=VAL_SAMPLES, metavar="N",
                    help="measure the validation accuracy (which picks the returned iteration) on at most N "
                         f"validation samples, a fixed random subsample of a larger split, 0 = all (default {VAL_SAMPLES})")

@@ -354,15 +354,14 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     model.safetensors (admm_snn.io.save_model) and summary.json. Checkpoints and resume are not
     supported in data-parallel runs.
 
-    ``report_samples``, ``val_samples`` (default: :data:`train.REPORT_SAMPLES`, :data:`train.VAL_SAMPLES`)
-    bound the per-iteration report as in :func:`train.train`, on the same samples: the subsample is drawn
-    over all the data and each rank measures the part of it in its shard.
+    ``report_samples``, ``val_samples`` bound the per-iteration report as in :func:`train.train`, on the
+    same samples: the subsample is drawn over all the data and each rank measures the part of it in its
+    shard.
     """
     from .io import save_model
     from .resources import check_memory
-    from .train import (REPORT_SAMPLES, VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, iteration_metrics,
-                        report_indices)
-    report_samples = REPORT_SAMPLES if report_samples is None else report_samples
+    from .train import (VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, iteration_metrics, report_indices,
+                        report_size)
     val_samples = VAL_SAMPLES if val_samples is None else val_samples
 
     if frames.dim() != 3:
@@ -397,7 +396,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             raise SettingsError("frames contain NaN or infinite values; check the input data")
         lab = lab.to(device)
         y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
-        sample = _local_sample(report_indices(n_total, report_samples), start, X.shape[1])
+        k_report = report_size(n_total, report_samples)
+        sample = _local_sample(report_indices(n_total, k_report), start, X.shape[1])
         if val is not None:
             vf, vl, vstart, nv_total, _ = _shard(val[0], val[1], comm, sharded)
             keep = _local_sample(report_indices(nv_total, val_samples, VAL_SEED), vstart, vf.shape[1])
@@ -433,7 +433,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                 last = state.iteration == settings.iterations
                 if state.iteration % metrics_every == 0 or last:
                     m = iteration_metrics(state, X, y, lab, settings, val, sample,
-                                          scale=None if sample is None else n_total / report_samples)
+                                          scale=None if sample is None else n_total / k_report)
                     m = reduce_metrics(m, comm, m["report_samples"], m.get("val_samples", 0))
                     m["seconds"] = seconds
                     m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]

@@ -44,10 +44,14 @@ class TrainResult:
     compute_s: float = 0.0  # time of all iterations, without the report (as history's wall_s)
 
 
-#: Defaults of the per-iteration report's bounds (``train(report_samples=..., val_samples=...)``): the
-#: training-data metrics are measured on a fixed subsample of at most REPORT_SAMPLES training samples, the
-#: validation accuracy (which picks the returned iteration) on at most VAL_SAMPLES validation samples.
+#: Defaults of the per-iteration report's bounds (``train(report_samples=None, val_samples=None)``): the
+#: training-data metrics are measured on a fixed subsample of REPORT_FRACTION of the training samples, at
+#: least REPORT_MIN (or all, when fewer) and at most REPORT_SAMPLES; the validation accuracy (which picks
+#: the returned iteration) on at most VAL_SAMPLES validation samples. The report then costs about a tenth
+#: of an iteration for the training part at any N (docs/datasets.md has the measurements).
 REPORT_SAMPLES = 2000
+REPORT_FRACTION = 0.1
+REPORT_MIN = 100
 VAL_SAMPLES = 10000
 #: Seeds of those subsamples (fixed, apart from the training generator, so that the report never changes
 #: the training and every run with the same data measures the same samples).
@@ -90,6 +94,14 @@ def forward_report(weights, frames, labels, params: LIFParams, spikes=None, chun
     rates = [r / (T * max(n, 1) * w.shape[0]) for r, w in zip(rates, weights[:-1])]
     gaps = [g / max(T * n * w.shape[0], 1) for g, w in zip(gaps, weights[:-1])]
     return correct / max(n, 1), rates, (gaps if spikes is not None else None)
+
+
+def report_size(n: int, report_samples: int | None = None) -> int:
+    """How many of ``n`` training samples the report measures: ``report_samples`` when given (0: all),
+    else the default rule (REPORT_FRACTION of n, at least REPORT_MIN, at most REPORT_SAMPLES)."""
+    if report_samples is None:
+        return min(n, max(REPORT_MIN, min(REPORT_SAMPLES, int(REPORT_FRACTION * n))))
+    return n if report_samples == 0 else min(n, int(report_samples))
 
 
 def report_indices(n: int, k: int | None, seed: int = REPORT_SEED) -> torch.Tensor | None:
@@ -372,7 +384,8 @@ def _check_inputs(frames, labels, hidden, n_classes, val, checkpoint_every, metr
 def _check_report(report_samples, val_samples, budget_s) -> None:
     for name, v in (("report_samples", report_samples), ("val_samples", val_samples)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise SettingsError(f"{name}={v!r} must be None or 0 (every sample) or a positive integer")
+            raise SettingsError(f"{name}={v!r} must be None (the default rule), 0 (every sample) or a positive "
+                                "integer")
     if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
                                  or not budget_s > 0 or budget_s != budget_s):
         raise SettingsError(f"budget_s={budget_s!r} must be a number of seconds > 0, or None (no budget)")
@@ -396,7 +409,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
           n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
           checkpoint_every: int = 0, resume: bool = False, progress: bool = True, device: str = "cpu",
           metrics_every: int = 1, model_extra: dict | None = None, log=print,
-          report_samples: int | None = REPORT_SAMPLES, val_samples: int | None = VAL_SAMPLES,
+          report_samples: int | None = None, val_samples: int | None = None,
           budget_s: float | None = None) -> TrainResult:
     """Train a network ``inputs → hidden... → n_classes`` with ADMM on time-major ``frames`` (T, N, n_0).
 
@@ -404,10 +417,11 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     simulation).
 
     The per-iteration report (every ``metrics_every`` iterations) measures the training data on a fixed
-    subsample of at most ``report_samples`` samples (:func:`report_indices`; None or 0: all) and the
-    validation accuracy on at most ``val_samples`` validation samples (a fixed subsample of a larger
-    validation set; None or 0: all), so its cost does not grow with N. ``report_samples`` and
-    ``val_samples`` in each history entry say how many samples were measured.
+    subsample of ``report_samples`` samples (:func:`report_indices`; None: :func:`report_size`'s default,
+    a tenth of N between 100 and 2,000; 0: all) and the validation accuracy on at most ``val_samples``
+    validation samples (a fixed subsample of a larger validation set; None: :data:`VAL_SAMPLES`; 0: all),
+    so its cost stays a small part of an iteration at any N. ``report_samples`` and ``val_samples`` in
+    each history entry say how many samples were measured.
 
     ``budget_s``: stop once the training compute (initialisation plus iterations, without the report)
     has reached this many seconds, after the iteration during which it was reached; the history and the
@@ -446,7 +460,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
     if val is not None:
         v, vl = val
-        vidx = report_indices(v.shape[1], val_samples, VAL_SEED)
+        vidx = report_indices(v.shape[1], VAL_SAMPLES if val_samples is None else val_samples, VAL_SEED)
         if vidx is not None:
             v, vl = v[:, vidx], vl[vidx]
         v = v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype)
@@ -456,7 +470,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     data_fp = fingerprint(frames, labels)
     lab = labels.to(device=device, dtype=torch.int64)
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
-    sample = report_indices(X.shape[1], report_samples)
+    sample = report_indices(X.shape[1], report_size(X.shape[1], report_samples))
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
     remember_density(cache, density)

@@ -136,13 +136,13 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
 
 def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict | None, metrics_every=1,
              device="cpu", progress=False, budget_s=None, report_samples=None) -> dict:
-    from ..train import REPORT_SAMPLES, train
+    from ..train import train
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train(X, labels, hidden, settings, n_classes=n_classes, val=val, progress=progress, device=device,
                     metrics_every=metrics_every, log=lambda *a, **k: None, budget_s=budget_s,
-                    report_samples=REPORT_SAMPLES if report_samples is None else report_samples, val_samples=0)
+                    report_samples=report_samples, val_samples=0)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     # Training time: ADMM's own initialisation (with the default settings the floor's fit) plus its

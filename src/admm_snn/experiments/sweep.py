@@ -59,9 +59,7 @@ def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: l
     X, labels = splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels
     val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels)
     n_classes = int(max(int(labels.max()), int(val[1].max())) + 1)
-    from ..train import REPORT_SAMPLES, VAL_SAMPLES
-    report = {"report_samples": REPORT_SAMPLES if report_samples is None else report_samples,
-              "val_samples": VAL_SAMPLES if val_samples is None else val_samples}
+    report = {"report_samples": report_samples, "val_samples": val_samples}
     pname, pvalues = param if param else (None, [None])
     grid = []
     for pv in pvalues:
