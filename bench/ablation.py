@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.experiment import DataOptions, load_splits
+from admm_snn.data.options import DataOptions, load_splits
 from admm_snn.network import predict
 from admm_snn.train import train
 

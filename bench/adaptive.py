@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.compare import evaluate
-from admm_snn.experiment import DataOptions, load_splits
+from admm_snn.experiments.common import evaluate
+from admm_snn.data.options import DataOptions, load_splits
 from admm_snn.train import train
 
 FEATURES = {

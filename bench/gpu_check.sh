@@ -56,7 +56,7 @@ step train 60 "$PY" -m admm_snn.cli train --dataset nmnist --data-dir "$DATA" --
   --iterations 4 --hidden 128 --seed 0 --out "$OUT/train"
 
 # 3. speed
-B=("$PY" -m admm_snn.commands.bench --device "$DEVICE" --data-dir "$DATA")
+B=("$PY" -m admm_snn.cli bench --device "$DEVICE" --data-dir "$DATA")
 step n1000_w128 90 "${B[@]}" --n $N1 --hidden 128 --iterations $IT --seq-iterations $IT --accuracy --out "$OUT/n1000_w128"
 step n4000_w512 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel --out "$OUT/n4000_w512"
 step n4000_w512_dense 60 "${B[@]}" --n $N4 --hidden 512 --iterations $IT --schedules parallel \

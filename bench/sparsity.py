@@ -36,8 +36,8 @@ import torch
 
 from admm_snn.admm import sparsity as SP
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.compare import evaluate
-from admm_snn.experiment import DataOptions, load_splits
+from admm_snn.experiments.common import evaluate
+from admm_snn.data.options import DataOptions, load_splits
 from admm_snn.network import forward
 from admm_snn.train import train
 

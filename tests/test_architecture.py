@@ -5,13 +5,14 @@ module of the package: ``import admm_snn.x``, ``from admm_snn.x import y``, rela
 (``from . import solver``, ``from ..network import forward``), at module level or inside functions and
 ``if TYPE_CHECKING`` blocks alike. ``from .pkg import name`` points at the submodule ``pkg.name`` when
 there is one, else at ``pkg`` itself. Modules the command line loads by name at run time
-(``importlib.import_module`` on ``cli.EXTRA_COMMANDS``) are not edges.
+(``importlib.import_module`` on ``cli.EXPERIMENT_COMMANDS``) are not edges; the experiment commands
+import their option groups from ``options``, never from ``cli``.
 
 Layers:
 
 * the command-line layer: ``cli``, ``options`` (option groups and their conversion into records),
-  ``launch`` (``python -m admm_snn.launch`` / torchrun), and the experiment code (``experiments/``, and
-  for now ``commands/``, ``compare``, ``plots``) may import anything;
+  ``launch`` (``python -m admm_snn.launch`` / torchrun), and the experiment code (``experiments/``) may
+  import anything;
 * everything else (the library) never imports ``argparse`` nor a command-line module;
 * the network and the ADMM engine (``network``, ``admm/``) never import the training loop, the
   multi-process runners or the command line.
@@ -27,16 +28,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = "admm_snn"
 
-CLI_LAYER = ("admm_snn.cli", "admm_snn.options", "admm_snn.launch", "admm_snn.experiments",
-             "admm_snn.commands", "admm_snn.compare", "admm_snn.plots")
+CLI_LAYER = ("admm_snn.cli", "admm_snn.options", "admm_snn.launch", "admm_snn.experiments")
 ENGINE = ("admm_snn.network", "admm_snn.admm")
 ENGINE_MUST_NOT_IMPORT = ("admm_snn.train", "admm_snn.distributed", "admm_snn.federated",
                           "admm_snn.estimator", *CLI_LAYER)
 
-# The cycle between compare.py and plots.py goes away when the experiment code moves into
-# admm_snn/experiments/; until then it alone makes test_no_import_cycles an expected failure (any other
-# cycle fails it).
-KNOWN_CYCLES = [{"admm_snn.compare", "admm_snn.plots"}]
+KNOWN_CYCLES: list[set] = []
 
 
 def _in(module: str, prefixes) -> bool:

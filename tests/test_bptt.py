@@ -160,3 +160,26 @@ def test_init_rate_keeps_a_deep_network_firing():
     res = train_bptt(frames, labels, [16] * 5, p, BPTTSettings(epochs=1, init_rate=0.1, lr=1e-9))
     rates = [float(a.mean()) for a in forward(res.weights, frames, p).spikes]
     assert min(rates) > 0.03, rates
+
+
+def test_budget_stops_within_an_epoch(monkeypatch):
+    """A training-time budget stops BPTT after the mini-batch that spent it; that partial epoch is validated
+    and recorded with its number of mini-batches; validation frames stay in their own (uint8) dtype."""
+    import time
+    from admm_snn.baselines import bptt as B
+    g = torch.Generator().manual_seed(0)
+    X = (torch.rand(5, 64, 10, generator=g) < 0.3).to(torch.uint8)
+    y = torch.arange(64) % 2
+    step = B.torch.optim.Adam.step
+
+    def slow_step(self, *a, **k):
+        time.sleep(0.02)
+        return step(self, *a, **k)
+    monkeypatch.setattr(B.torch.optim.Adam, "step", slow_step)
+    res = B.train_bptt(X, y, [6], LIFParams(), B.BPTTSettings(epochs=50, batch_size=8), X[:, :20], y[:20],
+                       budget_s=0.1)
+    last = res.history[-1]
+    assert len(res.history) == 1 and last["partial"] and 1 <= last["batches"] < 8
+    assert last["wall_s"] >= 0.1 and "val_acc" in last and res.best_epoch == 1
+    with pytest.raises(SettingsError):
+        B.train_bptt(X, y, [6], LIFParams(), B.BPTTSettings(epochs=1), budget_s=0)

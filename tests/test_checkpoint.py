@@ -23,7 +23,7 @@ from admm_snn.errors import CheckpointError
 from admm_snn.io import CHECKPOINT_FORMAT, load_model, read_safetensors
 from admm_snn.train import CHECKPOINT, load_checkpoint, train
 
-TIMINGS = ("seconds", "wall_s")
+TIMINGS = ("seconds", "wall_s", "report_s")
 
 
 def _problem(n=48, T=6, n_in=20, seed=0):

@@ -13,7 +13,7 @@ from admm_snn import distributed as D
 from admm_snn import launch as L
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.cli import admm_settings, build_parser, data_options
-from admm_snn.experiment import load_splits
+from admm_snn.data.options import load_splits
 from admm_snn.io import load_model
 from admm_snn.train import accuracy_and_rates, train
 
@@ -50,7 +50,11 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     """default: forward init, parallel schedule; paper: uniform per-sample random init, sequential
     schedule (random orders from the shared generator), dual updates."""
     out = tmp_path / "run"
-    argv = _argv(nmnist_root, cache_dir, out, "--preset", preset)
+    # default: the per-iteration report on fixed subsamples (30 of 50 training, 6 of 10 validation
+    # samples), drawn over all the data and measured by each rank on its part; paper: on every sample
+    report = dict(report_samples=30, val_samples=6) if preset == "default" else dict(report_samples=0, val_samples=0)
+    argv = _argv(nmnist_root, cache_dir, out, "--preset", preset, "--report-samples", str(report["report_samples"]),
+                 "--val-samples", str(report["val_samples"]))
     assert L.launch_local(2, argv, env=_env()) == 0
     printed = capfd.readouterr().out
     assert "2 processes" in printed and "test accuracy" in printed
@@ -61,7 +65,7 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     assert settings.init == ("uniform" if preset == "paper" else "forward") and settings.iterations == 5
     splits = load_splits(data_options(args))
     ref = train(splits.train.time_major(), splits.train.labels, [16], settings, n_classes=10,
-                val=(splits.val.time_major(), splits.val.labels), progress=False)
+                val=(splits.val.time_major(), splits.val.labels), progress=False, **report)
     model = load_model(out)
     assert len(model["weights"]) == 2
     for w_dist, w_ref in zip(model["weights"], ref.weights):
@@ -76,6 +80,8 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
         assert h["residual_output"] == pytest.approx(r["residual_output"], rel=1e-4, abs=1e-9)
         assert h["firing_rate"] == pytest.approx(r["firing_rate"], rel=1e-6, abs=1e-9)
         assert h["world_size"] == 2 and h["allreduce_bytes"] > 0
+        assert h["report_samples"] == r["report_samples"] == (report["report_samples"] or 50)
+        assert h["val_samples"] == r["val_samples"] == (report["val_samples"] or 10)
     # iteration 1 also sums the input Gram (2312² float64); later ones only the cross sums and small Grams
     assert hist[0]["allreduce_bytes"] >= 2312 * 2312 * 8 > hist[1]["allreduce_bytes"] >= 16 * 2312 * 8
     summary = json.loads((out / "summary.json").read_text())

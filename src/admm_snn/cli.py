@@ -21,9 +21,9 @@ from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_data_op
 
 _device = check_device  # the name the command modules import
 
-# Commands that live in their own modules: each module has add_parser(subparsers) and run(args).
-EXTRA_COMMANDS = ["admm_snn.commands.compare", "admm_snn.commands.sweep", "admm_snn.commands.bench",
-                  "admm_snn.commands.export"]
+# The experiment commands (compare, sweep, bench) live in admm_snn.experiments, apart from the library;
+# their module registers them with add_parsers(subparsers).
+EXPERIMENT_COMMANDS = "admm_snn.experiments.cli"
 
 
 def add_train_parser(sub) -> None:
@@ -32,6 +32,9 @@ def add_train_parser(sub) -> None:
                                    "digits, one hidden layer of 128, the default settings.")
     add_data_options(p)
     add_training_options(p)
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="stop once the training compute (initialisation and iterations, without the report) has "
+                        "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
@@ -41,10 +44,13 @@ def cmd_train(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .launch import run_worker
         return run_worker(args)
+    if (args.nproc > 1 or args.federated) and args.budget_s is not None:
+        from .errors import SettingsError
+        raise SettingsError("--budget-s is for single-process runs; leave it out with --nproc or --federated")
     if args.nproc > 1 or args.federated:
         from .launch import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
-    from .experiment import load_splits
+    from .data.options import load_splits
     from .train import train, accuracy_and_rates
     device = check_device(args.device)
     settings = admm_settings(args)
@@ -59,10 +65,11 @@ def cmd_train(args) -> int:
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,
-                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]})
+                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]},
+                   report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s)
     last = result.history[-1] if result.history else {}
-    summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),
-               "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
+               "wall_s": round(result.wall_s, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
     if val is not None:
         summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
                                         if h["iteration"] == result.best_iteration), None)
@@ -98,7 +105,7 @@ def add_eval_parser(sub) -> None:
 
 def cmd_eval(args) -> int:
     import torch
-    from .experiment import load_splits
+    from .data.options import load_splits
     from .io import load_model
     from .network import LIFParams, forward, synaptic_operations
     from .train import accuracy_and_rates
@@ -130,6 +137,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a trained model (NIR)",
+        description="Write a model trained by 'admm-snn train' as a NIR graph (input -> Linear -> LIF -> ... -> "
+                    "Linear -> leaky output). NIR's LIF resets to v_reset while admm-snn subtracts the "
+                    "threshold; the graph records this in node metadata, and admm_snn.export.import_snntorch "
+                    "loads it into snnTorch with the exact admm-snn dynamics (see admm_snn.export).")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder (or model.safetensors) written by train")
+    p.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
+    p.add_argument("--dt", type=float, default=None, metavar="SECONDS",
+                   help="real time of one network step, sets NIR's tau = dt/(1-delta) and r = tau/dt "
+                        "(default: the model's N-MNIST frame width, else 1e-3)")
+    p.add_argument("out", metavar="OUT.nir", help="file to write")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+    report = export_model(args.model, args.out, args.format, args.dt)
+    print(json.dumps(report))
+    return 0
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line (subparsers inherit the class)."""
 
@@ -143,14 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(sub)
     add_eval_parser(sub)
-    for name in EXTRA_COMMANDS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # command module not present
-            raise
-        mod.add_parser(sub)
+    importlib.import_module(EXPERIMENT_COMMANDS).add_parsers(sub)  # compare, sweep, bench
+    add_export_parser(sub)
     return parser
 
 

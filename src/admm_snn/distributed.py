@@ -237,9 +237,11 @@ def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], setting
 def reduce_metrics(m: dict, comm: Comm, n_local: int, n_val_local: int) -> dict:
     """Combine per-shard :func:`train.iteration_metrics` into the metrics of all the data.
 
-    Means over samples (loss per sample, spike gap, accuracy, firing rates) are weighted by the shard
-    sizes; RMS residuals are combined as sqrt(Σ_k N_k r_k² / N); the Lagrangian is a plain sum. One
-    float64 all-reduce.
+    ``n_local``, ``n_val_local``: the numbers of this shard's training and validation samples the
+    metrics were measured on (its part of the report's subsample). Means over samples (loss per sample,
+    spike gap, accuracy, firing rates) are weighted by them; RMS residuals are combined as
+    sqrt(Σ_k N_k r_k² / N); the Lagrangian is a plain sum (each shard's part is already scaled to the
+    whole data). One float64 all-reduce.
     """
     L_dyn, L_hid = len(m["residual_dynamics"]), len(m["spike_gap"])
     vals = [m["lagrangian"], m["loss"] * n_local, m["residual_output"] ** 2 * n_local]
@@ -264,8 +266,10 @@ def reduce_metrics(m: dict, comm: Comm, n_local: int, n_val_local: int) -> dict:
     i += 1
     out["firing_rate"] = [x / n for x in v[i:i + L_hid]]
     i += L_hid
+    out["report_samples"] = int(n)
     if has_val:
         out["val_accuracy"] = v[i] / max(nv, 1.0)
+        out["val_samples"] = int(nv)
     return out
 
 
@@ -281,6 +285,14 @@ def _shard(frames, labels, comm: Comm, sharded: bool):
     counts = [b - a for a, b in (shard_bounds(n, comm.world_size, r) for r in range(comm.world_size))]
     a, b = shard_bounds(n, comm.world_size, comm.rank)
     return frames[:, a:b], labels[a:b], a, n, counts
+
+
+def _local_sample(idx, start: int, n_local: int):
+    """The indices (in this shard) of the global subsample ``idx`` that fall in the shard
+    ``[start, start + n_local)``; None when ``idx`` is None (every sample)."""
+    if idx is None:
+        return None
+    return idx[(idx >= start) & (idx < start + n_local)] - start
 
 
 def _write_jsonl(path: Path, m: dict, mode: str = "a") -> None:
@@ -316,7 +328,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                       timeout_s: float = DEFAULT_TIMEOUT_S, rank: int | None = None,
                       world_size: int | None = None, init_method: str | None = None,
                       progress: bool = False, device: str = "cpu", metrics_every: int = 1,
-                      model_extra: dict | None = None, log=print):
+                      model_extra: dict | None = None, log=print, report_samples: int | None = None,
+                      val_samples: int | None = None):
     """Data-parallel ADMM: the same result as :func:`train.train` on all the data, computed by
     ``world_size`` processes that each hold a contiguous shard of the samples and their states.
 
@@ -333,10 +346,16 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     and ``metrics_bytes`` (metrics and control reductions). Only rank 0 writes ``out``: metrics.jsonl,
     model.safetensors (admm_snn.io.save_model) and summary.json. Checkpoints and resume are not
     supported in data-parallel runs.
+
+    ``report_samples``, ``val_samples`` bound the per-iteration report as in :func:`train.train`, on the
+    same samples: the subsample is drawn over all the data and each rank measures the part of it in its
+    shard.
     """
     from .io import save_model
     from .resources import check_memory
-    from .train import TrainResult, _postfix, iteration_metrics
+    from .train import (VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, iteration_metrics, report_indices,
+                        report_size)
+    val_samples = VAL_SAMPLES if val_samples is None else val_samples
 
     if frames.dim() != 3:
         raise SettingsError(f"frames have shape {tuple(frames.shape)}; expected (T, N, inputs)")
@@ -370,14 +389,14 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             raise SettingsError("frames contain NaN or infinite values; check the input data")
         lab = lab.to(device)
         y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
-        n_val_local = 0
+        k_report = report_size(n_total, report_samples)
+        sample = _local_sample(report_indices(n_total, k_report), start, X.shape[1])
         if val is not None:
-            vf, vl = val
-            if not sharded:
-                a, b = shard_bounds(vf.shape[1], comm.world_size, comm.rank)
-                vf, vl = vf[:, a:b], vl[a:b]
+            vf, vl, vstart, nv_total, _ = _shard(val[0], val[1], comm, sharded)
+            keep = _local_sample(report_indices(nv_total, val_samples, VAL_SEED), vstart, vf.shape[1])
+            if keep is not None:
+                vf, vl = vf[:, keep], vl[keep]
             val = (vf.to(device=device, dtype=dtype), vl.to(device))
-            n_val_local = vf.shape[1]
         generator = torch.Generator().manual_seed(settings.seed)
         cache = S.SolverCache()
         remember_density(cache, density)
@@ -406,8 +425,9 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                                      "allreduce_s": comm.seconds["weights"] - s0})
                 last = state.iteration == settings.iterations
                 if state.iteration % metrics_every == 0 or last:
-                    m = reduce_metrics(iteration_metrics(state, X, y, lab, settings, val), comm,
-                                       X.shape[1], n_val_local)
+                    m = iteration_metrics(state, X, y, lab, settings, val, sample,
+                                          scale=None if sample is None else n_total / k_report)
+                    m = reduce_metrics(m, comm, m["report_samples"], m.get("val_samples", 0))
                     m["seconds"] = seconds
                     m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
                     m["allreduce_bytes"] = comm.bytes["weights"] - b0["weights"]

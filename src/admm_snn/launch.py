@@ -157,7 +157,7 @@ def launch_local(nproc: int, argv: list[str], *, grace_s: float = 15.0, env: dic
 
 
 def _load_worker_data(args, comm_rank: int):
-    from .experiment import load_splits
+    from .data.options import load_splits
     opts = data_options(args)
     return load_splits(opts, need_test=comm_rank == 0)
 
@@ -205,7 +205,8 @@ def run_worker(args) -> int:
         else:
             result = train_distributed(train_ds.time_major(), train_ds.labels, hidden, settings,
                                        n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
-                                       progress=not args.quiet, device=device, model_extra=extra)
+                                       progress=not args.quiet, device=device, model_extra=extra,
+                                       report_samples=args.report_samples, val_samples=args.val_samples)
         if comm.is_main:
             last = result.history[-1] if result.history else {}
             summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),

@@ -13,6 +13,8 @@ import dataclasses
 import sys
 
 DEFAULT_HIDDEN = 128
+# admm_snn.data.options.DATASETS, written out so that building the parser does not import the data readers
+DATASETS = ["digits", "nmnist", "mnist", "fashion-mnist", "kmnist"]
 
 
 def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
@@ -20,23 +22,31 @@ def add_data_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
     is not given keeps the value stored in the model, so the same held-out split is rebuilt."""
     g = p.add_argument_group("data" + (" (default: as the model was trained)" if inherit else ""))
     keep = (lambda v: argparse.SUPPRESS) if inherit else (lambda v: v)  # eval: absent = the model's value
-    g.add_argument("--dataset", choices=["digits", "nmnist"], default=keep("digits"),
+    g.add_argument("--dataset", choices=DATASETS, default=keep("digits"),
                    help="digits: scikit-learn's bundled 8x8 digits as spike trains (no download); "
-                        "nmnist: N-MNIST event recordings read with tonic (default: digits)")
-    g.add_argument("--data-dir", metavar="ROOT", default=keep(None), help="N-MNIST root with Train/<digit>/*.bin (and Test/...)")
+                        "nmnist: N-MNIST event recordings read with tonic; mnist, fashion-mnist, kmnist: the "
+                        "IDX files of an MNIST-style download in --data-dir (default: digits)")
+    g.add_argument("--data-dir", metavar="ROOT", default=keep(None),
+                   help="N-MNIST root with Train/<digit>/*.bin (and Test/...), or the folder with "
+                        "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] (and t10k-*: the test split)")
     g.add_argument("--download", action="store_true", default=keep(False), help="download N-MNIST with tonic into ROOT if absent")
     g.add_argument("--time-steps", type=int, default=keep(30), metavar="T", help="frames per sample (default 30)")
     g.add_argument("--bin-ms", type=float, default=keep(10.0), metavar="MS", help="N-MNIST frame width in ms (default 10)")
     g.add_argument("--denoise-ms", type=float, default=keep(10.0), metavar="MS",
                    help="tonic Denoise filter time in ms, 0 = off (default 10)")
-    g.add_argument("--encoding", choices=["rate", "latency"], default=keep("rate"), help="digits spike code (default rate)")
-    g.add_argument("--limit", type=int, metavar="N", default=keep(None), help="use at most N training recordings")
+    g.add_argument("--encoding", choices=["rate", "latency", "current"], default=keep("rate"),
+                   help="input code of the image datasets (digits, mnist, ...): rate = a Bernoulli spike per pixel "
+                        "and step with probability intensity, latency = one spike, earlier for brighter pixels, "
+                        "current = the intensity as a constant input (default rate)")
+    g.add_argument("--limit", type=int, metavar="N", default=keep(None),
+                   help="use at most N training samples (balanced over classes)")
     g.add_argument("--val-fraction", type=float, default=keep(0.2), metavar="F",
-                   help="fraction of training recordings held out for validation (default 0.2)")
+                   help="fraction of training samples held out for validation (default 0.2)")
     g.add_argument("--test-fraction", type=float, default=keep(0.2), metavar="F",
-                   help="fraction held out as test set when the data has no Test folder (default 0.2)")
+                   help="fraction held out as test set when the data has no test set of its own (no N-MNIST Test "
+                        "folder, no t10k files) (default 0.2)")
     g.add_argument("--split-seed", type=int, default=keep(0), help="seed of the stratified splits (default 0)")
-    g.add_argument("--cache-dir", metavar="DIR", default=keep(None), help="where framed N-MNIST tensors are cached "
+    g.add_argument("--cache-dir", metavar="DIR", default=keep(None), help="where framed N-MNIST and encoded image tensors are cached "
                                                       "(default $ADMM_SNN_CACHE or ~/.cache/admm-snn)")
 
 
@@ -46,7 +56,7 @@ DATA_FIELDS = ["dataset", "data_dir", "download", "time_steps", "bin_ms", "denoi
 
 def data_options(args, base: dict | None = None):
     """DataOptions from the parsed options, on top of ``base`` (e.g. the options stored in a model)."""
-    from .experiment import DataOptions
+    from .data.options import DataOptions
     values = dict(base or {})
     values.update({k: getattr(args, k) for k in DATA_FIELDS if hasattr(args, k)})
     if not values.get("denoise_ms"):
@@ -205,6 +215,23 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
     g.add_argument("--resume", action="store_true",
                    help=argparse.SUPPRESS if distributed else "continue the run in --out from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(g)
+
+
+
+# train.REPORT_SAMPLES, train.VAL_SAMPLES, written out so that building the parser does not import torch
+REPORT_SAMPLES, VAL_SAMPLES = 2000, 10000
+
+
+def add_report_options(g) -> None:
+    """The bounds of the per-iteration report (train, the distributed workers, compare, sweep)."""
+    g.add_argument("--report-samples", type=int, default=None, metavar="N",
+                   help="measure the training accuracy, firing rates, residuals and Lagrangian of the per-iteration "
+                        "report on a fixed random subsample of N training samples, 0 = all (default: a tenth of "
+                        f"the training samples, at least 100, at most {REPORT_SAMPLES})")
+    g.add_argument("--val-samples", type=int, default=VAL_SAMPLES, metavar="N",
+                   help="measure the validation accuracy (which picks the returned iteration) on at most N "
+                        f"validation samples, a fixed random subsample of a larger split, 0 = all (default {VAL_SAMPLES})")
 
 
 def add_distributed_options(p: argparse.ArgumentParser, nproc_default: int = 1) -> None:

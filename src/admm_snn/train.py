@@ -29,7 +29,8 @@ CHECKPOINT = "checkpoint.safetensors"
 @dataclass
 class TrainResult:
     """What a run returns: the chosen weights (best validation iteration, or the last without a
-    validation split), the last iterate's weights, the per-iteration history and timings."""
+    validation split), the last iterate's weights, the per-iteration history and timings. ``status``:
+    "finished", or "budget" when ``budget_s`` stopped the iterations early."""
 
     weights: list[torch.Tensor]
     final_weights: list[torch.Tensor]
@@ -39,6 +40,23 @@ class TrainResult:
     wall_s: float
     status: str = "finished"
     state: ADMMState | None = field(default=None, repr=False)
+    init_s: float = 0.0  # time of the initial state (0 on resume)
+    compute_s: float = 0.0  # time of all iterations, without the report (as history's wall_s)
+
+
+#: Defaults of the per-iteration report's bounds (``train(report_samples=None, val_samples=None)``): the
+#: training-data metrics are measured on a fixed subsample of REPORT_FRACTION of the training samples, at
+#: least REPORT_MIN (or all, when fewer) and at most REPORT_SAMPLES; the validation accuracy (which picks
+#: the returned iteration) on at most VAL_SAMPLES validation samples. The report then costs about a tenth
+#: of an iteration for the training part at any N (docs/datasets.md has the measurements).
+REPORT_SAMPLES = 2000
+REPORT_FRACTION = 0.1
+REPORT_MIN = 100
+VAL_SAMPLES = 10000
+#: Seeds of those subsamples (fixed, apart from the training generator, so that the report never changes
+#: the training and every run with the same data measures the same samples).
+REPORT_SEED = 0x5EED
+VAL_SEED = 0x5EED + 1
 
 
 def accuracy_and_rates(weights, frames, labels, params: LIFParams, chunk: int = 2048):
@@ -59,6 +77,48 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
     return [float((fa != a.round()).float().mean()) for fa, a in zip(trace.spikes, state.spikes)]
 
 
+def forward_report(weights, frames, labels, params: LIFParams, spikes=None, chunk: int = 2048):
+    """One forward simulation for three figures: accuracy, the firing rate of each hidden layer and, when
+    the relaxed ``spikes`` a_l (T, N, n_l) are given, the spike gap of each hidden layer (the fraction of
+    (t, sample, neuron) where the simulated spike differs from round(a)). The first two equal
+    :func:`accuracy_and_rates`, the third :func:`spike_gap`, at the cost of one simulation."""
+    T, n = frames.shape[0], frames.shape[1]
+    correct, rates, gaps = 0, [0.0] * (len(weights) - 1), [0] * (len(weights) - 1)
+    for s in range(0, n, chunk):
+        trace = forward(weights, frames[:, s:s + chunk], params)
+        correct += int((trace.output[-1].argmax(1) == labels[s:s + chunk]).sum())
+        for l, fa in enumerate(trace.spikes):
+            rates[l] += float(fa.sum())
+            if spikes is not None:
+                gaps[l] += int((fa != spikes[l][:, s:s + chunk].round()).sum())
+    rates = [r / (T * max(n, 1) * w.shape[0]) for r, w in zip(rates, weights[:-1])]
+    gaps = [g / max(T * n * w.shape[0], 1) for g, w in zip(gaps, weights[:-1])]
+    return correct / max(n, 1), rates, (gaps if spikes is not None else None)
+
+
+def report_size(n: int, report_samples: int | None = None) -> int:
+    """How many of ``n`` training samples the report measures: ``report_samples`` when given (0: all),
+    else the default rule (REPORT_FRACTION of n, at least REPORT_MIN, at most REPORT_SAMPLES)."""
+    if report_samples is None:
+        return min(n, max(REPORT_MIN, min(REPORT_SAMPLES, int(REPORT_FRACTION * n))))
+    return n if report_samples == 0 else min(n, int(report_samples))
+
+
+def report_indices(n: int, k: int | None, seed: int = REPORT_SEED) -> torch.Tensor | None:
+    """The fixed subsample of the per-iteration report: sorted indices of ``k`` of ``range(n)`` drawn with
+    their own generator seeded with ``seed``; ``None`` (every sample) when ``k`` is None or 0 or ``k >= n``."""
+    if not k or k >= n:
+        return None
+    return torch.sort(torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:int(k)]).values
+
+
+def _sample_state(state: ADMMState, idx: torch.Tensor) -> ADMMState:
+    """The per-sample variables of the samples ``idx``, with the (shared) weights and extensions."""
+    idx = idx.to(state.dual.device)
+    return ADMMState(state.weights, [z[:, idx] for z in state.potentials], [a[:, idx] for a in state.spikes],
+                     state.dual[idx], state.iteration, state.aux)
+
+
 def lagrangian_of(state, frames, y, settings) -> dict:
     """:func:`lagrangian_terms` with every penalty of ``settings`` (per-layer ρ_l, β_l when adapted, the
     rate and L1 terms)."""
@@ -67,18 +127,60 @@ def lagrangian_of(state, frames, y, settings) -> dict:
                             l1_penalty=settings.l1_penalty)
 
 
-def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
-    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap."""
-    p = settings.lif
-    terms = lagrangian_of(state, frames, y, settings)
-    res = residuals(state, frames, p)
+def _residuals_from_terms(state: ADMMState, frames, terms: dict, settings) -> dict:
+    """:func:`admm.lagrangian.residuals` without its second pass over the data: the RMS dynamics and spike
+    residuals follow from the Lagrangian's terms ((ρ_l/2)·Σ res², (β_l/2)·Σ res²), and the output residual
+    needs only the last time step's output current."""
     n = frames.shape[1]
-    train_acc, rates = accuracy_and_rates(state.weights, frames, labels, p)
-    m = {"iteration": state.iteration, "lagrangian": terms["lagrangian"], "loss": terms["loss"] / n,
+    L = state.n_layers
+    if n == 0:
+        return {"output": 0.0, "dynamics": [0.0] * L, "spike": [0.0] * (L - 1)}
+    rho, beta = lagrangian_penalties(state, settings)
+    rhos = [rho if isinstance(rho, (int, float)) else rho[l] for l in range(L - 1)] + [settings.output_rho]
+    betas = [beta if isinstance(beta, (int, float)) else beta[l] for l in range(L - 1)]
+    if min(rhos + betas, default=1.0) <= 0:
+        return residuals(state, frames, settings.lif)
+    T = frames.shape[0]
+    dyn = [(2.0 * d / (r * T * n * z.shape[2])) ** 0.5 for d, r, z in zip(terms["dynamics"], rhos, state.potentials)]
+    spk = [(2.0 * s / (b * T * n * a.shape[2])) ** 0.5 for s, b, a in zip(terms["spike"], betas, state.spikes)]
+    z = state.potentials[-1]
+    x = z[-1] - settings.delta * z[-2] if T > 1 else z[-1]
+    a_in = state.layer_inputs(frames, L - 1)[-1].to(state.weights[-1].dtype)
+    out = float((x - a_in @ state.weights[-1].T).pow(2).mean().sqrt())
+    return {"output": out, "dynamics": dyn, "spike": spk}
+
+
+def iteration_metrics(state, frames, y, labels, settings, val=None, sample=None, scale=None) -> dict:
+    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap.
+
+    ``sample``: indices of the training samples to measure on (see :func:`report_indices`; None: all).
+    Then ``train_accuracy``, ``firing_rate``, ``spike_gap``, ``loss`` (per sample) and the RMS residuals
+    are those of the subsample, and ``lagrangian`` is the subsample's per-sample terms times ``scale``
+    (default: samples / subsample, an unbiased estimate of the total) plus the weight-only terms (the L1
+    split). ``report_samples`` says how many training samples were measured, ``val_samples`` how many
+    validation samples (``val`` is measured whole: bound it before, as :func:`train` does)."""
+    p = settings.lif
+    n_all = frames.shape[1]
+    if sample is not None:
+        idx = sample.to(frames.device)
+        state_m, frames, y, labels = _sample_state(state, sample), frames[:, idx], y[idx], labels[idx]
+        scale = n_all / max(len(sample), 1) if scale is None else scale
+    else:
+        state_m = state
+    terms = lagrangian_of(state_m, frames, y, settings)
+    lagrangian = terms["lagrangian"]
+    if scale is not None:
+        split = sum(terms["l1"])
+        lagrangian = (lagrangian - split) * scale + split
+    n = frames.shape[1]
+    res = _residuals_from_terms(state_m, frames, terms, settings)
+    train_acc, rates, gap = forward_report(state_m.weights, frames, labels, p, state_m.spikes)
+    m = {"iteration": state.iteration, "lagrangian": lagrangian, "loss": terms["loss"] / max(n, 1),
          "residual_output": res["output"], "residual_dynamics": res["dynamics"], "residual_spike": res["spike"],
-         "spike_gap": spike_gap(state, frames, p), "train_accuracy": train_acc, "firing_rate": rates}
+         "spike_gap": gap, "train_accuracy": train_acc, "firing_rate": rates, "report_samples": n}
     if val is not None:
-        m["val_accuracy"], _ = accuracy_and_rates(state.weights, val[0], val[1], p)
+        m["val_accuracy"], _, _ = forward_report(state.weights, val[0], val[1], p)
+        m["val_samples"] = int(val[0].shape[1])
     m.update(adaptive_metrics(state))  # per-layer penalties, balancing residuals, Anderson counts (when on)
     return m
 
@@ -279,6 +381,16 @@ def _check_inputs(frames, labels, hidden, n_classes, val, checkpoint_every, metr
             raise SettingsError(f"validation labels have dtype {vl.dtype}; expected integer class indices")
 
 
+def _check_report(report_samples, val_samples, budget_s) -> None:
+    for name, v in (("report_samples", report_samples), ("val_samples", val_samples)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise SettingsError(f"{name}={v!r} must be None (the default rule), 0 (every sample) or a positive "
+                                "integer")
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
+                                 or not budget_s > 0 or budget_s != budget_s):
+        raise SettingsError(f"budget_s={budget_s!r} must be a number of seconds > 0, or None (no budget)")
+
+
 def _first_nonfinite(x: torch.Tensor) -> str:
     idx = torch.nonzero(~torch.isfinite(x))[0].tolist()
     return f"time step {idx[0]}, sample {idx[1]}, input {idx[2]} is {float(x[tuple(idx)])}"
@@ -296,11 +408,26 @@ def _postfix(m: dict) -> dict:
 def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,
           n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
           checkpoint_every: int = 0, resume: bool = False, progress: bool = True, device: str = "cpu",
-          metrics_every: int = 1, model_extra: dict | None = None, log=print) -> TrainResult:
+          metrics_every: int = 1, model_extra: dict | None = None, log=print,
+          report_samples: int | None = None, val_samples: int | None = None,
+          budget_s: float | None = None) -> TrainResult:
     """Train a network ``inputs → hidden... → n_classes`` with ADMM on time-major ``frames`` (T, N, n_0).
 
     ``val`` = (frames, labels) selects the returned weights (best validation accuracy of the forward
-    simulation). With ``out``, writes ``metrics.jsonl`` every iteration, ``checkpoint.safetensors`` every
+    simulation).
+
+    The per-iteration report (every ``metrics_every`` iterations) measures the training data on a fixed
+    subsample of ``report_samples`` samples (:func:`report_indices`; None: :func:`report_size`'s default,
+    a tenth of N between 100 and 2,000; 0: all) and the validation accuracy on at most ``val_samples``
+    validation samples (a fixed subsample of a larger validation set; None: :data:`VAL_SAMPLES`; 0: all),
+    so its cost stays a small part of an iteration at any N. ``report_samples`` and ``val_samples`` in
+    each history entry say how many samples were measured.
+
+    ``budget_s``: stop once the training compute (initialisation plus iterations, without the report)
+    has reached this many seconds, after the iteration during which it was reached; the history and the
+    result's ``status`` ("budget") say so. None: run ``settings.iterations`` iterations.
+
+    With ``out``, writes ``metrics.jsonl`` every iteration, ``checkpoint.safetensors`` every
     ``checkpoint_every`` iterations (and at the end), ``model.safetensors`` and ``summary.json``, each
     atomically. ``resume`` continues from ``out``'s checkpoint and gives bitwise the weights, history
     (apart from timings) and best-iteration choice of an uninterrupted run (same device and threads).
@@ -313,6 +440,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     if not isinstance(settings, ADMMSettings):
         raise SettingsError(f"settings must be an ADMMSettings, not {type(settings).__name__}")
     _check_inputs(frames, labels, hidden, n_classes, val, checkpoint_every, metrics_every)
+    _check_report(report_samples, val_samples, budget_s)
     dtype = S.DTYPES[settings.dtype]
     n_classes = int(n_classes or int(labels.max()) + 1)
     sizes = [int(frames.shape[2]), *[int(h) for h in hidden], n_classes]
@@ -331,14 +459,18 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
     if val is not None:
-        v = val[0]
+        v, vl = val
+        vidx = report_indices(v.shape[1], VAL_SAMPLES if val_samples is None else val_samples, VAL_SEED)
+        if vidx is not None:
+            v, vl = v[:, vidx], vl[vidx]
         v = v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype)
-        val = (v, val[1].to(device))
+        val = (v, vl.to(device))
         if not bool(torch.isfinite(val[0]).all()):
             raise DataError(f"validation frames contain NaN or infinite values ({_first_nonfinite(val[0])})")
     data_fp = fingerprint(frames, labels)
     lab = labels.to(device=device, dtype=torch.int64)
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
+    sample = report_indices(X.shape[1], report_size(X.shape[1], report_samples))
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
     remember_density(cache, density)
@@ -355,9 +487,16 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
         elapsed0, compute_s = r.elapsed_s, r.compute_s
     else:
+        t_init = time.perf_counter()
         state = S.init_state(X, y, sizes, settings, generator, cache=cache)
         best, best_it, history, best_score = [w.clone() for w in state.weights], 0, [], -1.0
         elapsed0, compute_s = 0.0, 0.0
+        init_s = time.perf_counter() - t_init
+    if resume:
+        init_s = 0.0  # the budget counts the restored iterations' compute time, not the first initialisation
+
+    def spent() -> bool:
+        return budget_s is not None and init_s + compute_s >= budget_s
     if out is not None:
         _write_metrics(out, history)
     bar = None
@@ -367,7 +506,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     t_start = time.perf_counter()
     saved_it = state.iteration if resume else None
     try:
-        while state.iteration < settings.iterations:
+        while state.iteration < settings.iterations and not spent():
             t0 = time.perf_counter()
             try:
                 S.iterate(state, X, y, settings, cache, generator)
@@ -377,11 +516,13 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
                 raise DivergenceError(f"{exc}; {where}") from None
             step_s = time.perf_counter() - t0
             compute_s += step_s
-            last = state.iteration == settings.iterations
+            last = state.iteration == settings.iterations or spent()
             if state.iteration % metrics_every == 0 or last:
-                m = iteration_metrics(state, X, y, lab, settings, val)
+                t0 = time.perf_counter()
+                m = iteration_metrics(state, X, y, lab, settings, val, sample)
                 m["seconds"] = step_s
                 m["wall_s"] = compute_s
+                m["report_s"] = time.perf_counter() - t0
                 history.append(m)
                 score = m.get("val_accuracy", m["train_accuracy"] if val is None else -1.0)
                 if val is None or score > best_score:
@@ -401,14 +542,15 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
             bar.close()
     wall = elapsed0 + time.perf_counter() - t_start
     weights = best if val is not None else state.weights
+    status = "budget" if state.iteration < settings.iterations and spent() else "finished"
     result = TrainResult([w.detach().clone() for w in weights], [w.detach().clone() for w in state.weights],
                          best_it if val is not None else state.iteration, history, state.iteration, wall,
-                         state=state)
+                         status=status, state=state, init_s=init_s, compute_s=compute_s)
     if out is not None:
         save_model(out / "model.safetensors", result.weights, settings.delta, settings.theta,
                    {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})})
         summary = {"iterations": state.iteration, "best_iteration": result.best_iteration, "wall_s": wall,
-                   "compute_s": compute_s, "sizes": sizes, "settings": settings.to_dict(),
+                   "compute_s": compute_s, "status": status, "sizes": sizes, "settings": settings.to_dict(),
                    "final": history[-1] if history else None, **(model_extra or {})}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return result

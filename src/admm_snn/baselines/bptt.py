@@ -198,14 +198,20 @@ def _peak_rss_bytes() -> int:
 def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: Sequence[int],
                params: LIFParams, settings: BPTTSettings = BPTTSettings(),
                val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
-               device="cpu", progress: bool = False, n_classes: Optional[int] = None) -> BPTTResult:
+               device="cpu", progress: bool = False, n_classes: Optional[int] = None,
+               budget_s: Optional[float] = None) -> BPTTResult:
     """Train the admm_snn network with surrogate-gradient BPTT (snnTorch) and Adam.
 
-    ``train_frames`` (T, N, n_in), any numeric dtype (cast to float32 per batch); ``train_labels``
-    (N,) integer. ``hidden``: sizes of the hidden LIF layers (may be empty). ``n_classes`` defaults to
-    1 + the largest label seen. With validation data, the weights of the epoch with the best
-    validation accuracy (first such epoch) are returned. Same seed, same data, same device → same
-    weights on CPU (explicit generators for initialisation and shuffling; global RNGs are untouched).
+    ``train_frames`` (T, N, n_in), any numeric dtype (cast to float32 per batch; validation frames are
+    kept as given and simulated in chunks); ``train_labels`` (N,) integer. ``hidden``: sizes of the
+    hidden LIF layers (may be empty). ``n_classes`` defaults to 1 + the largest label seen. With
+    validation data, the weights of the epoch with the best validation accuracy (first such epoch) are
+    returned. Same seed, same data, same device → same weights on CPU (explicit generators for
+    initialisation and shuffling; global RNGs are untouched).
+
+    ``budget_s``: stop once the training time (mini-batches, without validation) has reached this many
+    seconds, after the mini-batch that reached it; that last, partial epoch is validated and recorded
+    like the others (its history entry has ``"partial": True`` and the number of mini-batches it ran).
     """
     t_start = time.perf_counter()
     _check_data(train_frames, train_labels, "training")
@@ -259,8 +265,10 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
 
     N = train_frames.shape[1]
     labels_dev = train_labels.to(device=device, dtype=torch.long)
-    if have_val:
-        val_x = val_frames.to(device=device, dtype=torch.float32)
+    if budget_s is not None and not (budget_s > 0):
+        raise SettingsError(f"budget_s={budget_s!r} must be a number of seconds > 0, or None (no budget)")
+    if have_val:  # kept in their own dtype (uint8 spikes stay compact): predict converts one chunk at a time
+        val_x = val_frames.to(device=device)
         val_y = val_labels.to(device=device, dtype=torch.long)
     history: list[dict] = []
     best_acc, best_epoch, best_weights = -1.0, None, None
@@ -275,8 +283,11 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(N, generator=gen)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen, batches, spent = 0.0, 0, 0, 0, False
         for b in range(0, N, s.batch_size):
+            if budget_s is not None and train_time + time.perf_counter() - t0 >= budget_s:
+                spent = True
+                break
             idx = perm[b:b + s.batch_size]
             x = train_frames[:, idx].to(device=device, dtype=torch.float32)
             y = labels_dev[idx.to(device)]
@@ -290,10 +301,18 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            batches += 1
+            if cuda and budget_s is not None:
+                torch.cuda.synchronize(device)
         if cuda:
             torch.cuda.synchronize(device)
         train_time += time.perf_counter() - t0
-        rec = dict(epoch=epoch, wall_s=train_time, train_loss=loss_sum / N, train_acc=correct / N)
+        if batches == 0:  # the budget was spent before this epoch began
+            break
+        rec = dict(epoch=epoch, wall_s=train_time, train_loss=loss_sum / seen, train_acc=correct / seen)
+        if spent or seen < N:
+            rec.update(partial=True, batches=batches)
         if have_val:
             with torch.no_grad():
                 pred = predict([fc.weight.detach() for fc in net.fcs], val_x, params)
@@ -303,11 +322,13 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
                 best_acc, best_epoch, best_weights = vacc, epoch, net.export_weights()
         history.append(rec)
         if bar is not None:
-            bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k not in ("epoch", "wall_s")})
+            bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k not in ("epoch", "wall_s", "partial")})
+        if spent:
+            break
     if bar is not None:
         bar.close()
     if best_weights is None:
-        best_weights, best_epoch = net.export_weights(), s.epochs
+        best_weights, best_epoch = net.export_weights(), len(history)
     if cuda:
         peak = int(torch.cuda.max_memory_allocated(device) - mem0)
     else:

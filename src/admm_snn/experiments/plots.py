@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .network import LIFParams, forward
+from ..network import LIFParams, forward
 
 COLORS = {"admm": "tab:blue", "bptt": "tab:orange", "floor": "tab:gray", "paper": "tab:red"}
 LABELS = {"admm": "ADMM", "bptt": "BPTT (snnTorch)", "floor": "random hidden + LS readout",
@@ -49,7 +49,6 @@ def _mean_curve(curves: list[list]) -> tuple[list[float], list[float]]:
 
 def accuracy_vs_depth(results: dict, path) -> Path | None:
     """Test accuracy (mean ± std over seeds) against the number of hidden layers, with the paper's."""
-    from .compare import PAPER_NMNIST
     fig = _figure(figsize=(5.5, 4))
     if fig is None:
         return None
@@ -62,14 +61,16 @@ def accuracy_vs_depth(results: dict, path) -> Path | None:
         ax.errorbar([r["depth"] for r in rows], [100 * r["test_accuracy"]["mean"] for r in rows],
                     yerr=[100 * r["test_accuracy"]["std"] for r in rows], marker="o", capsize=3,
                     color=COLORS[m], label=LABELS[m])
-    pd = [d for d in depths if d in PAPER_NMNIST]
+    paper = {int(k): v for k, v in (results.get("paper") or {}).items()}
+    pd = [d for d in depths if d in paper]
     if pd:
-        ax.plot(pd, [100 * PAPER_NMNIST[d] for d in pd], marker="s", linestyle="--", color=COLORS["paper"],
+        ax.plot(pd, [100 * paper[d] for d in pd], marker="s", linestyle="--", color=COLORS["paper"],
                 label=LABELS["paper"])
     ax.set_xticks(depths)
     ax.set_xlabel("hidden layers")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"accuracy vs depth ({results['split']['n_train']} training recordings)", fontsize=10)
+    ax.set_title(f"accuracy vs depth ({results['config']['data']['dataset']}, {results['split']['n_train']} "
+                 "training samples)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -93,6 +94,9 @@ def accuracy_vs_time(results: dict, path) -> Path | None:
             ax.plot(ts, [100 * a for a in accs], color=COLORS[m], label=LABELS[m], **style)
         ax.set_title(f"{d} hidden layer{'s' if d > 1 else ''}", fontsize=10)
         ax.set_xlabel("training time (s)")
+        budget = results["config"].get("budget_s")
+        if budget:
+            ax.axvline(budget, color="k", linestyle=":", linewidth=1, label="budget" if d == depths[0] else None)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy (%)")
     axes[0].legend(fontsize=8)

@@ -1,5 +1,5 @@
-"""Experiments: ADMM against BPTT and a random-feature floor over network depth, and grid sweeps of the
-ADMM penalties. Used by ``admm-snn compare``, ``admm-snn sweep`` and ``bench/compare.py``.
+"""ADMM against BPTT and a random-feature floor over network depth (``admm-snn compare`` and
+``bench/compare.py``).
 
 Three methods, trained on the same train split and selected on the same validation split:
 
@@ -20,36 +20,23 @@ sum of the iteration times, without the per-iteration evaluation; for BPTT it is
 / ``time_to_95`` is the training time at the first evaluated iteration/epoch whose validation accuracy
 reaches 90% / 95% of the validation accuracy of the selected model.
 
-Memory: ``peak_memory_mib`` is the growth of the process's resident set during the call (sampled every
-5 ms from /proc/self/statm by a background thread, after freed heap memory was returned to the OS with
-``malloc_trim``), so later runs in the same process are measured like the first. Where /proc is
-unavailable it falls back to the growth of ``getrusage().ru_maxrss`` (which is 0 for a run that stays
-below an earlier peak). BPTT's own figure (``bptt_peak_memory_mib``, ru_maxrss growth) is kept as well.
+Memory: ``peak_memory_mib`` is the growth of the process's resident set during the call
+(:class:`admm_snn.experiments.common.PeakMemory`). BPTT's own figure (``bptt_peak_memory_mib``, ru_maxrss growth) is kept as well.
 """
 
 from __future__ import annotations
 
-import gc
-import json
-import math
-import os
-import platform
-import resource
-import statistics
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from .admm.settings import ADMMSettings
-from .errors import SettingsError
-from .experiment import DataOptions, load_splits
-from .network import LIFParams, forward, synaptic_operations
-from .resources import release_free_heap
+from ..admm.settings import ADMMSettings
+from ..errors import SettingsError
+from ..data.options import DataOptions, load_splits
+from ..network import LIFParams
+from .common import PeakMemory, environment, evaluate, mean_std, time_to_fraction, write_json
 
 # Reported test accuracy of ADMM training on the full N-MNIST in Perin et al. (arXiv 2505.05527), by
 # number of hidden layers.
@@ -58,102 +45,6 @@ METHODS = ("admm", "bptt", "floor")
 METHOD_NAMES = {"admm": "ADMM", "bptt": "BPTT (snnTorch)", "floor": "Random hidden + LS readout",
                 "paper": "Paper ADMM (full N-MNIST)"}
 FRACTIONS = (0.9, 0.95)
-
-
-# ----------------------------------------------------------------------------------------------- memory
-
-def _current_rss() -> int | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _max_rss() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
-
-
-def _trim_heap() -> None:
-    gc.collect()
-    release_free_heap()
-
-
-class PeakMemory:
-    """``with PeakMemory() as m: ...``; then ``m.bytes`` is the growth of the resident set during the block
-    (see the module docstring) and ``m.method`` says how it was measured."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.bytes = 0
-        self.method = "rss-sampling"
-
-    def _poll(self):
-        while not self._stop.wait(self.interval):
-            rss = _current_rss()
-            if rss is not None and rss > self._peak:
-                self._peak = rss
-
-    def __enter__(self):
-        _trim_heap()
-        base = _current_rss()
-        if base is None:
-            self.method = "ru_maxrss"
-            self._base = _max_rss()
-            return self
-        self._base = self._peak = base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.method == "ru_maxrss":
-            self.bytes = max(0, _max_rss() - self._base)
-            return False
-        self._stop.set()
-        self._thread.join()
-        rss = _current_rss()
-        self._peak = max(self._peak, rss or 0)
-        self.bytes = max(0, self._peak - self._base)
-        return False
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-def evaluate(weights, frames: torch.Tensor, labels: torch.Tensor, params: LIFParams, chunk: int = 256) -> dict:
-    """Forward simulation on a split: accuracy, firing rate of each hidden layer (spikes per neuron per
-    time step) and synaptic operations per sample (input events times fan-out, summed over layers)."""
-    n = frames.shape[1]
-    correct, sops, spikes = 0, 0.0, None
-    for s in range(0, n, chunk):
-        x = frames[:, s:s + chunk]
-        trace = forward(weights, x, params)
-        correct += int((trace.output[-1].argmax(1).cpu() == labels[s:s + chunk].cpu()).sum())
-        sops += synaptic_operations(weights, x, trace) * x.shape[1]
-        r = [float(a.sum()) for a in trace.spikes]
-        spikes = r if spikes is None else [u + v for u, v in zip(spikes, r)]
-    T = frames.shape[0]
-    rates = [s_ / (T * max(n, 1) * w.shape[0]) for s_, w in zip(spikes or [], weights[:-1])]
-    return {"accuracy": correct / max(n, 1), "firing_rate": rates, "synaptic_ops": sops / max(n, 1)}
-
-
-def time_to_fraction(curve: list[tuple[float, float]], reference: float, fraction: float) -> float | None:
-    """Training time at the first point of ``curve`` [(seconds, val accuracy)] that reaches
-    ``fraction · reference``; None if no point does."""
-    for t, acc in curve:
-        if acc >= fraction * reference - 1e-12:
-            return t
-    return None
-
-
-def _mean_std(values: list) -> dict | None:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "n": len(vals)}
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -174,6 +65,9 @@ class CompareConfig:
     device: str = "cpu"
     plot_sample: int = 0
     progress: bool = False
+    budget_s: float | None = None
+    report_samples: int | None = None
+    val_samples: int | None = None
 
     def __post_init__(self):
         if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
@@ -189,10 +83,16 @@ class CompareConfig:
             raise SettingsError(f"metrics_every={self.metrics_every!r} must be an integer >= 1")
         if self.plot_sample < 0:
             raise SettingsError(f"plot sample {self.plot_sample} must be >= 0")
+        if self.budget_s is not None and not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0):
+            raise SettingsError(f"budget {self.budget_s!r} must be a number of seconds > 0")
+        for name in ("report_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise SettingsError(f"{name}={v!r} must be 0 (all) or a positive integer")
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("depths", "seeds", "hidden_width", "methods", "metrics_every",
-                                            "device", "plot_sample")}
+                                            "device", "plot_sample", "budget_s", "report_samples", "val_samples")}
         d.update(data=self.data.to_dict(), admm=self.admm.to_dict(), bptt=asdict(self.bptt))
         return d
 
@@ -206,32 +106,17 @@ def admm_starts_at_floor(settings: ADMMSettings) -> bool:
     return floor_settings(settings).replace(iterations=settings.iterations) == settings
 
 
-def _environment() -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    try:
-        root = Path(__file__).resolve().parents[2]
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                           text=True, timeout=10).stdout.strip() or None
-        env["git_subject"] = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=root, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout
-        env["git_dirty_files"] = [line[3:] for line in status.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return env
-
 
 # ------------------------------------------------------------------------------------------- methods
 
 def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu") -> dict:
-    from .admm import solver as S
+    from ..admm import solver as S
     fs = floor_settings(settings)
     dtype = S.DTYPES[fs.dtype]
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        Xd = X.to(device=device, dtype=dtype)
+        compact = X.dtype in (torch.uint8, torch.bool)  # spike frames stay compact, as train() keeps them
+        Xd = X.to(device=device) if compact else X.to(device=device, dtype=dtype)
         n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
         y = torch.nn.functional.one_hot(labels.to(device), n_classes).to(dtype)
         sizes = [int(X.shape[2]), *hidden, n_classes]
@@ -250,21 +135,20 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
 
 
 def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict | None, metrics_every=1,
-             device="cpu", progress=False) -> dict:
-    from .train import train
+             device="cpu", progress=False, budget_s=None, report_samples=None) -> dict:
+    from ..train import train
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train(X, labels, hidden, settings, n_classes=n_classes, val=val, progress=progress, device=device,
-                    metrics_every=metrics_every, log=lambda *a, **k: None)
+                    metrics_every=metrics_every, log=lambda *a, **k: None, budget_s=budget_s,
+                    report_samples=report_samples, val_samples=0)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
-    # ADMM's own initialisation is the floor's fit; its time is taken from the floor's call, capped by the
-    # part of this call not spent in iterations (initialisation + evaluation), so that a burst of load from
-    # other jobs during the separate floor call cannot make ADMM's time exceed its own call.
-    compute = res.history[-1]["wall_s"] if res.history else 0.0
+    # Training time: ADMM's own initialisation (with the default settings the floor's fit) plus its
+    # iterations, without the per-iteration report; the budget counts the same.
     starts = floor is not None and admm_starts_at_floor(settings)
-    offset = min(floor["train_s"], max(0.0, wall - compute)) if starts else 0.0
+    offset = res.init_s
     curve = [(offset, floor["val_accuracy"])] if starts else []
     curve += [(offset + h["wall_s"], h["val_accuracy"]) for h in res.history]
     selected = next((h["val_accuracy"] for h in res.history if h["iteration"] == res.best_iteration), None)
@@ -273,51 +157,75 @@ def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict |
     params = settings.lif
     te = evaluate(weights, test[0], test[1], params)
     keep = ("iteration", "wall_s", "loss", "lagrangian", "residual_output", "residual_dynamics",
-            "residual_spike", "spike_gap", "train_accuracy", "val_accuracy", "firing_rate")
+            "residual_spike", "spike_gap", "train_accuracy", "val_accuracy", "firing_rate", "report_samples",
+            "report_s")
     history = [{k: h.get(k) for k in keep} for h in res.history]
-    train_s = offset + compute
-    out = {"method": "admm", "weights": weights, "train_s": train_s, "wall_s": wall, "best_iteration": res.best_iteration,
-           "iterations": res.iterations, "val_accuracy": selected, "test_accuracy": te["accuracy"],
+    out = {"method": "admm", "weights": weights, "train_s": res.init_s + res.compute_s, "init_s": res.init_s,
+           "wall_s": wall, "best_iteration": res.best_iteration, "iterations": res.iterations,
+           "status": res.status, "val_accuracy": selected, "test_accuracy": te["accuracy"],
            "firing_rate": te["firing_rate"], "synaptic_ops": te["synaptic_ops"], "curve": curve,
            "peak_memory_mib": mem.bytes / 2 ** 20, "history": history,
-           "starts_at_floor": starts}
+           "report_s": sum(h.get("report_s") or 0.0 for h in res.history), "starts_at_floor": starts}
     for f in FRACTIONS:
         out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f) if selected is not None else None
     return out
 
 
-def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False) -> dict:
-    from .baselines.bptt import train_bptt
+def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False,
+             budget_s=None) -> dict:
+    from ..baselines.bptt import train_bptt
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train_bptt(X, labels, hidden, params, bptt_settings, val[0], val[1], device=device,
-                         progress=progress, n_classes=n_classes)
+                         progress=progress, n_classes=n_classes, budget_s=budget_s)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     curve = [(h["wall_s"], h["val_acc"]) for h in res.history]
     selected = max(h["val_acc"] for h in res.history)
     te = evaluate(weights, test[0], test[1], params)
+    n, bs = X.shape[1], bptt_settings.batch_size
+    epochs = sum(min(1.0, h["batches"] * bs / n) if h.get("partial") else 1.0 for h in res.history)
+    stopped = len(res.history) < bptt_settings.epochs or bool(res.history[-1].get("partial"))
     out = {"method": "bptt", "weights": weights, "train_s": res.history[-1]["wall_s"], "wall_s": wall,
-           "best_epoch": res.best_epoch, "epochs": len(res.history), "val_accuracy": selected,
+           "best_epoch": res.best_epoch, "epochs": epochs, "status": "budget" if stopped else "finished",
+           "val_accuracy": selected,
            "test_accuracy": te["accuracy"], "firing_rate": te["firing_rate"], "synaptic_ops": te["synaptic_ops"],
            "curve": curve, "peak_memory_mib": mem.bytes / 2 ** 20,
            "bptt_peak_memory_mib": res.peak_memory_bytes / 2 ** 20,
-           "history": [{k: h.get(k) for k in ("epoch", "wall_s", "train_loss", "train_acc", "val_acc")}
-                       for h in res.history]}
+           "history": [{k: h.get(k) for k in ("epoch", "wall_s", "train_loss", "train_acc", "val_acc", "partial",
+                                              "batches")} for h in res.history]}
     for f in FRACTIONS:
         out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f)
     return out
 
 
+def accuracy_at(curve: list, t: float) -> float | None:
+    """The best validation accuracy of ``curve`` [(seconds, accuracy)] reached within ``t`` seconds of
+    training (the model a run stopped at ``t`` would return); None before the first point."""
+    accs = [a for s, a in curve if s <= t + 1e-9]
+    return max(accs) if accs else None
+
+
 # ------------------------------------------------------------------------------------------- summary
 
 SUMMARY_FIELDS = ("test_accuracy", "val_accuracy", "train_s", "wall_s", "time_to_90", "time_to_95",
-                  "peak_memory_mib", "synaptic_ops")
+                  "peak_memory_mib", "synaptic_ops", "iterations", "epochs")
+#: fractions of the time axis at which the accuracy-against-time table reads every curve
+TIME_POINTS = (0.25, 0.5, 1.0)
 
 
-def summarise(runs: list[dict], depths, methods) -> list[dict]:
-    """Mean and sample standard deviation (n − 1) over seeds, per method and depth."""
+def time_axis(runs: list[dict], budget_s: float | None) -> float:
+    """The time the accuracy-against-time table spans: the budget, else the longest training time."""
+    if budget_s:
+        return float(budget_s)
+    return max((r["train_s"] for r in runs), default=0.0)
+
+
+def summarise(runs: list[dict], depths, methods, budget_s: float | None = None) -> list[dict]:
+    """Mean and sample standard deviation (n − 1) over seeds, per method and depth; ``val_at`` holds the
+    validation accuracy reached within each of :data:`TIME_POINTS` × :func:`time_axis` seconds."""
+    horizon = time_axis(runs, budget_s)
     rows = []
     for depth in depths:
         for m in methods:
@@ -326,9 +234,12 @@ def summarise(runs: list[dict], depths, methods) -> list[dict]:
                 continue
             row = {"method": m, "depth": depth, "seeds": len(rs)}
             for k in SUMMARY_FIELDS:
-                row[k] = _mean_std([r.get(k) for r in rs])
+                row[k] = mean_std([r.get(k) for r in rs])
             n_layers = len(rs[0]["firing_rate"])
-            row["firing_rate"] = [_mean_std([r["firing_rate"][i] for r in rs]) for i in range(n_layers)]
+            row["firing_rate"] = [mean_std([r["firing_rate"][i] for r in rs]) for i in range(n_layers)]
+            row["val_at"] = {f"{f:g}": mean_std([accuracy_at(r["curve"], f * horizon) for r in rs])
+                             for f in TIME_POINTS}
+            row["time_axis_s"] = horizon
             rows.append(row)
     return rows
 
@@ -360,22 +271,50 @@ def results_markdown(results: dict) -> str:
     by = {(r["method"], r["depth"]): r for r in summary}
     n_seeds = cfg["seeds"]
     nmnist = data["dataset"] == "nmnist"
+    images = data["dataset"] not in ("nmnist", "digits")
+    budget = cfg.get("budget_s")
+    unit = "recordings" if nmnist else "samples"
     L = []
     L.append("# ADMM vs BPTT vs random-feature floor on "
-             + ("N-MNIST (1,000-recording subset)" if nmnist else f"{data['dataset']}"))
+             + ("N-MNIST" if nmnist else {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+                                          "kmnist": "KMNIST"}.get(data["dataset"], data["dataset"])))
     L.append("")
     L.append(f"Test accuracy (%) of the forward-simulated network, mean ± std over {n_seeds} seed(s); "
-             f"{split['n_train']} train / {split['n_val']} validation / {split['n_test']} test recordings; "
-             f"hidden layers of {cfg['hidden_width']} LIF neurons.")
+             f"{split['n_train']} train / {split['n_val']} validation / {split['n_test']} test {unit} "
+             f"(test: {split['test_source']}); hidden layers of {cfg['hidden_width']} LIF neurons"
+             + (f"; every ADMM and BPTT run had the same training-time budget of {budget:g} s." if budget else "."))
     L.append("")
-    head = ["Hidden layers"] + [METHOD_NAMES[m] for m in methods] + [METHOD_NAMES["paper"]]
+    head = ["Hidden layers"] + [METHOD_NAMES[m] for m in methods] + ([METHOD_NAMES["paper"]] if nmnist else [])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "|".join(["---:"] * len(head)) + "|")
     for d in depths:
         cells = [str(d)] + [_pct(by[(m, d)]["test_accuracy"]) if (m, d) in by else "–" for m in methods]
-        cells.append(f"{100 * PAPER_NMNIST[d]:.1f}" if d in PAPER_NMNIST else "–")
+        if nmnist:
+            cells.append(f"{100 * PAPER_NMNIST[d]:.1f}" if d in PAPER_NMNIST else "–")
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
+    horizon = summary[0]["time_axis_s"] if summary and "time_axis_s" in summary[0] else None
+    if horizon:
+        L.append(f"Accuracy against training time: validation accuracy (%) of the model each method would return "
+                 f"if stopped after t seconds of training (its best evaluated point so far; – = none yet), "
+                 + (f"t as fractions of the {budget:g} s budget." if budget
+                    else f"t as fractions of the longest run ({horizon:.0f} s).") + " Plot: `accuracy_vs_time.png`.")
+        L.append("")
+        ts = [f * horizon for f in TIME_POINTS]
+        head = ["Method", "Hidden layers"] + [f"t = {t:.3g} s" for t in ts] + ["Train time used (s)",
+                                                                               "Iterations / epochs"]
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|---|---:|" + "---:|" * (len(ts) + 2))
+        for d in depths:
+            for m in methods:
+                r = by.get((m, d))
+                if r is None:
+                    continue
+                steps = {"admm": _num(r.get("iterations"), ".0f"), "bptt": _num(r.get("epochs"), ".2f")}.get(m, "–")
+                L.append("| " + " | ".join([METHOD_NAMES[m], str(d)]
+                                           + [_pct(r["val_at"][f"{f:g}"]) for f in TIME_POINTS]
+                                           + [_num(r["train_s"]), steps]) + " |")
+        L.append("")
     L.append("Cost, mean ± std over seeds (training times on this machine: "
              f"{results['environment'].get('cpu_count')} CPU cores, {results['environment'].get('threads')} torch "
              "threads, shared with other jobs, so absolute times are noisy).")
@@ -398,32 +337,53 @@ def results_markdown(results: dict) -> str:
     L.append("## How these numbers were made")
     L.append("")
     adm = cfg["admm"]
-    L.append(f"- **Data.** {'N-MNIST: the ' + str(split['n_train'] + split['n_val'] + split['n_test']) + ' recordings in ' + str(data['data_dir']) if nmnist else data['dataset']}, "
-             f"split stratified by digit with split seed {data['split_seed']} into train/validation/test "
+    n_all = split['n_train'] + split['n_val'] + (0 if split['test_source'] != f"held-out {data['test_fraction']:.0%} of training" else split['n_test'])
+    if nmnist:
+        what = f"N-MNIST: {n_all} training recordings in {data['data_dir']}"
+    elif images:
+        what = f"{data['dataset']}: {n_all} training images (IDX files) in {data['data_dir']}"
+    else:
+        what = data["dataset"]
+    L.append(f"- **Data.** {what}" + (f" (limit {data['limit']})" if data.get("limit") else "")
+             + f", split stratified by class with split seed {data['split_seed']} into train/validation/test "
              f"({split['n_train']}/{split['n_val']}/{split['n_test']}; test: {split['test_source']}). "
              + (f"Each recording: denoised ({data['denoise_ms']} ms filter), the first {data['time_steps']} frames of "
                 f"{data['bin_ms']} ms ({data['time_steps'] * data['bin_ms']:.0f} ms of the ~300 ms recording), "
-                "2·34·34 = 2312 binary inputs." if nmnist else f"{data['time_steps']} time steps, {data['encoding']} code."))
-    L.append("- **Differences from the paper's setup.** The paper's figures (last column) are quoted, not reproduced: "
-             "they are for the full N-MNIST (60,000 training and 10,000 test recordings) with 1 ms frames, the "
-             "paper's initialisation (W = 0, z and a uniform) and its sequential update order. Here: "
-             f"{split['n_train']} training recordings ({100 * split['n_train'] / 60000:.2g}% of 60,000), {data['bin_ms']} ms frames, "
-             f"T = {data['time_steps']}, and this implementation's ADMM settings (below), which differ from the "
-             "paper's where the spec found the paper's choices to train poorly. The numbers are therefore "
-             "comparable with each other (same split, same network, same evaluation), not with the paper's.")
-    from .baselines.bptt import BPTTSettings
+                "2·34·34 = 2312 binary inputs." if nmnist else
+                f"{data['time_steps']} time steps, {data['encoding']} code (seed {data['split_seed']})."))
+    if cfg.get("val_samples") and split["n_val"] > cfg["val_samples"]:
+        L.append(f"- **Validation** (model selection, all methods): a fixed subsample of {cfg['val_samples']} of the "
+                 f"{split['n_val']} validation {unit}.")
+    if nmnist:
+        L.append("- **Differences from the paper's setup.** The paper's figures (last column) are quoted, not reproduced: "
+                 "they are for the full N-MNIST (60,000 training and 10,000 test recordings) with 1 ms frames, the "
+                 "paper's initialisation (W = 0, z and a uniform) and its sequential update order. Here: "
+                 f"{split['n_train']} training recordings ({100 * split['n_train'] / 60000:.2g}% of 60,000), {data['bin_ms']} ms frames, "
+                 f"T = {data['time_steps']}, and this implementation's ADMM settings (below), which differ from the "
+                 "paper's where the spec found the paper's choices to train poorly. The numbers are therefore "
+                 "comparable with each other (same split, same network, same evaluation), not with the paper's.")
+    from ..baselines.bptt import BPTTSettings
     lib_it, lib_ep = ADMMSettings().iterations, BPTTSettings().epochs
-    if adm["iterations"] < lib_it or cfg["bptt"]["epochs"] < lib_ep:
+    if budget:
+        used = {m: [r["train_s"] for r in results["runs"] if r["method"] == m] for m in ("admm", "bptt")}
+        parts = [f"{METHOD_NAMES[m]} used {min(v):.1f}–{max(v):.1f} s" for m, v in used.items() if v]
+        L.append(f"- **Budget.** {budget:g} s of training time per run and method (wall clock, one process, "
+                 f"{results['environment'].get('threads')} torch thread(s)): ADMM stops its iterations, BPTT its "
+                 f"mini-batches, after the step during which the budget ran out (caps: {adm['iterations']} ADMM "
+                 f"iterations, {cfg['bptt']['epochs']} BPTT epochs). Time actually used: " + "; ".join(parts) + ".")
+    elif adm["iterations"] < lib_it or cfg["bptt"]["epochs"] < lib_ep:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
-    L.append(f"- **ADMM.** `admm_snn.train.train`, {adm['iterations']} iterations, validation accuracy evaluated every "
-             f"{cfg['metrics_every']} iteration(s) and the best iteration kept. Settings: {_settings_lines(adm)}; "
-             "seed i uses seed + i.")
+    L.append(f"- **ADMM.** `admm_snn.train.train`, "
+             + (f"at most {adm['iterations']} iterations within the budget" if budget else f"{adm['iterations']} iterations")
+             + f", validation accuracy evaluated every {cfg['metrics_every']} iteration(s) and the best iteration "
+             f"kept. Settings: {_settings_lines(adm)}; seed i uses seed + i.")
     bp = cfg["bptt"]
     L.append(f"- **BPTT.** `admm_snn.baselines.bptt.train_bptt` (snnTorch Leaky neurons with the same dynamics, "
-             f"fast-sigmoid surrogate, Adam, cross-entropy on the last output potential), {bp['epochs']} epochs, the "
-             f"epoch with the best validation accuracy kept (no early stop). Settings: {_settings_lines(bp)}.")
+             f"fast-sigmoid surrogate, Adam, cross-entropy on the last output potential), "
+             + (f"at most {bp['epochs']} epochs within the budget (the last one partial)" if budget else f"{bp['epochs']} epochs")
+             + f", the epoch with the best validation accuracy kept (no early stop). Settings: {_settings_lines(bp)}.")
     L.append("- **Floor.** Random hidden weights (the ADMM initialisation: Gaussian, gain "
              f"{adm['init_gain']}/√fan-in) and a ridge least-squares readout on the leaky sums of the true hidden "
              "spikes (`init_state` with init=forward, the joint output solve). "
@@ -436,7 +396,7 @@ def results_markdown(results: dict) -> str:
              "spikes, strict threshold) of the selected weights on the test split; std is the sample standard "
              "deviation over seeds (n − 1).")
     L.append("- **Train time** is training compute only: ADMM initialisation plus iteration times (without "
-             "the per-iteration evaluation), BPTT epoch times (without validation). **To 90% / 95%**: training "
+             "the per-iteration report), BPTT epoch times (without validation). **To 90% / 95%**: training "
              "time at the first evaluated iteration/epoch reaching 90% / 95% of the selected model's validation "
              "accuracy.")
     L.append("- **Peak memory**: growth of the process's resident set during the training call, sampled every "
@@ -457,32 +417,22 @@ def results_markdown(results: dict) -> str:
     return "\n".join(L)
 
 
-def _json_ready(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_ready(obj), indent=1))
-    os.replace(tmp, path)
-
 
 # ------------------------------------------------------------------------------------------- compare
+
+def _time_major(ds) -> torch.Tensor:
+    return ds.time_major(dtype=ds.frames.dtype)
+
 
 def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     """Run every method for every depth and seed; write results.json, results.md and the plots to ``out``.
     results.json is rewritten after every run (``"complete": false`` until the end)."""
     # Import everything the run will use now, so that edits to the source tree during a long run
     # cannot mix code versions (the commit recorded in results.json is the one loaded here).
-    from . import io, plots, train  # noqa: F401
+    from .. import io, train  # noqa: F401
+    from . import plots
     if "bptt" in config.methods:
-        from .baselines import bptt  # noqa: F401
+        from ..baselines import bptt  # noqa: F401
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -490,15 +440,25 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     if splits.val is None or splits.test is None:
         raise SettingsError("compare needs a validation and a test split: use --val-fraction > 0 and "
                             "--test-fraction > 0 (or a data folder with a Test set)")
-    X, labels = splits.train.time_major(), splits.train.labels
-    val = (splits.val.time_major(), splits.val.labels)
-    test = (splits.test.time_major(), splits.test.labels)
-    log(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
-        f"({splits.info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
+    # frames keep their dtype (uint8 spikes stay compact, as admm-snn train keeps them); every method
+    # converts one chunk or mini-batch at a time
+    X, labels = _time_major(splits.train), splits.train.labels
+    val = (_time_major(splits.val), splits.val.labels)
+    test = (_time_major(splits.test), splits.test.labels)
+    info = splits.info
+    del splits  # the sample-major copies: only the time-major ones are used from here
+    from ..train import VAL_SAMPLES, VAL_SEED, report_indices
+    vidx = report_indices(val[0].shape[1], VAL_SAMPLES if config.val_samples is None else config.val_samples,
+                          VAL_SEED)
+    if vidx is not None:  # one bounded validation subsample that selects the model of every method
+        val = (val[0][:, vidx], val[1][vidx])
+    log(f"data: {info['n_train']} train, {info['n_val']} val, {info['n_test']} test "
+        f"({info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
         f"{time.perf_counter() - t_start:.1f} s")
     params = config.admm.lif
-    results = {"config": config.to_dict(), "split": splits.info, "environment": _environment(),
-               "paper": {str(k): v for k, v in PAPER_NMNIST.items()}, "runs": [], "summary": [],
+    results = {"config": config.to_dict(), "split": info, "environment": environment(),
+               "paper": {str(k): v for k, v in PAPER_NMNIST.items()} if config.data.dataset == "nmnist" else {},
+               "runs": [], "summary": [],
                "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
     best = None  # (val accuracy, weights, depth, seed) of the best ADMM run
     total = len(config.depths) * config.seeds * len(config.methods)
@@ -517,31 +477,34 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                     r = floor
                 elif m == "admm":
                     r = run_admm(X, labels, val, test, hidden, admm_s, floor, config.metrics_every,
-                                 config.device, config.progress)
+                                 config.device, config.progress, config.budget_s, config.report_samples)
                 else:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
-                    r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress)
+                    r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress,
+                                 config.budget_s)
                 k += 1
                 weights = r.pop("weights")
                 if m == "admm" and r["val_accuracy"] is not None and (best is None or r["val_accuracy"] > best[0]):
                     best = (r["val_accuracy"], weights, depth, seed)
                 r.update(depth=depth, seed=i)
                 results["runs"].append(r)
+                steps = (f", {r['iterations']} iterations" if m == "admm" else
+                         f", {r['epochs']:.2f} epochs" if m == "bptt" else "")
                 log(f"[{k}/{total}] {m:5s} depth {depth} seed {i}: test {r['test_accuracy']:.3f} val "
                     f"{r['val_accuracy'] if r['val_accuracy'] is not None else float('nan'):.3f} train "
-                    f"{r['train_s']:.1f} s (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
+                    f"{r['train_s']:.1f} s{steps} (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
                     f"MiB, rates {[round(x, 3) for x in r['firing_rate']]}; elapsed "
                     f"{(time.perf_counter() - t_start) / 60:.1f} min")
                 results["total_s"] = time.perf_counter() - t_start
                 write_json(out / "results.json", results)
-    results["summary"] = summarise(results["runs"], config.depths, config.methods)
+    results["summary"] = summarise(results["runs"], config.depths, config.methods, config.budget_s)
     files = []
     files.append(plots.accuracy_vs_depth(results, out / "accuracy_vs_depth.png"))
     files.append(plots.accuracy_vs_time(results, out / "accuracy_vs_time.png"))
     if "admm" in config.methods:
         files.append(plots.admm_convergence(results, out / "admm_convergence.png"))
     if best is not None:
-        from .io import save_model
+        from ..io import save_model
         _, weights, depth, seed = best
         save_model(out / "best_admm.safetensors", weights, params.delta, params.theta,
                    {"settings": config.admm.replace(seed=seed).to_dict(), "data": config.data.to_dict(),
@@ -566,7 +529,7 @@ def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path
     """Spike raster and potential traces of test sample ``sample`` for a model written by ``admm-snn train``
     or by compare (``best_admm.safetensors``)."""
     from . import plots
-    from .io import load_model
+    from ..io import load_model
     model = load_model(Path(model_path))
     splits = load_splits(data)
     ds = splits.test if splits.test is not None else splits.val
@@ -585,134 +548,3 @@ def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path
                                  title=f"{Path(model_path).name}, test sample {sample}")
     log(f"wrote {path}")
     return path
-
-
-# ------------------------------------------------------------------------------------------- sweep
-
-def coerce_setting(name: str, values: list[str]) -> list:
-    """Parse the string ``values`` for the ADMMSettings field ``name`` by the type of the field."""
-    import dataclasses
-    fields = {f.name: f for f in dataclasses.fields(ADMMSettings)}
-    if name not in fields:
-        raise SettingsError(f"--param {name}: not a setting; choose one of {', '.join(sorted(fields))}")
-    if name in ("rho", "beta", "seed"):
-        raise SettingsError(f"--param {name}: {name} is already an axis of the sweep (use --rho/--beta values)"
-                            if name != "seed" else "--param seed: sweep a real setting, not the seed")
-    typ = str(fields[name].type)
-    out = []
-    for v in values:
-        try:
-            if "bool" in typ:
-                if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(v)
-                out.append(v.lower() in ("true", "1", "yes"))
-            elif "int" in typ:
-                out.append(None if v.lower() == "none" and "None" in typ else int(v))
-            elif "float" in typ:
-                out.append(None if v.lower() == "none" and "None" in typ else float(v))
-            else:
-                out.append(v)
-        except ValueError:
-            raise SettingsError(f"--param {name}: {v!r} is not a valid {typ}") from None
-    return out
-
-
-def run_sweep(data: DataOptions, base: ADMMSettings, rhos: list[float], betas: list[float], hidden: list[int],
-              out: str | Path, param: tuple[str, list] | None = None, metrics_every: int = 1, device="cpu",
-              log=print) -> dict:
-    """Train one ADMM network per grid point (ρ × β [× one more setting]) and record its validation
-    accuracy (forward simulation, best iteration). Writes sweep.json, sweep.md and sweep.png."""
-    from . import plots
-    from .errors import DivergenceError
-    from .train import train
-    if not rhos or not betas:
-        raise SettingsError("the sweep needs at least one ρ and one β value")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    splits = load_splits(data, need_test=False)
-    if splits.val is None:
-        raise SettingsError("the sweep selects on the validation split: use --val-fraction > 0")
-    X, labels = splits.train.time_major(), splits.train.labels
-    val = (splits.val.time_major(), splits.val.labels)
-    n_classes = int(max(int(labels.max()), int(val[1].max())) + 1)
-    pname, pvalues = param if param else (None, [None])
-    grid = []
-    for pv in pvalues:
-        for beta in betas:
-            for rho in rhos:
-                changes = {"rho": float(rho), "beta": float(beta)}
-                if pname:
-                    changes[pname] = pv
-                grid.append(changes)
-    settings_list = [base.replace(**c) for c in grid]  # validates every point before training any
-    log(f"sweep: {len(grid)} settings × {base.iterations} iterations on {splits.info['n_train']} train / "
-        f"{splits.info['n_val']} val, hidden {hidden}")
-    points = []
-    for k, (c, s) in enumerate(zip(grid, settings_list), 1):
-        t0 = time.perf_counter()
-        p = dict(c)
-        try:
-            res = train(X, labels, hidden, s, n_classes=n_classes, val=val, progress=False, device=device,
-                        metrics_every=metrics_every, log=lambda *a, **kw: None)
-            h = res.history
-            best = next((x for x in h if x["iteration"] == res.best_iteration), None)
-            p.update(val_accuracy=best["val_accuracy"] if best else None,
-                     best_iteration=res.best_iteration,
-                     final_val_accuracy=h[-1]["val_accuracy"] if h else None,
-                     train_accuracy=best["train_accuracy"] if best else None,
-                     spike_gap=best["spike_gap"] if best else None,
-                     firing_rate=best["firing_rate"] if best else None,
-                     val_curve=[x["val_accuracy"] for x in h], train_s=h[-1]["wall_s"] if h else 0.0,
-                     status="ok")
-        except DivergenceError as exc:
-            p.update(val_accuracy=None, status=f"diverged: {exc}")
-        points.append(p)
-        va = p["val_accuracy"]
-        what = f"val {va:.3f}" if va is not None else p["status"]
-        log(f"[{k}/{len(grid)}] rho={c['rho']:g} beta={c['beta']:g}" + (f" {pname}={c[pname]}" if pname else "")
-            + f": {what} ({time.perf_counter() - t0:.1f} s)")
-    results = {"data": data.to_dict(), "split": splits.info, "hidden": hidden, "base_settings": base.to_dict(),
-               "rho": [float(r) for r in rhos], "beta": [float(b) for b in betas],
-               "param": {"name": pname, "values": pvalues} if pname else None, "points": points,
-               "environment": _environment(), "total_s": time.perf_counter() - t_start}
-    ok = [p for p in points if p["val_accuracy"] is not None]
-    results["best"] = max(ok, key=lambda p: p["val_accuracy"]) if ok else None
-    plots.sweep_heatmap(results, out / "sweep.png")
-    write_json(out / "sweep.json", results)
-    (out / "sweep.md").write_text(sweep_markdown(results))
-    log(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'} in {results['total_s'] / 60:.1f} min")
-    return results
-
-
-def sweep_markdown(results: dict) -> str:
-    pname = results["param"]["name"] if results["param"] else None
-    pvalues = results["param"]["values"] if results["param"] else [None]
-    L = ["# ADMM sweep: validation accuracy (%) of the forward simulation, best iteration", ""]
-    split = results["split"]
-    base = results["base_settings"]
-    L.append(f"{results['data']['dataset']}, {split['n_train']} train / {split['n_val']} validation, hidden "
-             f"{results['hidden']}, {base['iterations']} iterations; other settings: "
-             + ", ".join(f"{k}={v}" for k, v in base.items() if k not in ("rho", "beta", pname)) + ".")
-    L.append("")
-    for pv in pvalues:
-        if pname:
-            L.append(f"## {pname} = {pv}")
-            L.append("")
-        L.append("| β \\ ρ | " + " | ".join(f"{r:g}" for r in results["rho"]) + " |")
-        L.append("|---:|" + "---:|" * len(results["rho"]))
-        for b in results["beta"]:
-            cells = []
-            for r in results["rho"]:
-                p = next(p for p in results["points"] if p["rho"] == r and p["beta"] == b
-                         and (pname is None or p[pname] == pv))
-                cells.append(f"{100 * p['val_accuracy']:.1f}" if p["val_accuracy"] is not None else "div.")
-            L.append(f"| {b:g} | " + " | ".join(cells) + " |")
-        L.append("")
-    if results["best"]:
-        b = results["best"]
-        L.append(f"Best: ρ = {b['rho']:g}, β = {b['beta']:g}" + (f", {pname} = {b[pname]}" if pname else "")
-                 + f": {100 * b['val_accuracy']:.1f}% at iteration {b['best_iteration']}.")
-    L.append(f"Sweep time: {results['total_s'] / 60:.1f} min.")
-    L.append("")
-    return "\n".join(L)

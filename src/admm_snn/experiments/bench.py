@@ -33,45 +33,6 @@ DENSITY = 0.035
 N_INPUTS = 2312
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "bench", help="time ADMM iterations of both schedules (speed, FLOP rate, memory)",
-        description=__doc__.split("\n\n")[0] + " Writes bench.md, bench.json and bench.png into --out.")
-    _arguments(p)
-    p.set_defaults(func=run)
-
-
-def _arguments(p) -> None:
-    p.add_argument("--n", type=int, nargs="+", default=[1000], metavar="N", help="numbers of samples (default 1000)")
-    p.add_argument("--time-steps", type=int, default=30, metavar="T", help="frames per sample (default 30)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[128], metavar="W",
-                   help="hidden widths (default 128); one width with --depth D repeats it D times")
-    p.add_argument("--depth", type=int, default=None, metavar="D", help="number of hidden layers")
-    p.add_argument("--schedules", nargs="+", default=["parallel", "sequential"],
-                   choices=["parallel", "sequential"], help="which schedules (default both)")
-    p.add_argument("--preset", choices=["default", "paper"], default="default",
-                   help="solver settings: the defaults, or ADMMSettings.paper() (schedule replaced per row)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override one setting, e.g. --set chunk_size=2000 (JSON values)")
-    p.add_argument("--iterations", type=int, default=3, metavar="K", help="timed iterations (default 3)")
-    p.add_argument("--seq-iterations", type=int, default=1, metavar="K",
-                   help="timed iterations of the sequential schedule (default 1)")
-    p.add_argument("--seq-max-n", type=int, default=4000, metavar="N",
-                   help="measure the sequential schedule on at most this many samples and scale (default 4000)")
-    p.add_argument("--frames", choices=["uint8", "float32"], default="uint8",
-                   help="how the frames are stored (default uint8)")
-    p.add_argument("--data-dir", default=None, metavar="ROOT",
-                   help="real N-MNIST (default ../shared/data/nmnist next to the repository, if present)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache of framed N-MNIST")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, metavar="K", help="torch threads (default: torch's)")
-    p.add_argument("--no-breakdown", action="store_true", help="skip the timed-by-block iteration")
-    p.add_argument("--accuracy", action="store_true",
-                   help="also report the training accuracy of the forward simulation after the iterations")
-    p.add_argument("--timeout", type=float, default=3600, metavar="S", help="seconds per child (default 3600)")
-    p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default bench-out)")
-
-
 # ----------------------------------------------------------------------------------------------------
 # FLOPs counted from the shapes
 # ----------------------------------------------------------------------------------------------------
@@ -355,7 +316,7 @@ def measure(cfg: dict) -> dict:
 
 
 def _child(cfg: dict, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "admm_snn.commands.bench", "--child", json.dumps(cfg)]
+    cmd = [sys.executable, "-m", "admm_snn.experiments.bench", "--child", json.dumps(cfg)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -508,17 +469,11 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    import argparse
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv[:1] == ["--child"]:
-        print(json.dumps(measure(json.loads(argv[1]))))
-        return 0
-    p = argparse.ArgumentParser(prog="bench/speed.py", description=__doc__.split("\n\n")[0])
-    _arguments(p)
-    return run(p.parse_args(argv))
+def child_main(argv: list[str]) -> int:
+    """``python -m admm_snn.experiments.bench --child JSON``: one measurement, printed as one JSON line."""
+    print(json.dumps(measure(json.loads(argv[1]))))
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the children of run(); the command itself is 'admm-snn bench' or bench/speed.py
+    sys.exit(child_main(sys.argv[1:]))
