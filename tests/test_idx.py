@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from admm_snn.cli import DATASETS as CLI_DATASETS
+from admm_snn.options import DATASETS as CLI_DATASETS
 from admm_snn.cli import main
 from admm_snn.data import DataOptions, encode_images, load_image_dataset, load_splits, read_idx
 from admm_snn.data.options import DATASETS
