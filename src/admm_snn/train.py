@@ -140,6 +140,16 @@ def _settings_difference(saved: dict, now: dict) -> str | None:
     return None
 
 
+def _fresh(t: torch.Tensor, device) -> torch.Tensor:
+    """A copy of a tensor read from a file in memory of torch's own allocator (on CPU aligned to 64 bytes,
+    like every tensor of an uninterrupted run). safetensors hands out tensors at the file's 8-byte
+    offsets, and MKL's products take different code paths (different roundings) for differently aligned
+    operands: a resumed run computing on such tensors is not bitwise the uninterrupted one."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=device)
+    out.copy_(t)
+    return out
+
+
 def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -> Resumed:
     """Read ``out/checkpoint.safetensors`` and check it belongs to this run (same settings apart from the
     iteration count, same network, same data, same format version) and that every tensor has the shape
@@ -186,7 +196,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
                                   "the file is damaged or from another run")
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-        return t.to(device)
+        return _fresh(t, device)
 
     z0 = tensors.get("potentials.0")
     T, N = (int(z0.shape[0]), int(z0.shape[1])) if z0 is not None and z0.dim() == 3 else (-1, -1)
@@ -202,7 +212,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
             t = tensors[key]
             if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
                 raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-            aux[key[len("aux."):]] = t.to(device)
+            aux[key[len("aux."):]] = _fresh(t, device)
     state = ADMMState(weights, pots, spikes, dual, it, aux)
     return Resumed(state, best, best_it, best_score, hist, gen, elapsed, compute)
 
