@@ -17,6 +17,7 @@ from .admm.penalties import adaptive_metrics, lagrangian_penalties
 from .admm.settings import ADMMSettings
 from .admm.sparse_inputs import frame_density, remember_density
 from .admm.state import ADMMState
+from .alignment import aligned, fresh
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
                  remove_stale_temporaries, save_model)
@@ -140,16 +141,6 @@ def _settings_difference(saved: dict, now: dict) -> str | None:
     return None
 
 
-def _fresh(t: torch.Tensor, device) -> torch.Tensor:
-    """A copy of a tensor read from a file in memory of torch's own allocator (on CPU aligned to 64 bytes,
-    like every tensor of an uninterrupted run). safetensors hands out tensors at the file's 8-byte
-    offsets, and MKL's products take different code paths (different roundings) for differently aligned
-    operands: a resumed run computing on such tensors is not bitwise the uninterrupted one."""
-    out = torch.empty(t.shape, dtype=t.dtype, device=device)
-    out.copy_(t)
-    return out
-
-
 def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -> Resumed:
     """Read ``out/checkpoint.safetensors`` and check it belongs to this run (same settings apart from the
     iteration count, same network, same data, same format version) and that every tensor has the shape
@@ -196,7 +187,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
                                   "the file is damaged or from another run")
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-        return _fresh(t, device)
+        return fresh(t, device)  # in torch-aligned memory (alignment.py)
 
     z0 = tensors.get("potentials.0")
     T, N = (int(z0.shape[0]), int(z0.shape[1])) if z0 is not None and z0.dim() == 3 else (-1, -1)
@@ -212,7 +203,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
             t = tensors[key]
             if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
                 raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-            aux[key[len("aux."):]] = _fresh(t, device)
+            aux[key[len("aux."):]] = fresh(t, device)
     state = ADMMState(weights, pots, spikes, dual, it, aux)
     return Resumed(state, best, best_it, best_score, hist, gen, elapsed, compute)
 
@@ -337,12 +328,14 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     density = frame_density(frames)  # counted once: the memory check and the solver's input_format rule
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
                  frames_dtype=frames.dtype if compact else None, density=density)
-    X = frames.to(device=device) if compact else frames.to(device=device, dtype=dtype)
+    # in torch-aligned memory, like every tensor the run makes (frames read from a file may not be): the
+    # products then round alike in every run on these frames (alignment.py)
+    X = aligned(frames.to(device=device) if compact else frames.to(device=device, dtype=dtype))
     if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
     if val is not None:
         v = val[0]
-        v = v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype)
+        v = aligned(v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype))
         val = (v, val[1].to(device))
         if not bool(torch.isfinite(val[0]).all()):
             raise DataError(f"validation frames contain NaN or infinite values ({_first_nonfinite(val[0])})")
