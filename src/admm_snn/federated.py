@@ -335,8 +335,8 @@ class _ConsensusSolver:
         if self.rounds:
             G, C = stats if stats is not None else S.layer_weight_sums(state, frames, settings, cache, l)
             if l == 0:
-                if cache.input_gram is None:
-                    cache.input_gram = G
+                if cache.input_gram is None:  # this client's own fixed input Gram
+                    cache.input_gram = S.input_gram(state, frames, settings, cache)
                 G = cache.input_gram
             mu = U.ridge_value(G, settings.output_ridge if out else settings.ridge)
             anchor = state.weights[l] if (settings.proximal and not out) else None
