@@ -25,6 +25,8 @@ from admm_snn.train import CHECKPOINT, load_checkpoint, train
 
 TIMINGS = ("seconds", "wall_s")
 
+pytestmark = pytest.mark.determinism
+
 
 def _problem(n=48, T=6, n_in=20, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -286,3 +288,12 @@ def test_frames_at_an_unaligned_address_train_bitwise_like_aligned_ones():
     for wa, wb in zip(a.final_weights, b.final_weights):
         assert torch.equal(wa, wb)
     assert _strip(a.history) == _strip(b.history)
+
+
+def test_requested_cpu_capability_is_the_one_torch_uses():
+    """`make test-determinism` sets ATEN_CPU_CAPABILITY=avx2: its run must really use the AVX2 kernels
+    (an unknown or ignored value would silently prove nothing)."""
+    wanted = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not wanted:
+        pytest.skip("ATEN_CPU_CAPABILITY not set (the determinism run under `make test-determinism` sets it)")
+    assert torch.backends.cpu.get_cpu_capability().lower() == wanted.lower()

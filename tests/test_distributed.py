@@ -44,6 +44,7 @@ def _rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("preset", ["default", "paper"])
 def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset):
     """default: forward init, parallel schedule; paper: uniform per-sample random init, sequential
@@ -83,6 +84,7 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     assert summary["distributed"]["world_size"] == 2 and summary["distributed"]["shard_sizes"] == [25, 25]
 
 
+@pytest.mark.determinism
 def test_single_process_api_equals_train():
     g = torch.Generator().manual_seed(1)
     X = (torch.rand(6, 20, 12, generator=g) < 0.3).float()

@@ -221,6 +221,7 @@ def test_uint8_frames_give_the_float_frames_result(preset):
 
 
 @pytest.mark.parametrize("preset", ["default", "paper-parallel"])
+@pytest.mark.determinism
 def test_chunked_and_blocked_runs_match_the_whole_batch(preset, monkeypatch):
     """Chunks (settings.chunk_size) and CPU blocks change only the order in which the weight sums are
     added (and, for the default, whether the re-projection's currents are kept)."""
@@ -237,6 +238,7 @@ def test_chunked_and_blocked_runs_match_the_whole_batch(preset, monkeypatch):
         assert _close(whole.spikes, other.spikes, 1e-9)
 
 
+@pytest.mark.determinism
 def test_kept_reprojection_currents_equal_recomputed_ones(monkeypatch):
     frames, y, sizes = tiny_problem(9, sizes=(16, 8, 6, 4), T=6, N=12, dtype=torch.float32)
     s = ADMMSettings()  # re-projection every iteration

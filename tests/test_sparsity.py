@@ -498,6 +498,7 @@ def test_defaults_are_off_and_flags_map_to_settings():
 # Checkpoints: V, U and κ are part of the state
 # ----------------------------------------------------------------------------------------------------
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("schedule,init", [("parallel", "forward"), ("sequential", "uniform")])
 def test_resume_with_l1_is_bitwise(tmp_path, schedule, init):
     X, lab, val = _problem()
