@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .admm import solver as S
-from .admm.lagrangian import lagrangian_terms, residuals
-from .admm.penalties import adaptive_metrics, lagrangian_penalties
+from .admm.lagrangian import lagrangian_terms
+from .admm.penalties import lagrangian_penalties
 from .admm.settings import ADMMSettings
 from .admm.sparse_inputs import frame_density, remember_density
 from .admm.state import ADMMState
@@ -21,7 +21,7 @@ from .alignment import aligned, fresh
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
                  remove_stale_temporaries, save_model)
-from .network import LIFParams, forward
+from .metrics import accuracy_and_rates, metric_sums, metrics_from_sums  # noqa: F401 (accuracy_and_rates: API)
 from .resources import check_memory
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -42,24 +42,6 @@ class TrainResult:
     state: ADMMState | None = field(default=None, repr=False)
 
 
-def accuracy_and_rates(weights, frames, labels, params: LIFParams, chunk: int = 2048):
-    """Accuracy of the true forward simulation and the firing rate of each hidden layer."""
-    correct, rates, n = 0, None, frames.shape[1]
-    for s in range(0, n, chunk):
-        trace = forward(weights, frames[:, s:s + chunk], params)
-        correct += int((trace.output[-1].argmax(1) == labels[s:s + chunk]).sum())
-        r = [float(a.sum()) for a in trace.spikes]
-        rates = r if rates is None else [x + y for x, y in zip(rates, r)]
-    denom = frames.shape[0] * max(n, 1)
-    return correct / max(n, 1), [x / (denom * w.shape[0]) for x, w in zip(rates or [], weights[:-1])]
-
-
-def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
-    """Fraction of hidden (t, sample, neuron) where the forward simulation's spike differs from round(a)."""
-    trace = forward(state.weights, frames, params)
-    return [float((fa != a.round()).float().mean()) for fa, a in zip(trace.spikes, state.spikes)]
-
-
 def lagrangian_of(state, frames, y, settings) -> dict:
     """:func:`lagrangian_terms` with every penalty of ``settings`` (per-layer ρ_l, β_l when adapted, the
     rate and L1 terms)."""
@@ -69,19 +51,10 @@ def lagrangian_of(state, frames, y, settings) -> dict:
 
 
 def iteration_metrics(state, frames, y, labels, settings, val=None) -> dict:
-    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap."""
-    p = settings.lif
-    terms = lagrangian_of(state, frames, y, settings)
-    res = residuals(state, frames, p)
-    n = frames.shape[1]
-    train_acc, rates = accuracy_and_rates(state.weights, frames, labels, p)
-    m = {"iteration": state.iteration, "lagrangian": terms["lagrangian"], "loss": terms["loss"] / n,
-         "residual_output": res["output"], "residual_dynamics": res["dynamics"], "residual_spike": res["spike"],
-         "spike_gap": spike_gap(state, frames, p), "train_accuracy": train_acc, "firing_rate": rates}
-    if val is not None:
-        m["val_accuracy"], _ = accuracy_and_rates(state.weights, val[0], val[1], p)
-    m.update(adaptive_metrics(state))  # per-layer penalties, balancing residuals, Anderson counts (when on)
-    return m
+    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap (from
+    sums over the samples, as a data-parallel run forms them: admm_snn.metrics)."""
+    sums, own = metric_sums(state, frames, y, labels, settings, val, lagrangian_of)
+    return metrics_from_sums(sums, own, state, val is not None)
 
 
 def _checkpoint_tensors(state: ADMMState, best: list[torch.Tensor], generator: torch.Generator) -> dict:
