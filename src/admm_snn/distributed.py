@@ -5,7 +5,13 @@ sums G = Σ a aᵀ and C = Σ x aᵀ over samples. Each process holds a contiguo
 their states (potentials, spikes, dual); the solver calls ``cache.reduce`` on its G and C, which here is
 an all-reduce, so every process solves the same system and gets the same weights as one process on all
 the data, up to the order of the floating-point sums. Every other block (spikes, potentials, output
-potentials, dual) is per sample and needs no communication.
+potentials, dual) is per sample and needs no communication. How far the order of the sums matters: with
+the cross sums' products in float64 (``cross_dtype="float64"``) only in float64 rounding, which the float32
+weights absorb (2 processes gave the 1-process weights bit for bit in every measurement, with one thread
+per process); with the default float32 products the shards' rounding differs at float32 level and the
+re-projection's threshold flips amplify it to a few percent of the weights after 5 iterations, the
+training accuracy staying within a few samples — as between one process on 1 and on 2 threads
+(docs/performance-and-determinism.md, tests/test_distributed.py).
 
 Starting point. ``init="forward"`` (the default) draws the weights from the seeded generator (the same
 draws on every rank) and takes the states from the forward simulation of each sample, so the shards
