@@ -209,11 +209,11 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
             f"dense, {settings.cross_product_dtype}{' pieces' if cdt != gdt else ''}"
         # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
         # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
-        gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
+        gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if gram or cdt == gdt else None
         cross_inputs = gram_inputs if cdt == gdt else \
             _converted(cache, "inputs" if cdt == state.potentials[l].dtype else "inputs-cross", inputs, cdt)
         g, c = U.weight_statistics(cross_inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                                   gram=gram and not first, cross_dtype=cdt, gram_inputs=gram_inputs)
+                                   gram=gram, cross_dtype=cdt, gram_inputs=gram_inputs)
     return g, c
 
 
