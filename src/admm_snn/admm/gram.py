@@ -22,10 +22,11 @@ Both form the upper triangle; the lower one is its mirror.
 
 Frames that are not small non-negative integers: one float64 product per block of rows.
 
-Why not int8 (``torch._int_mm``): exact too, and 3-6x faster than float32 where the CPU has AVX-512 VNNI,
-but 70x slower than float32 on an AVX2-only CPU (0.5 GOP/s); the float32 kernels' speed ratio between
-the two kinds of CPU follows their float32 throughput, and the sparse kernel hardly depends on it.
-Measurements: docs/performance-and-determinism.md.
+Why not int8 (``torch._int_mm``): exact too, and faster than float32 where oneDNN has VNNI kernels, but
+tens of times slower than a float32 product on CPUs without them (AVX2-only). The float32 kernels give
+every CPU the same path (and the same bits); the dense one runs at the CPU's float32 product rate, like
+the later iterations, and the sparse one hardly depends on the instruction set. Measurements:
+docs/performance-and-determinism.md (bench/gram_kernels.py).
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ MAX_COUNT = 255
 """Largest frame value for the float32 kernels (uint8 range); larger or non-integer values: float64."""
 
 SPARSE_MAX_DENSITY = 0.1
-"""Frames with at most this fraction of nonzero entries take the sparse kernel. Measured on an AMD EPYC
-(AVX-512; torch's AVX2 kernels alike): at density 0.035 (N-MNIST) the sparse kernel is 4-5x faster than
-the dense one; at 0.1 about as fast; at 0.13 (rate-coded MNIST) slower."""
+"""Frames with at most this fraction of nonzero entries take the sparse kernel: the threshold of the sparse
+input products (sparse_inputs.AUTO_MAX_DENSITY), whose CSR form it then reuses. Measured on an AMD EPYC
+with its AVX-512 and its AVX2 kernels alike (bench/gram_kernels.py, 8192 rows, the CSR form given): at
+density 0.035 (N-MNIST) 2.5x faster than the dense kernel, at 0.1 1.6x; denser frames have no CSR form,
+and building one for the Gram alone would cost about as much as the dense product."""
 
 SPARSE_COLUMNS = 64
 """Columns of the dense operand per sparse product (rows × 64 float32 stay in cache; measured on N-MNIST-density
