@@ -18,6 +18,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NMNIST_ROOT = SHARED / "nmnist"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "determinism: bitwise resume and data-parallel equality; `make test-determinism` runs them "
+                   "again on torch's and MKL's AVX2 kernels")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny tensors (threads only add contention on a shared

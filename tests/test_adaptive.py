@@ -454,6 +454,7 @@ def _strip(history):
     dict(anderson=2),
     dict(preset="paper", penalty_balance="both", rho_growth=1.2, anderson=2),
 ])
+@pytest.mark.determinism
 def test_resume_with_feature_on_is_bitwise(tmp_path, change):
     change = dict(change)
     paper = change.pop("preset", None) == "paper"

@@ -25,6 +25,8 @@ from admm_snn.train import CHECKPOINT, load_checkpoint, train
 
 TIMINGS = ("seconds", "wall_s", "report_s")
 
+pytestmark = pytest.mark.determinism
+
 
 def _problem(n=48, T=6, n_in=20, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -271,3 +273,28 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path, nmnist_root)
     best = [json.loads((d / "summary.json").read_text())["best_iteration"] for d in (out, ref_dir)]
     assert best[0] == best[1]
     assert not _temporaries(out)
+
+
+def test_frames_at_an_unaligned_address_train_bitwise_like_aligned_ones():
+    """Frames read from a file may start 4 or 8 bytes past a 64-byte boundary, where MKL's products round
+    differently: train() computes on an aligned copy, so the run is the one on torch's own tensor."""
+    X, lab, val = _problem()
+    buf = torch.empty(X.numel() + 16)
+    shifted = buf[1:1 + X.numel()].view(X.shape)  # 4 bytes past torch's 64-byte alignment
+    shifted.copy_(X)
+    assert shifted.data_ptr() % 64 != 0 and X.data_ptr() % 64 == 0
+    s = ADMMSettings(iterations=3, warmup=1, seed=2)
+    a = train(X, lab, [8], s, val=val, progress=False)
+    b = train(shifted, lab, [8], s, val=val, progress=False)
+    for wa, wb in zip(a.final_weights, b.final_weights):
+        assert torch.equal(wa, wb)
+    assert _strip(a.history) == _strip(b.history)
+
+
+def test_requested_cpu_capability_is_the_one_torch_uses():
+    """`make test-determinism` sets ATEN_CPU_CAPABILITY=avx2: its run must really use the AVX2 kernels
+    (an unknown or ignored value would silently prove nothing)."""
+    wanted = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not wanted:
+        pytest.skip("ATEN_CPU_CAPABILITY not set (the determinism run under `make test-determinism` sets it)")
+    assert torch.backends.cpu.get_cpu_capability().lower() == wanted.lower()

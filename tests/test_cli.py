@@ -28,6 +28,7 @@ def test_export_is_a_command(capsys):
     assert "--format" in capsys.readouterr().out
 
 
+@pytest.mark.determinism
 def test_train_resume_eval_export(tmp_path, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert _train(straight, "--iterations", "4", "--checkpoint-every", "2") == 0

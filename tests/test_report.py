@@ -91,7 +91,8 @@ def test_budget_stops_the_iterations(monkeypatch):
     # iterations of 50 ms and a budget of 0.2 s: the iteration that spends it is the last one, and it is
     # reported even off the metrics_every grid
     import time
-    import admm_snn.train as T
+    import importlib
+    T = importlib.import_module("admm_snn.train")  # the module (admm_snn.train is also the function)
     iterate = T.S.iterate
 
     def slow(*args, **kwargs):

@@ -181,22 +181,6 @@ def test_targets_are_the_shifted_formula():
     assert torch.equal(U.targets(z[:1], a[:1], 0.9, 0.8), z[:1])
 
 
-@pytest.mark.parametrize("values,int_max", [((0, 1), 1), ((0, 1, 2, 127), 127)])
-def test_int8_input_gram_is_the_float64_gram_exactly(values, int_max):
-    g = torch.Generator().manual_seed(2)
-    v = torch.tensor(values, dtype=torch.uint8)
-    a = v[torch.randint(0, len(values), (3, 37, 24), generator=g)]  # 111 rows (padded to 112 inside)
-    ref = a.reshape(-1, 24).to(DT).T @ a.reshape(-1, 24).to(DT)
-    assert torch.equal(U.input_gram(a, DT, int_max), ref)
-    assert torch.equal(U.input_gram(a.float(), DT, None), ref)
-
-
-def test_frames_int8_detection():
-    for frames, expected in (((torch.rand(3, 5, 8) < 0.3).to(torch.uint8), 1), (torch.full((2, 3, 8), 200, dtype=torch.uint8), None),
-                             (torch.full((2, 3, 8), 0.5), None), (torch.ones(2, 3, 8), 1)):
-        assert S._frames_int8(frames, S.SolverCache()) == expected
-
-
 def test_box_qp_branch_free_path_gives_the_same_iterates():
     g = torch.Generator().manual_seed(4)
     A = torch.randn(6, 6, generator=g, dtype=DT)
@@ -238,6 +222,7 @@ def test_uint8_frames_give_the_float_frames_result(preset):
 
 
 @pytest.mark.parametrize("preset", ["default", "paper-parallel"])
+@pytest.mark.determinism
 def test_chunked_and_blocked_runs_match_the_whole_batch(preset, monkeypatch):
     """Chunks (settings.chunk_size) and CPU blocks change only the order in which the weight sums are
     added (and, for the default, whether the re-projection's currents are kept)."""
@@ -254,6 +239,7 @@ def test_chunked_and_blocked_runs_match_the_whole_batch(preset, monkeypatch):
         assert _close(whole.spikes, other.spikes, 1e-9)
 
 
+@pytest.mark.determinism
 def test_kept_reprojection_currents_equal_recomputed_ones(monkeypatch):
     frames, y, sizes = tiny_problem(9, sizes=(16, 8, 6, 4), T=6, N=12, dtype=torch.float32)
     s = ADMMSettings()  # re-projection every iteration

@@ -5,7 +5,13 @@ sums G = Σ a aᵀ and C = Σ x aᵀ over samples. Each process holds a contiguo
 their states (potentials, spikes, dual); the solver calls ``cache.reduce`` on its G and C, which here is
 an all-reduce, so every process solves the same system and gets the same weights as one process on all
 the data, up to the order of the floating-point sums. Every other block (spikes, potentials, output
-potentials, dual) is per sample and needs no communication.
+potentials, dual) is per sample and needs no communication. How far the order of the sums matters: with
+the cross sums' products in float64 (``cross_dtype="float64"``) only in float64 rounding, which the float32
+weights absorb (2 processes gave the 1-process weights bit for bit in every measurement, with one thread
+per process); with the default float32 products the shards' rounding differs at float32 level and the
+re-projection's threshold flips amplify it to a few percent of the weights after 5 iterations, the
+training accuracy staying within a few samples — as between one process on 1 and on 2 threads
+(docs/performance-and-determinism.md, tests/test_distributed.py).
 
 Starting point. ``init="forward"`` (the default) draws the weights from the seeded generator (the same
 draws on every rank) and takes the states from the forward simulation of each sample, so the shards
@@ -13,9 +19,10 @@ are exactly the single-process states. ``init="uniform"`` draws per-sample unifo
 draws the full (T, N, n) tensor of each layer in the single-process order, keeps its slice and frees the
 rest (peak extra memory: one layer of the full state in float64, on every rank).
 
-Metrics (Lagrangian, loss, residuals, spike gap, accuracies, firing rates) are computed on each shard
-and combined with one all-reduce of sums and counts, so they equal the single-process values (RMS
-residuals are combined as root of the summed squares). Only rank 0 writes files.
+Metrics (Lagrangian, loss, residuals, spike gap, accuracies, firing rates) are formed from sums over
+samples (admm_snn.metrics): each shard's sums and counts are added with one all-reduce and turned into
+the report by the single-process formulas, so accuracies, rates and spike gaps are exact counts over all
+samples. Only rank 0 writes files.
 
 Failure handling: ``init_process_group`` gets a ``timeout``; a process that dies or hangs makes the
 others stop within it with one line (:class:`DistributedError`), and a Python error on one rank (e.g.
@@ -43,6 +50,7 @@ from .admm import solver as S
 from .admm.sparse_inputs import frame_density, remember_density
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
+from .alignment import aligned
 from .errors import AdmmSnnError, SettingsError
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -234,43 +242,18 @@ def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], setting
     return ADMMState(weights, pots, spikes, dual, 0)
 
 
-def reduce_metrics(m: dict, comm: Comm, n_local: int, n_val_local: int) -> dict:
-    """Combine per-shard :func:`train.iteration_metrics` into the metrics of all the data.
-
-    ``n_local``, ``n_val_local``: the numbers of this shard's training and validation samples the
-    metrics were measured on (its part of the report's subsample). Means over samples (loss per sample,
-    spike gap, accuracy, firing rates) are weighted by them; RMS residuals are combined as
-    sqrt(Σ_k N_k r_k² / N); the Lagrangian is a plain sum (each shard's part is already scaled to the
-    whole data). One float64 all-reduce.
-    """
-    L_dyn, L_hid = len(m["residual_dynamics"]), len(m["spike_gap"])
-    vals = [m["lagrangian"], m["loss"] * n_local, m["residual_output"] ** 2 * n_local]
-    vals += [r ** 2 * n_local for r in m["residual_dynamics"]]
-    vals += [r ** 2 * n_local for r in m["residual_spike"]]
-    vals += [g * n_local for g in m["spike_gap"]]
-    vals += [m["train_accuracy"] * n_local]
-    vals += [r * n_local for r in m["firing_rate"]]
-    has_val = "val_accuracy" in m
-    vals += [m.get("val_accuracy", 0.0) * n_val_local, float(n_local), float(n_val_local)]
-    v = comm.all_reduce(torch.tensor(vals, dtype=torch.float64), kind="metrics").tolist()
-    n, nv = v[-2], v[-1]
-    i = 3
-    out = {"iteration": m["iteration"], "lagrangian": v[0], "loss": v[1] / n, "residual_output": (v[2] / n) ** 0.5}
-    out["residual_dynamics"] = [(x / n) ** 0.5 for x in v[i:i + L_dyn]]
-    i += L_dyn
-    out["residual_spike"] = [(x / n) ** 0.5 for x in v[i:i + L_hid]]
-    i += L_hid
-    out["spike_gap"] = [x / n for x in v[i:i + L_hid]]
-    i += L_hid
-    out["train_accuracy"] = v[i] / n
-    i += 1
-    out["firing_rate"] = [x / n for x in v[i:i + L_hid]]
-    i += L_hid
-    out["report_samples"] = int(n)
-    if has_val:
-        out["val_accuracy"] = v[i] / max(nv, 1.0)
-        out["val_samples"] = int(nv)
-    return out
+def global_metrics(state: ADMMState, X, y, lab, settings: ADMMSettings, val, comm: Comm, sample=None,
+                   scale: float | None = None) -> dict:
+    """:func:`train.iteration_metrics` over the samples of every process: this shard's sums
+    (:func:`train.report_sums`: counts, sums of squares, the per-sample part of the Lagrangian, on this
+    shard's part ``sample`` of the report's subsample, the Lagrangian's part times ``scale``) added over
+    processes in one float64 all-reduce, then the report's formulas (:func:`metrics.metrics_from_sums`).
+    Accuracies, firing rates and spike gaps are exact counts over the measured samples, as in one process."""
+    from .metrics import metrics_from_sums
+    from .train import report_sums
+    sums, own = report_sums(state, X, y, lab, settings, val, sample, scale)
+    total = comm.all_reduce(torch.tensor(sums, dtype=torch.float64), kind="metrics").tolist()
+    return metrics_from_sums(total, own, state, val is not None)
 
 
 def _shard(frames, labels, comm: Comm, sharded: bool):
@@ -353,8 +336,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     """
     from .io import save_model
     from .resources import check_memory
-    from .train import (VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, iteration_metrics, report_indices,
-                        report_size)
+    from .train import VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, report_indices, report_size
     val_samples = VAL_SAMPLES if val_samples is None else val_samples
 
     if frames.dim() != 3:
@@ -381,11 +363,18 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         sizes = [frames.shape[2], *hidden, n_classes]
         # processes of this machine share its memory (on CUDA each has its own device)
         local_procs = 1 if str(device).startswith("cuda") else int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size))
-        density = frame_density(Xf)  # this shard's, counted once: the memory check and input_format's rule
+        # the density of all the data, counted once: every process then takes the products (input_format's
+        # rule) and the input Gram's kernel that one process on all the data takes
+        nonzero = round(frame_density(Xf) * Xf.numel())
+        both = comm.all_reduce(torch.tensor([float(nonzero), float(Xf.numel())], dtype=torch.float64),
+                               kind="control").tolist()
+        density = both[0] / max(both[1], 1.0)
+        compact = Xf.dtype in (torch.uint8, torch.bool)  # binary frames stay compact, as in train()
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
-                     log=log if (progress and comm.is_main) else None, density=density)
-        X = Xf.to(device=device, dtype=dtype)
-        if not bool(torch.isfinite(X).all()):
+                     log=log if (progress and comm.is_main) else None,
+                     frames_dtype=Xf.dtype if compact else None, density=density)
+        X = aligned(Xf.to(device=device) if compact else Xf.to(device=device, dtype=dtype))
+        if not compact and not bool(torch.isfinite(X).all()):
             raise SettingsError("frames contain NaN or infinite values; check the input data")
         lab = lab.to(device)
         y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
@@ -396,7 +385,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             keep = _local_sample(report_indices(nv_total, val_samples, VAL_SEED), vstart, vf.shape[1])
             if keep is not None:
                 vf, vl = vf[:, keep], vl[keep]
-            val = (vf.to(device=device, dtype=dtype), vl.to(device))
+            vf = vf.to(device=device) if vf.dtype in (torch.uint8, torch.bool) else vf.to(device=device, dtype=dtype)
+            val = (aligned(vf), vl.to(device))
         generator = torch.Generator().manual_seed(settings.seed)
         cache = S.SolverCache()
         remember_density(cache, density)
@@ -425,9 +415,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                                      "allreduce_s": comm.seconds["weights"] - s0})
                 last = state.iteration == settings.iterations
                 if state.iteration % metrics_every == 0 or last:
-                    m = iteration_metrics(state, X, y, lab, settings, val, sample,
-                                          scale=None if sample is None else n_total / k_report)
-                    m = reduce_metrics(m, comm, m["report_samples"], m.get("val_samples", 0))
+                    m = global_metrics(state, X, y, lab, settings, val, comm, sample,
+                                       scale=None if sample is None else n_total / k_report)
                     m["seconds"] = seconds
                     m["wall_s"] = (history[-1]["wall_s"] if history else 0.0) + m["seconds"]
                     m["allreduce_bytes"] = comm.bytes["weights"] - b0["weights"]

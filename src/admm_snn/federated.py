@@ -335,8 +335,8 @@ class _ConsensusSolver:
         if self.rounds:
             G, C = stats if stats is not None else S.layer_weight_sums(state, frames, settings, cache, l)
             if l == 0:
-                if cache.input_gram is None:
-                    cache.input_gram = G
+                if cache.input_gram is None:  # this client's own fixed input Gram
+                    cache.input_gram = S.input_gram(state, frames, settings, cache)
                 G = cache.input_gram
             mu = U.ridge_value(G, settings.output_ridge if out else settings.ridge)
             anchor = state.weights[l] if (settings.proximal and not out) else None
@@ -406,23 +406,24 @@ def _round_metrics(state, X, y, lab, settings, cons: ConsensusState, res: dict, 
     every client's training data and on the validation data, accuracy of each client's own W^k on its
     data (mean), the sum of the local Lagrangians, and the consensus residuals
     primal = sqrt(Σ_k ‖W^k − Z‖² / (K ‖Z‖²)), change = ‖Z − Z_prev‖ / ‖Z‖."""
-    from .train import accuracy_and_rates, lagrangian_of
+    from .metrics import forward_counts
+    from .train import lagrangian_of
     p = settings.lif
     Zw = [z.to(state.weights[0].dtype) for z in cons.Z]
-    n = X.shape[1]
-    acc, rates = accuracy_and_rates(Zw, X, lab, p)
-    local_acc, _ = accuracy_and_rates(state.weights, X, lab, p)
+    n, T = X.shape[1], X.shape[0]
+    cz = forward_counts(Zw, X, lab, p)  # counts, added over clients: exact accuracies and rates
+    local_correct = forward_counts(state.weights, X, lab, p)["correct"]
     terms = lagrangian_of(state, X, y, settings)
-    vals = [terms["lagrangian"], terms["loss"], acc * n, local_acc * n, *[r * n for r in rates],
+    vals = [terms["lagrangian"], terms["loss"], float(cz["correct"]), float(local_correct), *cz["spikes"],
             res["primal_sq"], float(n)]
     if val is not None:
-        vacc, _ = accuracy_and_rates(Zw, val[0], val[1], p)
-        vals += [vacc * n_val_local, float(n_val_local)]
+        vals += [float(forward_counts(Zw, val[0], val[1], p)["correct"]), float(n_val_local)]
     v = comm.all_reduce(torch.tensor(vals, dtype=torch.float64), kind="metrics").tolist()
-    H = len(rates)
+    H = len(cz["spikes"])
     N = v[5 + H]
+    widths = [z.shape[0] for z in Zw[:-1]]
     m = {"iteration": state.iteration, "lagrangian": v[0], "loss": v[1] / N, "train_accuracy": v[2] / N,
-         "local_train_accuracy": v[3] / N, "firing_rate": [x / N for x in v[4:4 + H]]}
+         "local_train_accuracy": v[3] / N, "firing_rate": [x / (T * N * w) for x, w in zip(v[4:4 + H], widths)]}
     norm = max(res["norm_sq"], 1e-300)
     m["consensus_primal"] = (v[4 + H] / (comm.world_size * norm)) ** 0.5
     m["consensus_change"] = (res["change_sq"] / norm) ** 0.5

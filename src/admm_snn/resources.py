@@ -30,12 +30,12 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
         state      potentials T·N·Σ_{l≥1} n_l + spikes T·N·Σ_{hidden} n_l + dual and one-hot targets
                    2·N·n_L (state dtype)
         gram       the input layer's Gram matrix and its Cholesky factor (2·n_0²·g, kept for the run;
-                   4.5·n_0²·g while they are formed in the first iteration: a block's partial sum and
-                   the ridged copy that is factorised), the largest other Gram with its factor (2·n²·g,
+                   4.5·n_0²·g while they are formed in the first iteration: the float32 accumulator and
+                   the mirrored copy of admm/gram.py, and the ridged copy that is factorised), the largest other Gram with its factor (2·n²·g,
                    one layer at a time), the spike systems and their factors (4·n²·b) and the weights
         working    one block's inputs converted for dense products u = W a (K·n_0·b, unless the frames
-                   are already in the state dtype; at least the 2·K·n_0 bytes of the int8 copies that
-                   form the exact input Gram) and, in the gram dtype, for the weight sums, kept between
+                   are already in the state dtype; at least the 4·K·n_0 bytes of the float32 copy that
+                   the exact input Gram's dense kernel forms) and, in the gram dtype, for the weight sums, kept between
                    iterations on CPU; the block's temporaries of the spike, potential and weight updates
                    (about 4·K·n·b + K·n·g); without chunking and with re-projection,
                    the hidden layers' input currents kept for the next sweep (T·N·Σ_{hidden} n_l·b)
@@ -77,9 +77,9 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     else:
         gram_conv = K * max(hidden or [0]) * (g if b != g else 0)
     sparse = sparse_bytes(T, N, n0, settings, f, density)
-    # the frames converted for dense input products, or (first iteration) the int8 copies of the exact
-    # input Gram, whichever is larger; the sparse products convert nothing
-    conversions = max(0 if sparse else K * n0 * (b if f != b else 0), 2 * K * n0) + gram_conv
+    # the frames converted for dense input products, or (first iteration) the float32 copy of the exact
+    # input Gram's dense kernel, whichever is larger; the sparse products convert nothing
+    conversions = (0 if sparse else max(K * n0 * (b if f != b else 0), 4 * K * n0)) + gram_conv
     temporaries = 4 * K * n * b + K * n * g
     reproject = getattr(settings, "reproject", 0)
     kept = T * N * sum(hidden) * b if (reproject and (not settings.chunk_size or settings.chunk_size >= N)) else 0

@@ -12,15 +12,17 @@ from pathlib import Path
 import torch
 
 from .admm import solver as S
-from .admm.lagrangian import lagrangian_terms, residuals
-from .admm.penalties import adaptive_metrics, lagrangian_penalties
+from .admm.lagrangian import lagrangian_terms
+from .admm.penalties import lagrangian_penalties
 from .admm.settings import ADMMSettings
 from .admm.sparse_inputs import frame_density, remember_density
 from .admm.state import ADMMState
+from .alignment import aligned, fresh
 from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
                  remove_stale_temporaries, save_model)
 from .network import LIFParams, forward
+from .metrics import accuracy_and_rates, forward_counts, lagrangian_of, metric_sums, metrics_from_sums  # noqa: F401 (accuracy_and_rates, lagrangian_of: API)
 from .resources import check_memory
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -59,18 +61,6 @@ REPORT_SEED = 0x5EED
 VAL_SEED = 0x5EED + 1
 
 
-def accuracy_and_rates(weights, frames, labels, params: LIFParams, chunk: int = 2048):
-    """Accuracy of the true forward simulation and the firing rate of each hidden layer."""
-    correct, rates, n = 0, None, frames.shape[1]
-    for s in range(0, n, chunk):
-        trace = forward(weights, frames[:, s:s + chunk], params)
-        correct += int((trace.output[-1].argmax(1) == labels[s:s + chunk]).sum())
-        r = [float(a.sum()) for a in trace.spikes]
-        rates = r if rates is None else [x + y for x, y in zip(rates, r)]
-    denom = frames.shape[0] * max(n, 1)
-    return correct / max(n, 1), [x / (denom * w.shape[0]) for x, w in zip(rates or [], weights[:-1])]
-
-
 def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
     """Fraction of hidden (t, sample, neuron) where the forward simulation's spike differs from round(a)."""
     trace = forward(state.weights, frames, params)
@@ -80,20 +70,12 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
 def forward_report(weights, frames, labels, params: LIFParams, spikes=None, chunk: int = 2048):
     """One forward simulation for three figures: accuracy, the firing rate of each hidden layer and, when
     the relaxed ``spikes`` a_l (T, N, n_l) are given, the spike gap of each hidden layer (the fraction of
-    (t, sample, neuron) where the simulated spike differs from round(a)). The first two equal
-    :func:`accuracy_and_rates`, the third :func:`spike_gap`, at the cost of one simulation."""
-    T, n = frames.shape[0], frames.shape[1]
-    correct, rates, gaps = 0, [0.0] * (len(weights) - 1), [0] * (len(weights) - 1)
-    for s in range(0, n, chunk):
-        trace = forward(weights, frames[:, s:s + chunk], params)
-        correct += int((trace.output[-1].argmax(1) == labels[s:s + chunk]).sum())
-        for l, fa in enumerate(trace.spikes):
-            rates[l] += float(fa.sum())
-            if spikes is not None:
-                gaps[l] += int((fa != spikes[l][:, s:s + chunk].round()).sum())
-    rates = [r / (T * max(n, 1) * w.shape[0]) for r, w in zip(rates, weights[:-1])]
-    gaps = [g / max(T * n * w.shape[0], 1) for g, w in zip(gaps, weights[:-1])]
-    return correct / max(n, 1), rates, (gaps if spikes is not None else None)
+    (t, sample, neuron) where the simulated spike differs from round(a)); from the exact counts of
+    :func:`metrics.forward_counts`."""
+    c = forward_counts(weights, frames, labels, params, spikes=spikes, chunk=chunk)
+    rates = [x / max(u, 1) for x, u in zip(c["spikes"], c["units"])]
+    gaps = [g / max(u, 1) for g, u in zip(c["gap"], c["units"])] if spikes is not None else None
+    return c["correct"] / max(c["n"], 1), rates, gaps
 
 
 def report_size(n: int, report_samples: int | None = None) -> int:
@@ -119,70 +101,34 @@ def _sample_state(state: ADMMState, idx: torch.Tensor) -> ADMMState:
                      state.dual[idx], state.iteration, state.aux)
 
 
-def lagrangian_of(state, frames, y, settings) -> dict:
-    """:func:`lagrangian_terms` with every penalty of ``settings`` (per-layer ρ_l, β_l when adapted, the
-    rate and L1 terms)."""
-    return lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), settings.lif,
-                            settings.output_rho, rate_penalty=settings.rate_penalty, l1=settings.l1,
-                            l1_penalty=settings.l1_penalty)
-
-
-def _residuals_from_terms(state: ADMMState, frames, terms: dict, settings) -> dict:
-    """:func:`admm.lagrangian.residuals` without its second pass over the data: the RMS dynamics and spike
-    residuals follow from the Lagrangian's terms ((ρ_l/2)·Σ res², (β_l/2)·Σ res²), and the output residual
-    needs only the last time step's output current."""
-    n = frames.shape[1]
-    L = state.n_layers
-    if n == 0:
-        return {"output": 0.0, "dynamics": [0.0] * L, "spike": [0.0] * (L - 1)}
-    rho, beta = lagrangian_penalties(state, settings)
-    rhos = [rho if isinstance(rho, (int, float)) else rho[l] for l in range(L - 1)] + [settings.output_rho]
-    betas = [beta if isinstance(beta, (int, float)) else beta[l] for l in range(L - 1)]
-    if min(rhos + betas, default=1.0) <= 0:
-        return residuals(state, frames, settings.lif)
-    T = frames.shape[0]
-    dyn = [(2.0 * d / (r * T * n * z.shape[2])) ** 0.5 for d, r, z in zip(terms["dynamics"], rhos, state.potentials)]
-    spk = [(2.0 * s / (b * T * n * a.shape[2])) ** 0.5 for s, b, a in zip(terms["spike"], betas, state.spikes)]
-    z = state.potentials[-1]
-    x = z[-1] - settings.delta * z[-2] if T > 1 else z[-1]
-    a_in = state.layer_inputs(frames, L - 1)[-1].to(state.weights[-1].dtype)
-    out = float((x - a_in @ state.weights[-1].T).pow(2).mean().sqrt())
-    return {"output": out, "dynamics": dyn, "spike": spk}
-
-
-def iteration_metrics(state, frames, y, labels, settings, val=None, sample=None, scale=None) -> dict:
-    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap.
-
-    ``sample``: indices of the training samples to measure on (see :func:`report_indices`; None: all).
-    Then ``train_accuracy``, ``firing_rate``, ``spike_gap``, ``loss`` (per sample) and the RMS residuals
-    are those of the subsample, and ``lagrangian`` is the subsample's per-sample terms times ``scale``
-    (default: samples / subsample, an unbiased estimate of the total) plus the weight-only terms (the L1
-    split). ``report_samples`` says how many training samples were measured, ``val_samples`` how many
-    validation samples (``val`` is measured whole: bound it before, as :func:`train` does)."""
-    p = settings.lif
+def report_sums(state, frames, y, labels, settings, val=None, sample=None, scale=None) -> tuple[list[float], float]:
+    """:func:`metrics.metric_sums` of the per-iteration report on the training samples ``sample``
+    (indices, see :func:`report_indices`; None: all), the per-sample part of the Lagrangian multiplied by
+    ``scale`` (default: samples / subsample, an unbiased estimate of the total). ``val`` is measured
+    whole (bound it before, as :func:`train` does)."""
     n_all = frames.shape[1]
+    state_m = state
     if sample is not None:
         idx = sample.to(frames.device)
         state_m, frames, y, labels = _sample_state(state, sample), frames[:, idx], y[idx], labels[idx]
         scale = n_all / max(len(sample), 1) if scale is None else scale
-    else:
-        state_m = state
-    terms = lagrangian_of(state_m, frames, y, settings)
-    lagrangian = terms["lagrangian"]
+    sums, own = metric_sums(state_m, frames, y, labels, settings, val, lagrangian_of)
     if scale is not None:
-        split = sum(terms["l1"])
-        lagrangian = (lagrangian - split) * scale + split
-    n = frames.shape[1]
-    res = _residuals_from_terms(state_m, frames, terms, settings)
-    train_acc, rates, gap = forward_report(state_m.weights, frames, labels, p, state_m.spikes)
-    m = {"iteration": state.iteration, "lagrangian": lagrangian, "loss": terms["loss"] / max(n, 1),
-         "residual_output": res["output"], "residual_dynamics": res["dynamics"], "residual_spike": res["spike"],
-         "spike_gap": gap, "train_accuracy": train_acc, "firing_rate": rates, "report_samples": n}
-    if val is not None:
-        m["val_accuracy"], _, _ = forward_report(state.weights, val[0], val[1], p)
-        m["val_samples"] = int(val[0].shape[1])
-    m.update(adaptive_metrics(state))  # per-layer penalties, balancing residuals, Anderson counts (when on)
-    return m
+        sums[0] *= scale
+    return sums, own
+
+
+def iteration_metrics(state, frames, y, labels, settings, val=None, sample=None, scale=None) -> dict:
+    """The per-iteration report: Lagrangian, loss, residuals, forward accuracies, rates, spike gap (from
+    sums over the samples, as a data-parallel run forms them: admm_snn.metrics).
+
+    ``sample``: indices of the training samples to measure on (see :func:`report_indices`; None: all).
+    Then ``train_accuracy``, ``firing_rate``, ``spike_gap``, ``loss`` (per sample) and the RMS residuals
+    are those of the subsample, and ``lagrangian`` is the subsample's per-sample terms times ``scale``
+    plus the weight-only terms (the L1 split). ``report_samples`` says how many training samples were
+    measured, ``val_samples`` how many validation samples."""
+    sums, own = report_sums(state, frames, y, labels, settings, val, sample, scale)
+    return metrics_from_sums(sums, own, state, val is not None)
 
 
 def _checkpoint_tensors(state: ADMMState, best: list[torch.Tensor], generator: torch.Generator) -> dict:
@@ -288,7 +234,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
                                   "the file is damaged or from another run")
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-        return t.to(device)
+        return fresh(t, device)  # in torch-aligned memory (alignment.py)
 
     z0 = tensors.get("potentials.0")
     T, N = (int(z0.shape[0]), int(z0.shape[1])) if z0 is not None and z0.dim() == 3 else (-1, -1)
@@ -304,7 +250,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
             t = tensors[key]
             if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
                 raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
-            aux[key[len("aux."):]] = t.to(device)
+            aux[key[len("aux."):]] = fresh(t, device)
     state = ADMMState(weights, pots, spikes, dual, it, aux)
     return Resumed(state, best, best_it, best_score, hist, gen, elapsed, compute)
 
@@ -455,7 +401,9 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     density = frame_density(frames)  # counted once: the memory check and the solver's input_format rule
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
                  frames_dtype=frames.dtype if compact else None, density=density)
-    X = frames.to(device=device) if compact else frames.to(device=device, dtype=dtype)
+    # in torch-aligned memory, like every tensor the run makes (frames read from a file may not be): the
+    # products then round alike in every run on these frames (alignment.py)
+    X = aligned(frames.to(device=device) if compact else frames.to(device=device, dtype=dtype))
     if not compact and not bool(torch.isfinite(X).all()):
         raise DataError(f"frames contain NaN or infinite values ({_first_nonfinite(X)}); check the input data")
     if val is not None:
@@ -463,7 +411,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         vidx = report_indices(v.shape[1], VAL_SAMPLES if val_samples is None else val_samples, VAL_SEED)
         if vidx is not None:
             v, vl = v[:, vidx], vl[vidx]
-        v = v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype)
+        v = aligned(v.to(device=device) if v.dtype in (torch.uint8, torch.bool) else v.to(device=device, dtype=dtype))
         val = (v, vl.to(device))
         if not bool(torch.isfinite(val[0]).all()):
             raise DataError(f"validation frames contain NaN or infinite values ({_first_nonfinite(val[0])})")

@@ -51,28 +51,39 @@ def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rh
             "l1": split}
 
 
-def residuals(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> dict:
-    """Primal residuals, root-mean-square per entry:
+def residual_sums(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> dict:
+    """Sums of squares (float64) and numbers of entries of the primal residuals (they add across
+    samples, hence across processes):
 
         output   z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T}        (the exact constraint)
         dynamics[l]  x_{l,t} − W_l a_{l-1,t}                 (per layer, all t)
         spike[l]     a_{l,t} − h(z_{l,t})                    (per hidden layer)
-    """
+    as ``{"output": (Σ r², n), "dynamics": [(Σ r², n), ...], "spike": [...]}``."""
     delta, theta = params.delta, params.theta
     L = state.n_layers
     dyn, spk = [], []
-    out_res = 0.0
+    out = (0.0, 0.0)
     for l in range(L):
         a_in = state.layer_inputs(frames, l).to(state.weights[l].dtype)
         u = a_in @ state.weights[l].T
         hidden = l < L - 1
         res = targets(state.potentials[l], state.spikes[l] if hidden else None, delta, theta) - u
-        dyn.append(float(res.pow(2).mean().sqrt()))
+        dyn.append((float(res.square().sum(dtype=torch.float64)), float(res.numel())))
         if hidden:
-            spk.append(float((state.spikes[l] - heaviside(state.potentials[l], theta)).pow(2).mean().sqrt()))
+            r = state.spikes[l] - heaviside(state.potentials[l], theta)
+            spk.append((float(r.square().sum(dtype=torch.float64)), float(r.numel())))
         else:
-            out_res = float(res[-1].pow(2).mean().sqrt())
-    return {"output": out_res, "dynamics": dyn, "spike": spk}
+            out = (float(res[-1].square().sum(dtype=torch.float64)), float(res[-1].numel()))
+    return {"output": out, "dynamics": dyn, "spike": spk}
+
+
+def residuals(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> dict:
+    """The primal residuals of :func:`residual_sums` as root-mean-squares per entry:
+    ``{"output": r, "dynamics": [r_l, ...], "spike": [r_l, ...]}``."""
+    s = residual_sums(state, frames, params)
+    rms = lambda pair: (pair[0] / max(pair[1], 1.0)) ** 0.5  # noqa: E731
+    return {"output": rms(s["output"]), "dynamics": [rms(p) for p in s["dynamics"]],
+            "spike": [rms(p) for p in s["spike"]]}
 
 
 def forward_gap(state: ADMMState, frames: torch.Tensor, params: LIFParams) -> list[float]:

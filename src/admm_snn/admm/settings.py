@@ -76,7 +76,10 @@ class ADMMSettings:
                  products summed in float64 stay within float32 rounding of one time step's sum, at a
                  third of the float64 product's CPU cost (the Gram G, whose factor needs it, stays in
                  gram_dtype). "float64": C as exact as G (a 2-process run then equals a 1-process run
-                 up to float64 rounding).
+                 up to float64 rounding, which the float32 weights absorb: bit for bit in every
+                 measurement with equal threads per process; with float32 products the runs differ by
+                 a few percent after 5 iterations, as do 1-process runs on different thread counts:
+                 docs/performance-and-determinism.md).
       input_format products with the input frames (the first layer's currents W_1 a_0 and cross sums
                  Σ x_1 a_0ᵀ): "auto" (default) from a compressed sparse row form of the frames when
                  at most 10% of the frame entries are nonzero (N-MNIST: 3.5%), "sparse" always,

@@ -7,7 +7,8 @@ from typing import Callable
 
 import torch
 
-from ..network import forward, heaviside, lif_recurrence
+from ..network import heaviside, leaky_recurrence, lif_recurrence
+from . import gram as GR
 from . import sparse_inputs as SI
 from . import sparsity as SP
 from . import anderson as AA
@@ -28,9 +29,12 @@ class SolverCache:
     input_gram_factor: torch.Tensor | None = None
     input_mu: torch.Tensor | None = None
     """μ of the input layer's ridge (computed once from the fixed input Gram)."""
-    frames_int8: int | None = None
-    """The frames' largest value if they hold integers in [0, 127] (then the input Gram is formed
-    exactly in int8), -1 if not; None until checked."""
+    frames_integer_max: int | None = None
+    """The frames' largest value if they hold integers in [0, 255] (then the input Gram is formed
+    exactly by float32 products, admm/gram.py), -1 if not; None until checked."""
+    paths: dict = field(default_factory=dict)
+    """Which kernel each kind of product took in this run (``input_gram``, ``input_currents``,
+    ``input_cross_sums``, ``cross_sums``), for reports such as ``admm-snn bench``."""
     output_system: tuple | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor] = staticmethod(lambda t: t)
     """Sums a tensor over every process (identity in one process; an all-reduce in data-parallel runs)."""
@@ -81,15 +85,27 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
                                          reduce=rate_reduce or (cache or SolverCache()).reduce,
                                          chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
             weights = [calibrated[0], *weights[1:]] if identity else calibrated
-        # chunked over samples; the frames (possibly uint8) are converted one chunk at a time
-        trace = forward(weights, frames, settings.lif,
-                        chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
-        pots, spikes = trace.potentials, trace.spikes
+        pots = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:]]
+        spikes = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:-1]]
     dual = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
     state = ADMMState(weights, pots, spikes, dual, 0)
+    if settings.init != "uniform":
+        _forward_states(state, frames, settings, cache)
     if settings.init == "forward" and settings.order != "paper":
         parallel_output(state, frames, y, settings, cache or SolverCache(), generator, start=True)
     return state
+
+
+def _forward_states(state: ADMMState, frames, settings: ADMMSettings, cache: "SolverCache | None") -> None:
+    """Every potential and spike of the forward simulation of the state's weights: the hidden layers by
+    :func:`reproject` (block by block, the input currents from the frames' CSR form when the products
+    use it, kept for the first sweep like every later re-projection's), then the output layer's leaky
+    integration z_{L,t} = δ z_{L,t-1} + W_L a_{L-1,t}."""
+    reproject(state, frames, settings, cache)
+    W = state.weights[-1]
+    for sl in _blocks(state, frames, settings):
+        u = state.layer_inputs(frames, state.n_layers - 1)[:, sl].to(W.dtype) @ W.T
+        state.potentials[-1][:, sl] = leaky_recurrence(u, settings.lif)
 
 
 def _chunks(N: int, size: int | None):
@@ -147,30 +163,30 @@ def _next_targets(state: ADMMState, l: int, sl, delta, theta):
                      delta, theta)
 
 
-def _frames_int8(frames: torch.Tensor, cache: SolverCache) -> int | None:
-    """The largest frame value when every frame value is an integer in [0, 127] (binary spike frames:
-    1), else None: checked once per run, a slice of samples at a time, and remembered in the cache."""
-    if cache.frames_int8 is None:
-        T, N = frames.shape[0], frames.shape[1]
-        step = max(1, (1 << 22) // max(1, T * frames.shape[2]))
-        top = 0
-        for sl in _chunks(N, step):
-            f = frames[:, sl]
-            if f.numel() == 0:
-                continue
-            if f.is_floating_point():
-                if not bool(((f == f.round()) & (f >= 0) & (f <= U.INT8_EXACT_MAX)).all()):
-                    top = None
-                    break
-                top = max(top, int(f.max()))
-            else:
-                lo, hi = int(f.min()), int(f.max())
-                if lo < 0 or hi > U.INT8_EXACT_MAX:
-                    top = None
-                    break
-                top = max(top, hi)
-        cache.frames_int8 = -1 if top is None else top
-    return None if cache.frames_int8 < 0 else cache.frames_int8
+def input_gram(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache) -> torch.Tensor:
+    """G_0 = Σ_t Σ_samples a_{0,t} a_{0,t}ᵀ over this process's samples (not reduced), in the gram dtype:
+    exactly, by the float32 kernel that :func:`gram.kernel` picks from the frames' values and density
+    (the sparse one from the blocks' CSR form when the input products use it), block by block."""
+    gdt = DTYPES[settings.gram_dtype]
+    if cache.frames_integer_max is None:
+        top = GR.frames_integer_max(frames)
+        cache.frames_integer_max = -1 if top is None else top
+    top = None if cache.frames_integer_max < 0 else cache.frames_integer_max
+    kind = GR.kernel(top, SI.density(frames, cache))
+    cache.paths["input_gram"] = kind
+    acc = GR.ExactGram(frames.shape[2], top, kind, frames.device, gdt)
+    T = frames.shape[0]
+    reuse = kind == "sparse-float32" and SI.enabled(settings, frames, cache)
+    for sl in _blocks(state, frames, settings):
+        rows = frames[:, sl].reshape(T * (sl.stop - sl.start), -1)
+        if kind != "sparse-float32":
+            acc.add_dense(rows)
+            continue
+        pieces = SI.block(cache, frames, sl, settings).transposed_pieces(torch.float32) if reuse \
+            else [(0, rows.shape[0], SI.transposed_csr(rows, torch.float32))]
+        for r0, r1, csr_t in pieces:
+            acc.add_sparse(rows[r0:r1], csr_t)
+    return acc.total()
 
 
 def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int, sl,
@@ -184,20 +200,20 @@ def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: Solver
         inputs = state.layer_inputs(frames, l)[:, sl]
     x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
                   settings.theta)
-    gram = not first or cache.input_gram is None
+    gram = not first  # the input layer's fixed Gram: input_gram, once per run
     if first and not out and SI.enabled(settings, frames, cache):  # C from the frames' CSR form
+        cache.paths["input_cross_sums"] = f"sparse CSR, {settings.cross_product_dtype} pieces"
         g, c = None, SI.block(cache, frames, sl, settings).cross_sum(x, cdt, gdt)
     else:
+        cache.paths["input_cross_sums" if first else "cross_sums"] = \
+            f"dense, {settings.cross_product_dtype}{' pieces' if cdt != gdt else ''}"
         # the conversions in buffers reused every iteration: one for the Gram (gdt), one for the products
         # of the cross sums (cdt; the state dtype's buffer "inputs" is the one the input products use)
-        gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if (gram and not first) or cdt == gdt else None
+        gram_inputs = _converted(cache, "inputs-gram", inputs, gdt) if gram or cdt == gdt else None
         cross_inputs = gram_inputs if cdt == gdt else \
             _converted(cache, "inputs" if cdt == state.potentials[l].dtype else "inputs-cross", inputs, cdt)
         g, c = U.weight_statistics(cross_inputs, x, gdt, state.dual[sl] if out else None, settings.output_rho,
-                                   gram=gram and not first, cross_dtype=cdt, gram_inputs=gram_inputs)
-    if first and gram:
-        # the fixed input Gram, formed once (exactly in int8 when the frames are small integers)
-        g = U.input_gram(inputs, gdt, _frames_int8(frames, cache))
+                                   gram=gram, cross_dtype=cdt, gram_inputs=gram_inputs)
     return g, c
 
 
@@ -242,7 +258,7 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     G, C = stats if stats is not None else layer_weight_sums(state, frames, settings, cache, l)
     C = cache.reduce(C)
     if first and cache.input_gram is None:
-        cache.input_gram = cache.reduce(G)
+        cache.input_gram = cache.reduce(input_gram(state, frames, settings, cache))
     elif not first:
         G = cache.reduce(G)
     anchor = state.weights[l] if (settings.proximal and not out) else None
@@ -280,9 +296,12 @@ def _layer_current(state: ADMMState, frames, l: int, sl, dtype, cache: SolverCac
     when :func:`sparse_inputs.enabled` (given a cache and the settings); otherwise a dense product with
     the inputs (``inputs``, or taken from the state) converted to ``dtype``, in the cache's reused buffer."""
     if l == 0 and settings is not None and SI.enabled(settings, frames, cache):
+        cache.paths["input_currents"] = "sparse CSR"
         return SI.block(cache, frames, sl, settings).product(SI.transposed_weights(cache, state.weights[0]).to(dtype))
     if inputs is None:
         inputs = state.layer_inputs(frames, l)[:, sl]
+    if l == 0 and cache is not None:
+        cache.paths["input_currents"] = f"dense, {str(dtype).replace('torch.', '')}"
     return _converted(cache, "inputs", inputs, dtype) @ state.weights[l].T
 
 

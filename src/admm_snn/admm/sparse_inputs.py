@@ -78,6 +78,17 @@ class SparseBlock:
             self._typed[key] = m
         return m
 
+    def transposed_pieces(self, dtype):
+        """[(r0, r1, Aᵀ of rows r0..r1 as CSR with values in ``dtype``)]: the typed form kept by the block
+        if it has one, else made for the caller and not kept (the input Gram needs it once)."""
+        out = []
+        for i, p in enumerate(self.pieces):
+            m = self._typed.get((i, dtype, True))
+            if m is None:
+                m = _csr_tensor(p[5], p[6], p[7].to(dtype), (self.shape[2], p[1] - p[0]))
+            out.append((p[0], p[1], m))
+        return out
+
     def product(self, weights_t: torch.Tensor) -> torch.Tensor:
         """u = A Wᵀ as (T, B, m), with ``weights_t`` = Wᵀ (n, m) contiguous, in its dtype."""
         T, B, _ = self.shape
@@ -94,6 +105,18 @@ class SparseBlock:
         for i, p in enumerate(self.pieces):
             C.add_((self._csr(i, cross_dtype, True) @ flat[p[0]:p[1]]).T)
         return C
+
+
+def _csr_tensor(crow, col, values, shape) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def transposed_csr(rows: torch.Tensor, dtype) -> torch.Tensor:
+    """Aᵀ of a dense (rows, n) block as a CSR tensor (n, rows) with values in ``dtype``."""
+    _, _, _, crow_t, col_t, val_t = _csr_pair(rows)
+    return _csr_tensor(crow_t, col_t, val_t.to(dtype), (rows.shape[1], rows.shape[0]))
 
 
 def _csr_pair(dense: torch.Tensor):

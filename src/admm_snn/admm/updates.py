@@ -78,33 +78,6 @@ def weight_statistics(inputs: torch.Tensor, x: torch.Tensor, dtype: torch.dtype,
     return G, C
 
 
-INT8_EXACT_MAX = 127
-
-
-def input_gram(inputs: torch.Tensor, dtype: torch.dtype, int_max: int | None = None) -> torch.Tensor:
-    """G = Σ a aᵀ of one chunk of the input layer, in ``dtype``.
-
-    When the inputs are known to hold integers in [0, ``int_max``] with ``int_max`` ≤ 127 (binary spike
-    frames: 1), the sum is formed exactly with an int8 × int8 → int32 matrix product whenever every
-    partial sum stays below 2^31 (rows · int_max² < 2^31), which equals the float64 sum bit for bit and
-    runs several times faster than a float64 product. Otherwise, or where the int8 product is not
-    available, a plain product in ``dtype``."""
-    n = inputs.shape[-1]
-    a = inputs.reshape(-1, n)
-    if int_max is not None and 0 <= int_max <= INT8_EXACT_MAX and a.shape[0] * max(int_max, 1) ** 2 < 2 ** 31:
-        try:
-            ai = a.to(torch.int8)
-            pad = (-ai.shape[0]) % 8  # the int8 kernels want the inner dimension a multiple of 8
-            if pad:
-                ai = torch.cat([ai, ai.new_zeros(pad, n)])
-            if ai.shape[0] > 16 and n % 8 == 0 and n > 16:
-                return torch._int_mm(ai.T.contiguous(), ai).to(dtype)
-        except (RuntimeError, AttributeError, NotImplementedError):
-            pass
-    a = a.to(dtype)
-    return a.T @ a
-
-
 def ridge_value(G: torch.Tensor, ridge: float) -> float:
     """Absolute ridge μ = ridge · tr(G)/n added to G (at least a tiny floor so G + μI is definite)."""
     n = G.shape[0]

@@ -2,9 +2,13 @@
 
 For each N, one child process per schedule builds N-MNIST-shaped data (the real recordings from
 ``--data-dir`` when N is at most their number, else random binary frames with the real data's density,
-about 3.5%), starts the solver, runs one iteration that is not timed (it forms the fixed input Gram),
-then times ``--iterations`` iterations. Each child reports its seconds per iteration, the FLOPs of an
-iteration counted from the shapes (:func:`iteration_flops`), a breakdown of the time by block (from one
+about 3.5%; or, with ``--inputs`` other than 2312, random binary frames of that width and ``--density``,
+e.g. ``--inputs 784 --density 0.13`` for rate-coded MNIST), starts the solver, times the first
+iteration apart (it also forms the fixed input Gram), then times ``--iterations`` iterations. Each
+child reports the CPU model, the CPU capability torch dispatches to
+(``torch.backends.cpu.get_cpu_capability()``), the kernel each product took (the solver's
+``cache.paths``: the input Gram's exact kernel, dense or sparse input products, the cross sums' dtype),
+its seconds per iteration, the FLOPs of an iteration counted from the shapes (:func:`iteration_flops`), a breakdown of the time by block (from one
 further iteration with timers around the solver's functions) and its peak memory: on CPU the
 high-water mark of the resident set (VmHWM) of a child process per measurement, so the peaks do not mix
 (ru_maxrss would not do: Linux carries it over fork and exec from the parent); on CUDA
@@ -113,6 +117,19 @@ def matmul_rate(device: str, dtype_name: str = "float32", size: int | None = Non
     return 2 * size ** 3 / best
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def _sync(device) -> None:
     import torch
     if str(device).startswith("cuda"):
@@ -155,12 +172,14 @@ def _default_data_dir() -> Path | None:
     return None
 
 
-def make_data(N: int, T: int, frames_dtype: str, data_dir, cache_dir, seed: int = 0, device: str = "cpu"):
-    """(frames (T, N, 2312), labels, source): real N-MNIST when it has at least N recordings, else random
-    binary frames of the real density (generated in chunks, straight into the stored dtype)."""
+def make_data(N: int, T: int, frames_dtype: str, data_dir, cache_dir, seed: int = 0, device: str = "cpu",
+              n_inputs: int = N_INPUTS, density: float = DENSITY):
+    """(frames (T, N, n_inputs), labels, source, density): real N-MNIST when the width is N-MNIST's and
+    it has at least N recordings, else random binary frames of ``density`` (generated in chunks,
+    straight into the stored dtype)."""
     import torch
     root = Path(data_dir) if data_dir else _default_data_dir()
-    if root is not None and (Path(root) / "Train").is_dir():
+    if n_inputs == N_INPUTS and root is not None and (Path(root) / "Train").is_dir():
         from ..data import FrameSettings, load_nmnist
         ds = load_nmnist(root, "train", FrameSettings(time_steps=T, bin_ms=10.0), cache_dir=cache_dir)
         if len(ds) >= N:
@@ -175,13 +194,13 @@ def make_data(N: int, T: int, frames_dtype: str, data_dir, cache_dir, seed: int 
             return frames.to(device), labels.to(device), "real", density
     g = torch.Generator().manual_seed(seed)
     dt = torch.uint8 if frames_dtype == "uint8" else torch.float32
-    frames = torch.empty(T, N, N_INPUTS, dtype=dt, device=device)
-    step = max(1, (1 << 24) // (T * N_INPUTS))
+    frames = torch.empty(T, N, n_inputs, dtype=dt, device=device)
+    step = max(1, (1 << 24) // (T * n_inputs))
     for s in range(0, N, step):
         e = min(s + step, N)
-        frames[:, s:e] = (torch.rand(T, e - s, N_INPUTS, generator=g) < DENSITY).to(dt).to(device)
+        frames[:, s:e] = (torch.rand(T, e - s, n_inputs, generator=g) < density).to(dt).to(device)
     labels = torch.randint(0, 10, (N,), generator=g).to(device)
-    return frames, labels, "generated", DENSITY
+    return frames, labels, "generated", density
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,9 +267,11 @@ def measure(cfg: dict) -> dict:
         del blob
     else:
         frames, labels, source, density = make_data(n_run, T, cfg["frames"], cfg.get("data_dir"),
-                                                    cfg.get("cache_dir"), device=device)
+                                                    cfg.get("cache_dir"), device=device,
+                                                    n_inputs=cfg.get("inputs", N_INPUTS),
+                                                    density=cfg.get("density", DENSITY))
     settings = _settings(cfg)
-    sizes = [N_INPUTS, *cfg["hidden"], 10]
+    sizes = [frames.shape[2], *cfg["hidden"], 10]
     y = torch.nn.functional.one_hot(labels, 10).to(S.DTYPES[settings.dtype])
     rss_data = _rss_now()
     if str(device).startswith("cuda"):
@@ -306,6 +327,7 @@ def measure(cfg: dict) -> dict:
     sec = min(times) if times else t_first
     scale = N / n_run
     return {"N": N, "N_run": n_run, "T": T, "sizes": sizes, "schedule": settings.schedule, "source": source,
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "paths": dict(cache.paths),
             "density": density, "frames": cfg["frames"], "device": str(device),
             "threads": torch.get_num_threads(), "settings": settings.to_dict(),
             "init_s": t_init, "first_iteration_s": t_first, "iteration_s": times,
@@ -339,24 +361,33 @@ def markdown(results: list[dict], peak32: float, peak64: float, header: str) -> 
     lines = [header, "",
              f"Measured float32 torch.mm rate: {peak32 / 1e9:.1f} GFLOP/s (float64: {peak64 / 1e9:.1f} GFLOP/s).",
              "", "| N | schedule | data | s/iter | ratio seq/par | GFLOP/iter (gram dtype) | GFLOP/s | % fp32 mm "
-             "| first iter s | peak GiB | peak − start GiB | est. GiB | accuracy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| first iter s | first ÷ median | peak GiB | peak − start GiB | est. GiB | accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     par = {r["N"]: r for r in results if r.get("schedule") == "parallel" and "error" not in r}
     for r in results:
         if "error" in r:
-            lines.append(f"| {r.get('N')} | {r.get('schedule')} | error: {r['error']} | | | | | | | | | | |")
+            lines.append(f"| {r.get('N')} | {r.get('schedule')} | error: {r['error']} | | | | | | | | | | | |")
             continue
         ratio = ""
         if r["schedule"] == "sequential" and r["N"] in par:
             ratio = f"{r['sec_per_iter'] / par[r['N']]['sec_per_iter']:.2f}"
         scaled = f" (×{r['N'] / r['N_run']:.0f} from N={r['N_run']})" if r["scaled"] else ""
         acc = "" if r.get("train_accuracy") is None else f"{r['train_accuracy']:.3f}"
+        med = r.get("sec_per_iter_median")
+        first_ratio = f"{r['first_iteration_s'] * r['N'] / r['N_run'] / med:.2f}" if med else ""
         lines.append(
             f"| {r['N']} | {r['schedule']} | {r['source']} {r['frames']} | {r['sec_per_iter']:.3f}{scaled} | {ratio} "
             f"| {r['flops']['total'] / 1e9:.1f} ({r['flops']['total_gram'] / 1e9:.1f}) | {r['gflops_per_s']:.1f} "
-            f"| {100 * r['gflops_per_s'] * 1e9 / peak32:.0f}% | {r['first_iteration_s']:.2f} "
+            f"| {100 * r['gflops_per_s'] * 1e9 / peak32:.0f}% | {r['first_iteration_s']:.2f} | {first_ratio} "
             f"| {_gib(r['peak_bytes'])} | {_gib(r['peak_bytes'] - r['rss_start'])} | {_gib(r['estimate']['total'])} "
             f"| {acc} |")
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        lines += ["", f"CPU: {ok[0].get('cpu')}; torch CPU capability: {ok[0].get('cpu_capability')}. "
+                  "Kernels of the products (solver cache.paths):", ""]
+        for r in ok:
+            paths = "; ".join(f"{k}: {v}" for k, v in sorted((r.get("paths") or {}).items()))
+            lines.append(f"- N={r['N_run']} {r['schedule']}: {paths}")
     bd = [r for r in results if r.get("breakdown")]
     if bd:
         lines += ["", "Time by block (one extra iteration with timers; seconds):", ""]
@@ -422,10 +453,11 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     peak32 = matmul_rate(args.device, "float32")
     peak64 = matmul_rate(args.device, "float64")
+    print(f"CPU: {cpu_model()}; torch CPU capability: {torch.backends.cpu.get_cpu_capability()}", flush=True)
     print(f"float32 mm: {peak32 / 1e9:.1f} GFLOP/s, float64 mm: {peak64 / 1e9:.1f} GFLOP/s", flush=True)
     data_files = {}
     root = Path(args.data_dir) if args.data_dir else _default_data_dir()
-    if root is not None and (Path(root) / "Train").is_dir():
+    if args.inputs == N_INPUTS and root is not None and (Path(root) / "Train").is_dir():
         from ..data import FrameSettings, load_nmnist
         count = len(load_nmnist(root, "train", FrameSettings(time_steps=args.time_steps, bin_ms=10.0),
                                 cache_dir=args.cache_dir))
@@ -445,6 +477,7 @@ def run(args) -> int:
                    "set": overrides, "iterations": args.seq_iterations if seq else args.iterations,
                    "subset": args.seq_max_n if seq else None, "frames": args.frames, "data_dir": args.data_dir,
                    "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads,
+                   "inputs": args.inputs, "density": args.density,
                    "breakdown": not args.no_breakdown, "accuracy": args.accuracy, "data_files": data_files}
             r = _child(cfg, args.timeout)
             results.append(r)
@@ -452,10 +485,12 @@ def run(args) -> int:
                 print(f"N={N} {sched}: error: {r['error']}", flush=True)
             else:
                 print(f"N={N} {sched}: {r['sec_per_iter']:.3f} s/iter{' (scaled)' if r['scaled'] else ''}, "
+                      f"first iteration {r['first_iteration_s']:.3f} s, "
                       f"{r['gflops_per_s']:.1f} GFLOP/s, peak {_gib(r['peak_bytes'])} GiB "
                       f"(estimate {_gib(r['estimate']['total'])} GiB)", flush=True)
     peak32_after = matmul_rate(args.device, "float32")
-    header = (f"# admm-snn bench\n\nT={args.time_steps}, hidden={hidden}, preset={args.preset}, overrides={overrides}, "
+    header = (f"# admm-snn bench\n\nCPU: {cpu_model()}; torch CPU capability: "
+              f"{torch.backends.cpu.get_cpu_capability()}\n\nT={args.time_steps}, inputs={args.inputs}, hidden={hidden}, preset={args.preset}, overrides={overrides}, "
               f"frames={args.frames}, device={args.device}, threads={torch.get_num_threads()}; "
               f"fp32 mm rate before/after the runs: {peak32 / 1e9:.1f} / {peak32_after / 1e9:.1f} GFLOP/s")
     peak = max(peak32, peak32_after)

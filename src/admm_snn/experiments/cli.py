@@ -273,6 +273,10 @@ def _bench_arguments(p) -> None:
                    help="timed iterations of the sequential schedule (default 1)")
     p.add_argument("--seq-max-n", type=int, default=4000, metavar="N",
                    help="measure the sequential schedule on at most this many samples and scale (default 4000)")
+    p.add_argument("--inputs", type=int, default=2312, metavar="N0",
+                   help="inputs per frame (default 2312, N-MNIST); another width uses random binary frames")
+    p.add_argument("--density", type=float, default=0.035, metavar="D",
+                   help="fraction of active inputs of random frames (default 0.035, N-MNIST's)")
     p.add_argument("--frames", choices=["uint8", "float32"], default="uint8",
                    help="how the frames are stored (default uint8)")
     p.add_argument("--data-dir", default=None, metavar="ROOT",
