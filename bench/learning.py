@@ -72,8 +72,9 @@ def main() -> None:
             rs = [r for r in rows if r["data"] == name and r["loss"] == loss]
             val = sum(r["val"] for r in rs) / len(rs)
             test = sum(r["test"] for r in rs) / len(rs) if "test" in rs[0] else None
-            lines.append(f"| {name} | {loss} | {val:.4f} | {'' if test is None else f'{test:.4f}'} | "
-                         f"{' / '.join(f'{r['val']:.3f}' for r in rs)} |")
+            test_s = "" if test is None else f"{test:.4f}"
+            lines.append(f"| {name} | {loss} | {val:.4f} | {test_s} | "
+                         + " / ".join(f"{r['val']:.3f}" for r in rs) + " |")
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
