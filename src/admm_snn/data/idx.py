@@ -42,6 +42,7 @@ import torch
 
 from ..errors import DataError, SettingsError
 from .cache import default_cache_dir, fingerprint_files, load_cached, save_cached
+from .listing import folder_listing
 from .dataset import SpikeDataset
 
 #: dataset name → torchvision's folder name (``<root>/<folder>/raw/`` is searched too).
@@ -127,17 +128,6 @@ def _find(folder: Path, prefix: str, kind: str) -> Path | None:
     return None
 
 
-def _listing(folder: Path, limit: int = 6) -> str:
-    try:
-        names = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir())
-    except OSError:
-        return "(unreadable)"
-    if not names:
-        return "nothing"
-    more = f", ... ({len(names)} entries)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def find_idx_files(root, split: str = "train", name: str = "mnist") -> tuple[Path, Path] | None:
     """The (images, labels) files of one split under ``root``, or ``None`` when neither file is there.
 
@@ -173,7 +163,7 @@ def _locate(root: Path, split: str, name: str) -> tuple[Path, Path]:
         prefix = _PREFIX[split]
         raise DataError(f"no {name} {split} files in {root}: expected {prefix}-images-idx3-ubyte[.gz] and "
                         f"{prefix}-labels-idx1-ubyte[.gz] there or in {root / IMAGE_DATASETS[name] / 'raw'} "
-                        f"(it holds {_listing(root)})")
+                        f"(it holds {folder_listing(root)})")
     return found
 
 

@@ -18,6 +18,7 @@ import tonic
 
 from ..errors import DataError, SettingsError
 from .cache import default_cache_dir, fingerprint_files, load_cached, save_cached
+from .listing import folder_listing
 from .dataset import SpikeDataset
 from .frames import FrameSettings, events_to_frames
 
@@ -103,17 +104,6 @@ def read_nmnist_file(path) -> np.ndarray:
     return events
 
 
-def _listing(folder: Path, limit: int = 6) -> str:
-    try:
-        names = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir())
-    except OSError:
-        return "(unreadable)"
-    if not names:
-        return "nothing"
-    more = f", ... ({len(names)} entries)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def scan_nmnist_folder(root, split="train") -> list[tuple[Path, int]]:
     """All recordings of one split: ``[(path, digit), ...]`` from ``<root>/Train|Test/<digit>/*.bin``.
 
@@ -140,13 +130,13 @@ def scan_nmnist_folder(root, split="train") -> list[tuple[Path, int]]:
                 f"(use split='{other.lower()}', or --download to fetch the {split} split)"
             )
         raise DataError(
-            f"{root} is not an N-MNIST folder: it has no Train or Test subfolder (it holds {_listing(root)}); "
+            f"{root} is not an N-MNIST folder: it has no Train or Test subfolder (it holds {folder_listing(root)}); "
             "pass the folder that holds them, or use --download"
         )
     digits = [d for d in range(N_CLASSES) if (sub / str(d)).is_dir()]
     if not digits:
         raise DataError(
-            f"{sub} is not N-MNIST-like: expected digit subfolders 0..9, found {_listing(sub)}; "
+            f"{sub} is not N-MNIST-like: expected digit subfolders 0..9, found {folder_listing(sub)}; "
             "pass the N-MNIST dataset folder"
         )
     missing = [d for d in range(N_CLASSES) if d not in digits]
@@ -222,7 +212,7 @@ def _locate(root: Path, split: str, download: bool) -> Path:
             "or point to the folder that holds Train/ and Test/"
         )
     raise DataError(
-        f"{root} has no N-MNIST Train/ or Test/ folder (it holds {_listing(root)}); pass --download to "
+        f"{root} has no N-MNIST Train/ or Test/ folder (it holds {folder_listing(root)}); pass --download to "
         "fetch N-MNIST into it, or point to the folder that holds them"
     )
 
