@@ -40,7 +40,7 @@ def exact_settings(**kw):
     base = dict(rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0, eps=1e-9, ridge=1e-2, ridge_out=None,
                 dtype="float64", gram_dtype="float64", proximal=False, weight_step=1.0, step_rule="fixed",
                 spike_solver="free", reproject=0, init="uniform", grow_every=0,
-                output_loss="square")  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
+                output_loss="square", target_gate=0.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
     base.update(kw)
     return ADMMSettings(**base)
 

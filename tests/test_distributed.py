@@ -54,8 +54,10 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     # default: the per-iteration report on fixed subsamples (30 of 50 training, 6 of 10 validation
     # samples), drawn over all the data and measured by each rank on its part; paper: on every sample
     report = dict(report_samples=30, val_samples=6) if preset == "default" else dict(report_samples=0, val_samples=0)
+    # float64 cross sums: the promise of equality within 1e-5 is made for them (the paper preset sets them);
+    # the default float32 ones are held to the measured bound in the realistic-size test below
     argv = _argv(nmnist_root, cache_dir, out, "--preset", preset, "--report-samples", str(report["report_samples"]),
-                 "--val-samples", str(report["val_samples"]))
+                 "--val-samples", str(report["val_samples"]), "--cross-dtype", "float64")
     assert L.launch_local(2, argv, env=_env()) == 0
     printed = capfd.readouterr().out
     assert "2 processes" in printed and "test accuracy" in printed
@@ -141,13 +143,14 @@ def test_two_processes_stay_within_the_measured_bound_with_float32_cross_sums(nm
     """The default float32 products of the cross sums round differently over different shards (and
     thread counts); the threshold flips of the re-projection amplify it. What holds (measured on 801
     recordings, 5 seeds: weights 1.9-3.0% apart after 5 iterations, training accuracy within 3 of 801
-    samples, as between one process on 1 and on 2 threads): the weights within 10% and the
-    training accuracy within 1% at every iteration."""
+    samples, as between one process on 1 and on 2 threads, without the gated weight targets; with them,
+    4 of these 400 samples at one iteration): the weights within 10% and the training accuracy within
+    2% (8 of 400 samples) at every iteration."""
     weights, hist, ref = _realistic_pair(nmnist_root, cache_dir_400, tmp_path)
     for w_dist, w_ref in zip(weights, ref.weights):
         assert _rel(w_dist, w_ref) < 0.1
     for h, r in zip(hist, ref.history):
-        assert abs(h["train_accuracy"] - r["train_accuracy"]) <= 0.01
+        assert abs(h["train_accuracy"] - r["train_accuracy"]) <= 0.02
 
 
 @pytest.mark.determinism

@@ -111,6 +111,9 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin of the true class (default {d.margin:g})")
     g.add_argument("--margin-rounds", type=int, default=d.margin_rounds, metavar="R",
                    help=f"hinge: rounds of target / readout block minimisation per output block (default {d.margin_rounds})")
+    g.add_argument("--target-gate", type=float, default=d.target_gate, metavar="K",
+                   help=f"gate the hidden weight targets by 1/(1 + K|z − θ|)² of the forward potentials, "
+                        f"0 = off (default {d.target_gate:g}; a heuristic, see ADMMSettings)")
     g.add_argument("--init", choices=["forward", "uniform"], default=d.init,
                    help=f"initial state (default {d.init}; uniform is the paper's)")
     g.add_argument("--init-gain", type=float, default=d.init_gain, help=f"initial weight scale (default {d.init_gain})")

@@ -190,16 +190,18 @@ def input_gram(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCa
 
 
 def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int, sl,
-                 inputs: torch.Tensor | None = None):
+                 inputs: torch.Tensor | None = None, x: torch.Tensor | None = None):
     """(G, C) of W_l's update over the samples ``sl`` (G None for the input layer once its Gram is known).
-    ``inputs``: the chunk's a_{l-1}, if the caller already has it."""
+    ``inputs``: the chunk's a_{l-1}, if the caller already has it; ``x``: the targets (default: the
+    Lagrangian's x of the state, :func:`updates.targets`)."""
     gdt, cdt = DTYPES[settings.gram_dtype], DTYPES[settings.cross_product_dtype]
     out = l == state.n_layers - 1
     first = l == 0
     if inputs is None:
         inputs = state.layer_inputs(frames, l)[:, sl]
-    x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
-                  settings.theta)
+    if x is None:
+        x = U.targets(state.potentials[l][:, sl], None if out else state.spikes[l][:, sl], settings.delta,
+                      settings.theta)
     gram = not first  # the input layer's fixed Gram: input_gram, once per run
     if first and not out and SI.enabled(settings, frames, cache):  # C from the frames' CSR form
         cache.paths["input_cross_sums"] = f"sparse CSR, {settings.cross_product_dtype} pieces"
@@ -429,11 +431,17 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
             inputs = state.layer_inputs(frames, l)[:, sl]
             u = kept[:, sl] if kept is not None else _layer_current(state, frames, l, sl, dtype, cache, settings,
                                                                     inputs)
+            learn = not paper and not frozen(state, settings, l)
+            gate = settings.target_gate > 0 and learn
+            if gate:  # the forward state the sweep starts from (settings.target_gate)
+                a_fwd, z_fwd = state.spikes[l][:, sl].clone(), state.potentials[l][:, sl].clone()
             update_spikes_all_t(state, frames, settings, l, sl=sl, u=u, setup=setup)
+            x = U.gated_targets(u, a_fwd, state.spikes[l][:, sl], z_fwd, settings.theta, settings.target_gate) \
+                if gate else None
             update_potentials_red_black(state, frames, settings, l, sl=sl, u=u)
             del u
-            if not paper and not frozen(state, settings, l):
-                acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs))
+            if learn:
+                acc = _add(acc, *_weight_sums(state, frames, settings, cache, l, sl, inputs, x))
         if not paper:
             update_weights(state, frames, settings, cache, l, stats=acc)
 

@@ -392,6 +392,18 @@ def solve_output_potentials(u, y, dual, delta, rho, system=None):
     return torch.cholesky_solve(rhs.reshape(T, N * n), factor).reshape(T, N, n)
 
 
+def gated_targets(u: torch.Tensor, a_fwd: torch.Tensor, a: torch.Tensor, z_fwd: torch.Tensor, theta: float,
+                  k: float) -> torch.Tensor:
+    """Gated weight targets of a hidden layer (settings.target_gate = k):
+
+        x_t = u_t + θ g_{t-1} (a_{t-1} − a_fwd,{t-1}),   g = 1 / (1 + k |z_fwd − θ|)²
+    with u = W_l a_{l-1} the forward currents, a_fwd and z_fwd the forward spikes and potentials the
+    sweep started from and a the spike block's result (t = 0: x_0 = u_0). With k = 0 (g = 1) this is the
+    target the reset term carries when the potentials keep their forward values."""
+    g = (1.0 + k * (z_fwd - theta).abs()).pow(-2)
+    return u + theta * prev(g * (a - a_fwd))
+
+
 def margin_targets(z_last: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """τ = argmin over {τ_c ≥ margin where y_c = 1, τ_c ≤ 0 where y_c = 0} of ‖z_{L,T} − τ‖²: the
     projection max(z, margin) on the true class, min(z, 0) elsewhere. Minimising ‖z − τ‖² over τ leaves
