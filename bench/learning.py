@@ -1,4 +1,5 @@
-"""The output loss, measured: square (one-hot targets, the paper's loss) against hinge (the default),
+"""The output loss and the gated weight targets, measured: square loss (one-hot targets, the paper's)
+against the hinge output, each without gated targets, and the hinge with gated targets (the defaults),
 everything else equal, on real MNIST images and real N-MNIST recordings.
 
     python bench/learning.py --mnist-dir ../shared/data/mnist --nmnist-dir ../shared/data/nmnist --out runs/learning
@@ -45,7 +46,8 @@ def main() -> None:
     ap.add_argument("--nmnist-dir", default="../shared/data/nmnist")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=12)
-    ap.add_argument("--losses", nargs="+", default=["square", "hinge"])
+    ap.add_argument("--variants", nargs="+", default=["square:0", "hinge:0", "hinge:5"],
+                    metavar="LOSS:GATE", help="output loss and target_gate of each variant")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/learning")
     a = ap.parse_args()
@@ -57,23 +59,26 @@ def main() -> None:
     }
     rows = []
     for name, splits in data.items():
-        for loss in a.losses:
+        for variant in a.variants:
+            loss, gate = variant.split(":")
             for seed in range(a.seeds):
-                s = ADMMSettings(iterations=a.iterations, output_loss=loss, seed=seed)
+                s = ADMMSettings(iterations=a.iterations, output_loss=loss, target_gate=float(gate), seed=seed)
                 r = run(splits, [128], s)
-                rows.append({"data": name, "loss": loss, "seed": seed, **r})
+                rows.append({"data": name, "loss": loss, "gate": float(gate), "seed": seed, **r})
                 print(json.dumps(rows[-1]), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| data | loss | best validation (mean over seeds) | test (N-MNIST) | per seed (val) |", "|---|---|---:|---:|---|"]
+    lines = ["| data | loss | target gate | best validation (mean over seeds) | test (N-MNIST) | per seed (val) |",
+             "|---|---|---:|---:|---:|---|"]
     for name in data:
-        for loss in a.losses:
-            rs = [r for r in rows if r["data"] == name and r["loss"] == loss]
+        for variant in a.variants:
+            loss, gate = variant.split(":")
+            rs = [r for r in rows if r["data"] == name and r["loss"] == loss and r["gate"] == float(gate)]
             val = sum(r["val"] for r in rs) / len(rs)
             test = sum(r["test"] for r in rs) / len(rs) if "test" in rs[0] else None
             test_s = "" if test is None else f"{test:.4f}"
-            lines.append(f"| {name} | {loss} | {val:.4f} | {test_s} | "
+            lines.append(f"| {name} | {loss} | {gate} | {val:.4f} | {test_s} | "
                          + " / ".join(f"{r['val']:.3f}" for r in rs) + " |")
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
