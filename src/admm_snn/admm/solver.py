@@ -356,14 +356,24 @@ def update_potentials_red_black(state: ADMMState, frames, settings: ADMMSettings
                                                   settings.eps)
 
 
+def _leaky_sums(state: ADMMState, frames, settings: ADMMSettings, dtype) -> list[torch.Tensor]:
+    """S = Σ_t δ^{T−t} a_{L-1,t} in ``dtype``, one (B, n) tensor per block of :func:`_blocks`."""
+    a = state.layer_inputs(frames, state.n_layers - 1)
+    return [U.leaky_sum(a[:, sl].to(dtype), settings.delta) for sl in _blocks(state, frames, settings)]
+
+
 def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSettings,
-                                cache: SolverCache | None = None) -> None:
-    """W_L by the exact joint minimisation over (W_L, z_L): ridge regression of y + λ/ρ on leaky sums."""
+                                cache: SolverCache | None = None, leaky: list | None = None) -> None:
+    """W_L by the exact joint minimisation over (W_L, z_L): ridge regression of y + λ/ρ on leaky sums
+    (``leaky``: those sums in the gram dtype per block, if the caller has them; else formed here)."""
     gdt = DTYPES[settings.gram_dtype]
     G = C = None
-    for sl in _blocks(state, frames, settings):
-        g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
-                                         state.dual[sl], settings.delta, settings.output_rho, gdt)
+    for i, sl in enumerate(_blocks(state, frames, settings)):
+        if leaky is not None:
+            g, c = U.joint_output_sums(leaky[i], y[sl], state.dual[sl], settings.output_rho)
+        else:
+            g, c = U.joint_output_statistics(state.layer_inputs(frames, state.n_layers - 1)[:, sl], y[sl],
+                                             state.dual[sl], settings.delta, settings.output_rho, gdt)
         G, C = (g, c) if G is None else (G + g, C + c)
     if cache is not None:
         G, C = cache.reduce(G), cache.reduce(C)
@@ -446,15 +456,16 @@ def parallel_hidden(state, frames, y, settings, cache, generator) -> None:
             update_weights(state, frames, settings, cache, l, stats=acc)
 
 
-def readout_targets(state: ADMMState, frames, y: torch.Tensor, settings: ADMMSettings) -> torch.Tensor:
+def readout_targets(state: ADMMState, frames, y: torch.Tensor, settings: ADMMSettings,
+                    leaky: list | None = None) -> torch.Tensor:
     """τ = proj_M(W_L S − λ/ρ_L): the targets in the margin set M = {τ_y ≥ margin, τ_c ≤ 0 for c ≠ y}
     closest to what the current readout W_L makes of the hidden layer's leaky sums S = Σ_t δ^{T−t}
-    a_{L-1,t} (:func:`updates.margin_targets`); per sample, so the same in every process."""
-    L = state.n_layers
+    a_{L-1,t} (:func:`updates.margin_targets`); per sample, so the same in every process. ``leaky``: S in
+    the weights' dtype per block (:func:`_leaky_sums`), if the caller has them."""
     W = state.weights[-1]
+    leaky = leaky if leaky is not None else _leaky_sums(state, frames, settings, W.dtype)
     out = torch.empty_like(y)
-    for sl in _blocks(state, frames, settings):
-        S_ = U.leaky_sum(state.layer_inputs(frames, L - 1)[:, sl].to(W.dtype), settings.delta)
+    for S_, sl in zip(leaky, _blocks(state, frames, settings)):
         z = S_ @ W.T - state.dual[sl].to(W.dtype) / settings.output_rho
         out[sl] = U.margin_targets(z, y[sl], settings.margin)
     return out
@@ -470,15 +481,19 @@ def parallel_output(state, frames, y, settings, cache, generator, start: bool = 
     convex problem; tests/test_hinge.py), then the potentials given the last τ. At the ``start`` (a
     random readout) the first round's targets are y itself, a point of the margin set. ``joint``
     replaces :func:`update_output_joint_weights` (the federated consensus block)."""
-    joint = joint or (lambda *a: update_output_joint_weights(*a))
+    joint = joint or (lambda *a, **k: update_output_joint_weights(*a, **k))
     hinge = settings.output_loss == "hinge"
     if settings.output_solve == "joint":
         rounds = settings.margin_rounds if hinge else 1
         targets = y
+        # the hidden spikes do not change during the rounds: their leaky sums are formed once, in the
+        # readout's dtype (targets) and in the gram dtype (joint sums)
+        leaky = (_leaky_sums(state, frames, settings, state.weights[-1].dtype),
+                 _leaky_sums(state, frames, settings, DTYPES[settings.gram_dtype])) if hinge else (None, None)
         for r in range(rounds):
             if hinge and not (start and r == 0):
-                targets = readout_targets(state, frames, y, settings)
-            joint(state, frames, targets, settings, cache)
+                targets = readout_targets(state, frames, y, settings, leaky[0])
+            joint(state, frames, targets, settings, cache, leaky=leaky[1])
     else:
         targets = readout_targets(state, frames, y, settings) if hinge and not start else y
         update_weights(state, frames, settings, cache, state.n_layers - 1)

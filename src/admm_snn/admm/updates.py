@@ -431,8 +431,12 @@ def joint_output_statistics(a: torch.Tensor, y: torch.Tensor, dual: torch.Tensor
     a ridge regression of y + λ/ρ on the leaky sums S; the potentials then follow from
     :func:`solve_output_potentials` with the new W.
     """
-    S = leaky_sum(a.to(dtype), delta)
-    return S.T @ S, (y.to(dtype) + dual.to(dtype) / rho).T @ S
+    return joint_output_sums(leaky_sum(a.to(dtype), delta), y, dual, rho)
+
+
+def joint_output_sums(S: torch.Tensor, y: torch.Tensor, dual: torch.Tensor, rho: float):
+    """(G_S, C_S) = (Σ S Sᵀ, Σ (y + λ/ρ) Sᵀ) from given leaky sums ``S`` (N, n) in the sums' dtype."""
+    return S.T @ S, (y.to(S.dtype) + dual.to(S.dtype) / rho).T @ S
 
 
 def joint_output_ridge(G: torch.Tensor, ridge: float, delta: float, rho: float, T: int) -> tuple[float, float]:
