@@ -12,7 +12,7 @@ import torch
 from admm_snn import distributed as D
 from admm_snn import launch as L
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.cli import admm_settings, build_parser, data_options
+from admm_snn.cli import admm_settings, data_options
 from admm_snn.data.options import load_splits
 from admm_snn.io import load_model
 from admm_snn.train import accuracy_and_rates, train

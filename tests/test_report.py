@@ -10,8 +10,8 @@ import torch
 from admm_snn.admm.lagrangian import residuals
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.errors import SettingsError
-from admm_snn.train import (accuracy_and_rates, forward_report, iteration_metrics, lagrangian_of, report_indices,
-                            spike_gap, train)
+from admm_snn.metrics import forward_counts
+from admm_snn.train import accuracy_and_rates, iteration_metrics, lagrangian_of, report_indices, spike_gap, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,7 +74,8 @@ def test_report_of_every_sample_equals_the_full_report():
     assert full["residual_dynamics"] == pytest.approx(direct["dynamics"], rel=1e-5, abs=1e-12)
     assert full["residual_spike"] == pytest.approx(direct["spike"], rel=1e-5, abs=1e-12)
     assert full["spike_gap"] == pytest.approx(spike_gap(st, X, s.lif), rel=1e-6)
-    acc, rates, gap = forward_report(st.weights, X, lab, s.lif, st.spikes, chunk=7)  # chunks add up
+    c = forward_counts(st.weights, X, lab, s.lif, spikes=st.spikes, chunk=7)  # chunks add up
+    acc, gap = c["correct"] / c["n"], [g / u for g, u in zip(c["gap"], c["units"])]
     assert (acc, gap) == (full["train_accuracy"], pytest.approx(full["spike_gap"], rel=1e-9))
     assert terms_total(st, X, y, s) == pytest.approx(full["lagrangian"], rel=1e-12)
 

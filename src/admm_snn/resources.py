@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .errors import ResourceError
-from .heap import release_free_heap  # noqa: F401  (re-exported: compare imports it from here)
 
 BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "bool": 1}
 

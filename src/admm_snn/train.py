@@ -12,8 +12,6 @@ from pathlib import Path
 import torch
 
 from .admm import solver as S
-from .admm.lagrangian import lagrangian_terms
-from .admm.penalties import lagrangian_penalties
 from .admm.settings import ADMMSettings
 from .admm.sparse_inputs import frame_density, remember_density
 from .admm.state import ADMMState
@@ -22,7 +20,7 @@ from .errors import CheckpointError, DataError, DivergenceError, SettingsError
 from .io import (CHECKPOINT_FORMAT, FORMAT_VERSION, atomic_save, atomic_write_text, fingerprint, read_safetensors,
                  remove_stale_temporaries, save_model)
 from .network import LIFParams, forward
-from .metrics import accuracy_and_rates, forward_counts, lagrangian_of, metric_sums, metrics_from_sums  # noqa: F401 (accuracy_and_rates, lagrangian_of: API)
+from .metrics import accuracy_and_rates, lagrangian_of, metric_sums, metrics_from_sums  # noqa: F401 (accuracy_and_rates, lagrangian_of: API)
 from .resources import check_memory
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -65,17 +63,6 @@ def spike_gap(state: ADMMState, frames, params: LIFParams) -> list[float]:
     """Fraction of hidden (t, sample, neuron) where the forward simulation's spike differs from round(a)."""
     trace = forward(state.weights, frames, params)
     return [float((fa != a.round()).float().mean()) for fa, a in zip(trace.spikes, state.spikes)]
-
-
-def forward_report(weights, frames, labels, params: LIFParams, spikes=None, chunk: int = 2048):
-    """One forward simulation for three figures: accuracy, the firing rate of each hidden layer and, when
-    the relaxed ``spikes`` a_l (T, N, n_l) are given, the spike gap of each hidden layer (the fraction of
-    (t, sample, neuron) where the simulated spike differs from round(a)); from the exact counts of
-    :func:`metrics.forward_counts`."""
-    c = forward_counts(weights, frames, labels, params, spikes=spikes, chunk=chunk)
-    rates = [x / max(u, 1) for x, u in zip(c["spikes"], c["units"])]
-    gaps = [g / max(u, 1) for g, u in zip(c["gap"], c["units"])] if spikes is not None else None
-    return c["correct"] / max(c["n"], 1), rates, gaps
 
 
 def report_size(n: int, report_samples: int | None = None) -> int:

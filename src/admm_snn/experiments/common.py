@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..network import LIFParams, forward, synaptic_operations
-from ..resources import release_free_heap
+from ..heap import release_free_heap
 
 # ----------------------------------------------------------------------------------------------- memory
 
