@@ -125,17 +125,45 @@ def _realistic_pair(nmnist_root, cache, tmp_path, *extra):
     return load_model(out)["weights"], hist, ref
 
 
+def float32_rows_batch_invariant() -> bool:
+    """Whether this machine's float32 matrix product gives a row the same bits whatever the number and
+    position of the other rows, at the per-sample products' shapes of the realistic pair (T·shard
+    samples × hidden width times the 10-output readout, and times the hidden layer). MKL's AVX-512
+    kernels do (measured on AMD EPYC and Intel Xeon); its AVX2 kernels on an Intel Xeon do not (the
+    sums inside a row are blocked by the row count), so a shard's products differ from the whole
+    batch's at float32 rounding before any cross sum is formed."""
+    g = torch.Generator().manual_seed(0)
+    for k, n in ((64, 10), (64, 64), (10, 64)):
+        A = (torch.rand(4001, k, generator=g) < 0.3).float() * torch.rand(4001, k, generator=g)
+        W = torch.randn(n, k, generator=g)
+        whole = A @ W.T
+        if not (torch.equal(whole[:1333], A[:1333] @ W.T) and torch.equal(whole[1333:], A[1333:] @ W.T)):
+            return False
+    return True
+
+
 @pytest.mark.determinism
 def test_two_processes_equal_one_at_realistic_size_with_float64_cross_sums(nmnist_root, cache_dir_400, tmp_path):
     """With the cross sums' products in float64 (--cross-dtype float64) every weight sum is the float64
     sum of float32 numbers, whose order changes it by float64 rounding only, below what the float32
-    weights can hold: the 2-process run gives the 1-process weights (measured: bit for bit, 5 seeds at
-    801 recordings, docs/performance-and-determinism.md) and the same accuracy counts every iteration."""
+    weights can hold: where the per-sample float32 products are batch-invariant
+    (:func:`float32_rows_batch_invariant`) the 2-process run gives the 1-process weights (measured: bit
+    for bit, 5 seeds at 801 recordings, docs/performance-and-determinism.md) and the same accuracy
+    counts every iteration. Where they are not (MKL's AVX2 kernels on an Intel Xeon), the shards'
+    products already differ at float32 rounding, threshold flips amplify it as with float32 cross
+    sums, and what holds is that test's bound (measured on this data: W_1 0.3% and W_2 4.2% apart
+    after 5 iterations; tested: 10%, training accuracy within 2%)."""
     weights, hist, ref = _realistic_pair(nmnist_root, cache_dir_400, tmp_path, "--cross-dtype", "float64")
-    for w_dist, w_ref in zip(weights, ref.weights):
-        assert _rel(w_dist, w_ref) < 1e-5
-    assert [h["train_accuracy"] for h in hist] == [r["train_accuracy"] for r in ref.history]
-    assert [h["firing_rate"] for h in hist] == [r["firing_rate"] for r in ref.history]
+    if float32_rows_batch_invariant():
+        for w_dist, w_ref in zip(weights, ref.weights):
+            assert _rel(w_dist, w_ref) < 1e-5
+        assert [h["train_accuracy"] for h in hist] == [r["train_accuracy"] for r in ref.history]
+        assert [h["firing_rate"] for h in hist] == [r["firing_rate"] for r in ref.history]
+    else:
+        for w_dist, w_ref in zip(weights, ref.weights):
+            assert _rel(w_dist, w_ref) < 0.1
+        for h, r in zip(hist, ref.history):
+            assert abs(h["train_accuracy"] - r["train_accuracy"]) <= 0.02
 
 
 @pytest.mark.determinism
