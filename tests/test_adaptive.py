@@ -22,6 +22,7 @@ import torch
 from admm_snn.admm import anderson as AA
 from admm_snn.admm import penalties as P
 from admm_snn.admm import solver as S
+from admm_snn.admm import updates as U
 from admm_snn.admm.lagrangian import lagrangian_terms
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.admm.state import ADMMState
@@ -315,11 +316,43 @@ def test_continuation_in_training_reaches_the_cap_and_reports_it():
 
 @pytest.mark.parametrize("bad", [dict(penalty_balance="yes"), dict(balance_mu=1.0), dict(balance_tau=0.5),
                                  dict(balance_tolerance=0.9), dict(rho_growth=0.9), dict(beta_growth=float("nan")),
-                                 dict(penalty_cap=0.5), dict(anderson=-1), dict(anderson=1.5)])
+                                 dict(penalty_cap=0.5), dict(anderson=-1), dict(anderson=1.5),
+                                 dict(momentum=1.0), dict(momentum=-0.1), dict(momentum=float("nan"))])
 def test_bad_settings_are_one_line_errors(bad):
     with pytest.raises(SettingsError) as e:
         ADMMSettings(**bad)
     assert "\n" not in str(e.value) and next(iter(bad)) in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Momentum of the hidden weight step
+# ----------------------------------------------------------------------------------------------------
+
+def test_momentum_step_is_the_heavy_ball_recursion():
+    """take_weight_step with momentum μ: W_{k+1} = W_k + v_k, v_k = μ v_{k−1} + D_k, D_k the plain
+    (relative) step from W_k towards the block minimiser; the first step has no velocity yet."""
+    g = torch.Generator().manual_seed(0)
+    s = ADMMSettings(momentum=0.6, weight_step=0.05, grow_every=0)
+    W = [torch.randn(5, 4, generator=g, dtype=DT), torch.randn(3, 5, generator=g, dtype=DT)]
+    state = ADMMState(weights=[w.clone() for w in W], potentials=[], spikes=[], dual=torch.zeros(1), iteration=0)
+    v_ref = None
+    for k in range(4):
+        prev = [w.clone() for w in state.weights[:-1]]
+        target = torch.randn(5, 4, generator=g, dtype=DT)  # the sweep's block minimiser W*
+        state.weights[0] = target.clone()
+        S.take_weight_step(state, prev, s)
+        D = 0.05 * prev[0].norm() / (target - prev[0]).norm() * (target - prev[0])
+        v_ref = D if v_ref is None else 0.6 * v_ref + D
+        assert torch.allclose(state.weights[0], prev[0] + v_ref, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(state.aux["momentum_0"], v_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(state.weights[1], W[1])  # the output layer is never stepped
+
+
+def test_momentum_velocity_restarts_on_a_new_shape():
+    D = torch.ones(2, 3, dtype=DT)
+    assert torch.equal(U.momentum_velocity(None, D, 0.5), D)
+    assert torch.equal(U.momentum_velocity(torch.ones(3, 3, dtype=DT), D, 0.5), D)
+    assert torch.equal(U.momentum_velocity(2 * D, D, 0.5), 2 * D)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -448,7 +481,7 @@ def reference_iterate(state, frames, y, settings, cache, generator):
 @pytest.mark.parametrize("preset", ["default", "paper"])
 def test_features_off_give_the_solver_without_them_bitwise(preset):
     X, lab, _ = _problem()
-    s = ADMMSettings(iterations=4) if preset == "default" else ADMMSettings.paper(iterations=4, warmup=1)
+    s = ADMMSettings(iterations=4, momentum=0.0) if preset == "default" else ADMMSettings.paper(iterations=4, warmup=1)
     y = torch.nn.functional.one_hot(lab, 3).float()
     states = []
     for step in (S.iterate, reference_iterate):
@@ -471,6 +504,7 @@ def _strip(history):
     dict(penalty_balance="both"),
     dict(rho_growth=1.5, beta_growth=2.0),
     dict(anderson=2),
+    dict(momentum=0.5),
     dict(preset="paper", penalty_balance="both", rho_growth=1.2, anderson=2),
 ])
 @pytest.mark.determinism

@@ -99,6 +99,8 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                         f"direction with length η·‖W_prev‖ in every layer (default {d.step_rule})")
     g.add_argument("--weight-step", type=float, default=d.weight_step, metavar="ETA",
                    help=f"η of --step-rule; fixed 1 = exact block minimiser (default {d.weight_step:g})")
+    g.add_argument("--momentum", type=float, default=d.momentum, metavar="MU",
+                   help=f"heavy-ball momentum μ in [0, 1) of the hidden weight step, 0 = off (default {d.momentum:g})")
     g.add_argument("--dual", action=argparse.BooleanOptionalAction, default=d.dual,
                    help=f"update the dual λ of the exact output constraint after the warm-up (default {d.dual})")
     g.add_argument("--spike-solver", choices=["clip", "box", "free"], default=d.spike_solver,

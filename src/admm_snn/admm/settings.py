@@ -59,6 +59,8 @@ class ADMMSettings:
                  "relative": the same direction, with a length of weight_step · ‖W_prev‖ in every
                  layer (scale-free, so one value serves every depth).
       weight_step η of step_rule (relative step length for "relative").
+      momentum   μ in [0, 1): heavy-ball momentum of the hidden weight step, v ← μ v + (g(W) − W),
+                 W ← W + v (the velocity v is part of the state and of checkpoints; 0: off).
       spike_solver "clip" (the paper: ridge solve then clip to [0, 1]), "box" (the exact minimiser
                  over [0, 1]^n, by projected accelerated gradient started from the clipped solve) or
                  "free" (the exact minimiser with spikes relaxed to all reals: no clipping).
@@ -224,6 +226,7 @@ class ADMMSettings:
     margin: float = 1.0
     margin_rounds: int = 10
     target_gate: float = 5.0
+    momentum: float = 0.0
 
     def __post_init__(self):
         LIFParams(self.delta, self.theta)  # validates δ and θ
@@ -249,6 +252,8 @@ class ADMMSettings:
                 raise SettingsError(f"{name}={value} must be a finite number {'>' if strict else '>='} 1")
         if not (self.margin > 0) or self.margin == float("inf"):
             raise SettingsError(f"margin={self.margin} must be a finite number > 0")
+        if not (0 <= self.momentum < 1):
+            raise SettingsError(f"momentum={self.momentum} must be a number in [0, 1)")
         if not (self.target_gate >= 0) or self.target_gate == float("inf"):
             raise SettingsError(f"target_gate={self.target_gate} must be a finite number >= 0")
         if not isinstance(self.margin_rounds, int) or self.margin_rounds < 1:
@@ -279,7 +284,8 @@ class ADMMSettings:
         base = dict(beta=1.0, rho_out=None, ridge=1e-6, ridge_out=None, proximal=False, weight_step=1.0,
                     step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
                     schedule="sequential", order="paper", output_solve="sweep", dual=True, warmup=5,
-                    iterations=30, cross_dtype="float64", output_loss="square", target_gate=0.0)
+                    iterations=30, cross_dtype="float64", output_loss="square", target_gate=0.0,
+                    momentum=0.0)
         base.update(changes)
         return cls(**base)
 

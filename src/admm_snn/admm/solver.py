@@ -646,7 +646,13 @@ def take_weight_step(state: ADMMState, previous: list, settings: ADMMSettings) -
     for l, W_prev in enumerate(previous):
         if frozen(state, settings, l):
             continue
-        state.weights[l] = U.extrapolate(W_prev, state.weights[l], settings.weight_step, relative=relative)
+        W = U.extrapolate(W_prev, state.weights[l], settings.weight_step, relative=relative)
+        if settings.momentum > 0:  # heavy ball: v ← μ v + (W − W_prev), W ← W_prev + v
+            key = f"momentum_{l}"
+            v = U.momentum_velocity(state.aux.get(key), W - W_prev, settings.momentum)
+            state.aux[key] = v
+            W = W_prev + v
+        state.weights[l] = W
 
 
 def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache,
@@ -657,7 +663,7 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
         hidden, output = parallel_hidden, parallel_output
     else:
         hidden, output = sequential_hidden, sequential_output
-    stepping = settings.step_rule == "relative" or settings.weight_step != 1.0
+    stepping = settings.step_rule == "relative" or settings.weight_step != 1.0 or settings.momentum > 0
     SP.start_splits(state, settings)  # L1 split: V = soft_threshold(W, τ), U = 0 where not yet present
     previous = [w.clone() for w in state.weights[:-1]] if stepping or settings.anderson else None
     snap = P.snapshot(state, settings)  # states before the sweep, for the dual residuals (balancing only)

@@ -153,6 +153,16 @@ def extrapolate(W_prev: torch.Tensor, W_new: torch.Tensor, step: float, relative
     return W_prev + step * D
 
 
+def momentum_velocity(v: torch.Tensor | None, D: torch.Tensor, mu: float) -> torch.Tensor:
+    """Heavy-ball velocity of the hidden weight step: v_k = μ v_{k−1} + D_k with D_k = g(W_k) − W_k the
+    step of iteration k (the weights then move to W_k + v_k). Where the steps keep their direction the
+    move is D/(1 − μ); where they alternate, the velocity cancels them. No velocity yet (or one of
+    another shape, after a change of architecture): v = D."""
+    if v is None or v.shape != D.shape:
+        return D.clone()
+    return mu * v.to(D.dtype) + D
+
+
 # ----------------------------------------------------------------------------------------------------
 # Spikes
 # ----------------------------------------------------------------------------------------------------
