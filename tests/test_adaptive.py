@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def exact_settings(**kw):
     base = dict(rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0, eps=1e-9, ridge=1e-2, ridge_out=None,
-                dtype="float64", gram_dtype="float64", proximal=False, weight_step=1.0, step_rule="fixed",
+                dtype="float64", gram_dtype="float64", proximal=False, weight_step=1.0, momentum=0.0, step_rule="fixed",
                 spike_solver="free", reproject=0, init="uniform", grow_every=0,
                 output_loss="square", target_gate=0.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
     base.update(kw)
@@ -423,7 +423,7 @@ def test_anderson_in_the_solver_follows_the_safeguard(monkeypatch):
     The rule is checked at every judged point (which points are rejected depends on the rounding of the
     machine's kernels, so the test does not ask for a particular mix of verdicts)."""
     X, lab, _ = _problem()
-    s = ADMMSettings(iterations=8, anderson=3, step_rule="fixed", weight_step=1.0)
+    s = ADMMSettings(iterations=8, anderson=3, step_rule="fixed", weight_step=1.0, momentum=0.0)
     judged, plain = [], AA.accelerate
 
     def recording(aux, x, Tx, gx, m, reg=AA.REGULARISATION):

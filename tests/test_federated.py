@@ -23,7 +23,7 @@ def _problem(seed=0, N=12, T=5, sizes=(7, 4, 3)):
     X = (torch.rand(T, N, sizes[0], generator=g, dtype=torch.float64) < 0.4).double()
     labels = torch.arange(N) % sizes[-1]
     y = torch.nn.functional.one_hot(labels, sizes[-1]).double()
-    s = ADMMSettings(dtype="float64", proximal=False, step_rule="fixed", weight_step=1.0, ridge=0.05,
+    s = ADMMSettings(dtype="float64", proximal=False, step_rule="fixed", weight_step=1.0, momentum=0.0, ridge=0.05,
                      ridge_out=0.02, rho=0.7, rho_out=1.3)
     state = S.init_state(X, y, list(sizes), s, g)
     state.dual = torch.randn(state.dual.shape, generator=g, dtype=torch.float64)  # exercise the λ terms

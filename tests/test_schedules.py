@@ -44,7 +44,7 @@ def exact_settings(schedule, **kw):
     re-projection, no dual step (warm-up beyond the iterations); ridge 0 (only the tiny floor), so the
     weight ridge does not change between blocks."""
     base = dict(schedule=schedule, output_solve="potentials" if schedule == "parallel" else "sweep",
-                reproject=0, weight_step=1.0, step_rule="fixed", proximal=False, spike_solver="box",
+                reproject=0, weight_step=1.0, momentum=0.0, step_rule="fixed", proximal=False, spike_solver="box",
                 box_iterations=300,
                 dual=False, warmup=100, iterations=4, ridge=0.0, ridge_out=0.0, eps=1e-9, rho=1.3,
                 rho_out=2.1, beta=0.7, delta=0.9, theta=1.0, dtype="float64", gram_dtype="float64",

@@ -203,7 +203,7 @@ def test_split_block_after_a_weight_step_is_exact_minimiser():
     state, frames, y = random_problem(60, [6, 4, 3])
     V, Ud = with_split(state, 0, 61)
     W_step = state.weights[0].clone()
-    assert not SP.in_block(state, s, 0) and SP.in_block(state, s.replace(step_rule="fixed", weight_step=1.0), 0)
+    assert not SP.in_block(state, s, 0) and SP.in_block(state, s.replace(step_rule="fixed", weight_step=1.0, momentum=0.0), 0)
     SP.split_after_step(state, s)
     scale = 0.37
     mu, kappa = s.ridge * scale, s.rho * s.l1_penalty * scale
@@ -283,7 +283,7 @@ def test_lagrangian_terms_include_rate_and_split():
 
 
 def _exact_settings(**kw):
-    base = dict(schedule="parallel", output_solve="potentials", reproject=0, weight_step=1.0, step_rule="fixed",
+    base = dict(schedule="parallel", output_solve="potentials", reproject=0, weight_step=1.0, momentum=0.0, step_rule="fixed",
                 proximal=False, spike_solver="box", box_iterations=300, dual=False, warmup=100, iterations=4,
                 ridge=0.0, ridge_out=0.0, eps=1e-9, rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0,
                 dtype="float64", gram_dtype="float64", init="uniform", grow_every=0,
@@ -458,7 +458,8 @@ def test_zero_penalties_reproduce_the_default_run_bitwise(monkeypatch):
     for r in (off, bare):
         assert all(torch.equal(a, b) for a, b in zip(ref.final_weights, r.final_weights))
         assert [h["lagrangian"] for h in ref.history] == [h["lagrangian"] for h in r.history]
-    assert off.state.aux == {} and ref.state.aux == {}
+    # the sparsity hooks add no variable of their own (the aux holds the weight step's momentum only)
+    assert off.state.aux.keys() == ref.state.aux.keys() == {"momentum_0"}
     # and switched on, they do change the run
     monkeypatch.undo()
     on = train(X, lab, [8], base.replace(l1=0.01, rate_penalty=0.05), val=val, progress=False)
@@ -512,7 +513,7 @@ def test_resume_with_l1_is_bitwise(tmp_path, schedule, init):
     a = train(X, lab, [8], s, val=val, out=tmp_path / "a", checkpoint_every=1, progress=False)
     train(X, lab, [8], s.replace(iterations=2), val=val, out=tmp_path / "b", checkpoint_every=1, progress=False)
     b = train(X, lab, [8], s, val=val, out=tmp_path / "b", checkpoint_every=1, resume=True, progress=False)
-    assert sorted(a.state.aux) == ["l1_kappa.0", "l1_kappa.1", "l1_u.0", "l1_u.1", "l1_v.0", "l1_v.1"]
+    assert sorted(a.state.aux) == ["l1_kappa.0", "l1_kappa.1", "l1_u.0", "l1_u.1", "l1_v.0", "l1_v.1", "momentum_0"]
     for wa, wb in zip(a.final_weights + a.weights, b.final_weights + b.weights):
         assert torch.equal(wa, wb)
     for k in a.state.aux:

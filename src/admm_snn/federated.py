@@ -187,7 +187,7 @@ class ConsensusState:
 def hidden_step_is_exact(settings: ADMMSettings) -> bool:
     """True when the solver's hidden weight step is the exact block minimiser (no extrapolation), so
     that the consensus duals U^k of the hidden layers are meaningful."""
-    return getattr(settings, "step_rule", "fixed") == "fixed" and getattr(settings, "weight_step", 1.0) == 1.0
+    return not settings.steps_hidden_weights
 
 
 def _trace_gram(state: ADMMState, frames, l: int, cons: "ConsensusState") -> float:

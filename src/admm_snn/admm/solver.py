@@ -663,7 +663,7 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
         hidden, output = parallel_hidden, parallel_output
     else:
         hidden, output = sequential_hidden, sequential_output
-    stepping = settings.step_rule == "relative" or settings.weight_step != 1.0 or settings.momentum > 0
+    stepping = settings.steps_hidden_weights
     SP.start_splits(state, settings)  # L1 split: V = soft_threshold(W, τ), U = 0 where not yet present
     previous = [w.clone() for w in state.weights[:-1]] if stepping or settings.anderson else None
     snap = P.snapshot(state, settings)  # states before the sweep, for the dual residuals (balancing only)

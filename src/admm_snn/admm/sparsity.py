@@ -152,7 +152,7 @@ def active(state, settings, l: int) -> bool:
 
 def stepped(settings) -> bool:
     """Whether the hidden weights are moved by a step after the sweep (as in ``solver.iterate``)."""
-    return settings.step_rule == "relative" or settings.weight_step != 1.0
+    return settings.steps_hidden_weights
 
 
 def in_block(state, settings, l: int) -> bool:
