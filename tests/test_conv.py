@@ -1,0 +1,116 @@
+"""The convolutional layer's blocks (admm/conv.py): the architecture string, the operator and its adjoint,
+the conv weight block against least squares, and the CG spike solve against the dense solve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from admm_snn.admm import conv as CV
+from admm_snn.errors import SettingsError
+
+DT = torch.float64
+CONFIGS = [  # (C_in, H, C_out, k, stride, padding, pool, mode)
+    (2, 7, 3, 3, 1, 0, 1, "sum"),
+    (2, 9, 3, 3, 2, 1, 1, "sum"),
+    (1, 8, 2, 3, 1, 1, 2, "sum"),
+    (2, 9, 2, 2, 2, 0, 2, "average"),  # odd size: the pooling drops the last row and column
+]
+
+
+def test_architecture_strings():
+    assert CV.parse_arch("12c5-p2-32c5-p2-128") == [CV.ConvSpec(12, 5), CV.PoolSpec(2), CV.ConvSpec(32, 5),
+                                                    CV.PoolSpec(2), CV.DenseSpec(128)]
+    assert CV.parse_arch("8c3s2p1-a2-64") == [CV.ConvSpec(8, 3, 2, 1), CV.PoolSpec(2, "average"), CV.DenseSpec(64)]
+    assert CV.parse_arch("128-64") == [CV.DenseSpec(128), CV.DenseSpec(64)]
+
+
+@pytest.mark.parametrize("bad", ["", "12x5", "12c5-p2", "128-12c5", "0c3", "12c5--64", "p0-64"])
+def test_bad_architecture_strings_are_one_line_errors(bad):
+    with pytest.raises(SettingsError) as e:
+        CV.parse_arch(bad)
+    assert "\n" not in str(e.value) and "architecture" in str(e.value)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_adjoint_is_the_transpose(cfg):
+    """⟨A a, g⟩ = ⟨a, Aᵀ g⟩ for random a, g: conv_adjoint is the exact adjoint of conv_forward."""
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(4, C_in, H, H, generator=g, dtype=DT)
+    W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
+    u = CV.conv_forward(a, W, s, p, q, mode)
+    h = torch.randn(u.shape, generator=g, dtype=DT)
+    back = CV.conv_adjoint(h, W, tuple(a.shape), s, p, q, mode)
+    assert back.shape == a.shape
+    assert float((u * h).sum()) == pytest.approx(float((a * back).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_patches_give_the_convolution(cfg):
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g = torch.Generator().manual_seed(2)
+    a = (torch.rand(3, C_in, H, H, generator=g) < 0.4).to(DT)
+    W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
+    u = CV.conv_forward(a, W, s, p, q, mode)
+    P = CV.patches(a, k, s, p, q, mode)
+    assert torch.allclose(P @ W.reshape(C_out, -1).T, u.permute(0, 2, 3, 1).reshape(-1, C_out), atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("proximal", [False, True])
+def test_conv_weight_block_is_the_least_squares_minimiser(cfg, proximal):
+    """solve_conv_weights minimises Σ‖x − W ∗ pool(a)‖² + μ‖W − W₀‖² (μ = ridge·tr G/n) over the kernel:
+    the same W as lstsq on the stacked system [P; √μ I] Wᵀ = [X; √μ W₀ᵀ], and sums over two chunks of
+    rows equal the sums over all of them."""
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g = torch.Generator().manual_seed(3)
+    a = (torch.rand(6, C_in, H, H, generator=g) < 0.4).to(DT)
+    shape = (C_out, C_in, k, k)
+    x = CV.conv_forward(a, torch.randn(shape, generator=g, dtype=DT), s, p, q, mode)
+    x = x + 0.1 * torch.randn(x.shape, generator=g, dtype=DT)
+    anchor = torch.randn(shape, generator=g, dtype=DT) if proximal else None
+    G, C = CV.patch_sums(a, x, k, s, p, q, mode)
+    G1, C1 = CV.patch_sums(a[:2], x[:2], k, s, p, q, mode)
+    G2, C2 = CV.patch_sums(a[2:], x[2:], k, s, p, q, mode)
+    assert torch.allclose(G1 + G2, G, atol=1e-12) and torch.allclose(C1 + C2, C, atol=1e-12)
+    ridge = 0.3
+    W = CV.solve_conv_weights(G, C, shape, ridge, anchor)
+    n = G.shape[0]
+    mu = ridge * float(torch.diagonal(G).sum()) / n + 1e-10 * max(float(torch.diagonal(G).sum()) / n, 1.0)
+    P = CV.patches(a, k, s, p, q, mode)
+    X = x.permute(0, 2, 3, 1).reshape(-1, C_out)
+    W0 = anchor.reshape(C_out, -1) if proximal else torch.zeros(C_out, n, dtype=DT)
+    A = torch.cat([P, mu ** 0.5 * torch.eye(n, dtype=DT)])
+    rhs = torch.cat([X, mu ** 0.5 * W0.T])
+    ref = torch.linalg.lstsq(A, rhs).solution.T
+    assert torch.allclose(W.reshape(C_out, -1), ref, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_cg_spike_solve_matches_the_dense_solve(cfg):
+    """(cI + AᵀA) x = b by matrix-free CG equals the dense solve with the operator's matrix (built from
+    its columns) to the tolerance it reports."""
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
+    n = C_in * H * H
+    basis = torch.eye(n, dtype=DT).reshape(n, C_in, H, H)
+    A = CV.conv_forward(basis, W, s, p, q, mode).reshape(n, -1).T  # (outputs, n)
+    c = 0.7
+    b = torch.randn((3, C_in, H, H), generator=g, dtype=DT)
+    res = CV.solve_spikes_cg(b, lambda v: CV.conv_adjoint(CV.conv_forward(v, W, s, p, q, mode), W, tuple(v.shape),
+                                                          s, p, q, mode), c, tol=1e-10, max_iterations=500)
+    dense = torch.linalg.solve(c * torch.eye(n, dtype=DT) + A.T @ A, b.reshape(3, n).T).T
+    assert res.relative_residual <= 1e-10
+    assert torch.allclose(res.x.reshape(3, n), dense, atol=1e-8, rtol=1e-8)
+
+
+def test_cg_stops_at_its_iteration_cap_and_reports_the_residual():
+    W = torch.randn(2, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    b = torch.randn(2, 1, 6, 6, dtype=DT, generator=torch.Generator().manual_seed(6))
+    op = lambda v: CV.conv_adjoint(CV.conv_forward(v, W), W, tuple(v.shape))  # noqa: E731
+    res = CV.solve_spikes_cg(b, op, 1e-3, tol=1e-14, max_iterations=2)
+    assert res.iterations == 2 and res.relative_residual > 1e-14
+    with pytest.raises(SettingsError):
+        CV.solve_spikes_cg(b, op, 0.0)
