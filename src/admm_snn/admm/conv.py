@@ -225,5 +225,6 @@ def solve_spikes_cg(b: torch.Tensor, apply_AtA, beta_over_rho: float, x0: torch.
         p = r + (rr_new / rr.clamp_min(1e-300)).view(shape) * p
         rr = rr_new
         it += 1
-    res = float((rowdot(b - M(x), b - M(x)).sqrt() / bnorm).max())
+    final = b - M(x)  # the true residual, not the recursively updated one
+    res = float((rowdot(final, final).sqrt() / bnorm).max())
     return CGResult(x, it, res)
