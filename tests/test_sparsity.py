@@ -199,7 +199,7 @@ def test_split_block_after_a_weight_step_is_exact_minimiser():
     """With a step rule the hidden split enters after the step: W = argmin (ρμ'/2)‖W − W_step‖²
     + (κ/2)‖W − V + U‖², μ' = ridge·s, κ = ρ·l1_penalty·s (any scale s: only the ratio matters)."""
     s = ADMMSettings(l1=0.05, l1_penalty=3.0, ridge=10.0, rho=1.7, dtype="float64")
-    assert SP.stepped(s)
+    assert s.steps_hidden_weights
     state, frames, y = random_problem(60, [6, 4, 3])
     V, Ud = with_split(state, 0, 61)
     W_step = state.weights[0].clone()

@@ -150,15 +150,10 @@ def active(state, settings, l: int) -> bool:
     return bool(settings.l1) and (settings.l1_output or l < state.n_layers - 1) and _v(l) in state.aux
 
 
-def stepped(settings) -> bool:
-    """Whether the hidden weights are moved by a step after the sweep (as in ``solver.iterate``)."""
-    return settings.steps_hidden_weights
-
-
 def in_block(state, settings, l: int) -> bool:
     """Whether layer l's split term goes into its W-block's Gram solve: the output layer (never stepped),
     and hidden layers when no step follows the sweep. Otherwise :func:`split_after_step` applies it."""
-    return active(state, settings, l) and (l == state.n_layers - 1 or not stepped(settings))
+    return active(state, settings, l) and (l == state.n_layers - 1 or not settings.steps_hidden_weights)
 
 
 def split_after_step(state, settings) -> None:
