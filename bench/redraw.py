@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Fresh rate-code draws of the training images every iteration: does new input noise regularise ADMM?
+
+    python bench/redraw.py --n 16000 --n-val 6000 --hidden 512 --iterations 15
+
+Same data and split as bench/explore.py (--n training and --n-val validation images stratified from the
+shared MNIST training files, split seed 0, T = --time-steps rate code, one torch thread). Before each
+re-projection (inside the iteration, after the hidden sweep and the weight step), the training frames are
+replaced by a new Bernoulli draw of the same images' intensities (seeded), and the input layer's Gram,
+its factor and the frames' sparse form are rebuilt from the new draw, so every block stays the exact
+minimiser for the frames it sees; the re-projection then puts the states on the new frames and the
+output block fits them. Validation frames are the fixed ones of the data pipeline. ``--every k`` redraws
+at every k-th iteration only; ``--mode none`` runs the same script without redraws (the baseline).
+Prints one JSON line: best validation, its iteration, validation and training accuracy and seconds per
+iteration. This is a research probe (it wraps ``solver.reproject``), not a library feature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from admm_snn.admm import solver as S
+from admm_snn.admm.settings import ADMMSettings
+from admm_snn.data.options import DataOptions, load_splits
+from admm_snn.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default="../shared/data/mnist")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--n-val", type=int, default=2000)
+    ap.add_argument("--time-steps", type=int, default=20)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[128])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--mode", choices=["redraw", "none"], default="redraw")
+    ap.add_argument("--seed", type=int, default=123, help="seed of the fresh draws")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    kw = dict(dataset="mnist", data_dir=a.data_dir, time_steps=a.time_steps, limit=a.n + a.n_val,
+              val_fraction=a.n_val / (a.n + a.n_val), test_fraction=0.0)
+    rate = load_splits(DataOptions(**kw), need_test=False)
+    X, lab = rate.train.time_major(dtype=rate.train.frames.dtype), rate.train.labels
+    val = (rate.val.time_major(dtype=rate.val.frames.dtype), rate.val.labels)
+    current = load_splits(DataOptions(encoding="current", **kw), need_test=False)  # the same split
+    assert torch.equal(current.train.labels, lab)
+    intensity = current.train.frames[:, 0, :].float()  # (N, inputs) firing probabilities
+    del current
+    gen = torch.Generator().manual_seed(a.seed)
+    reproject, calls = S.reproject, [0]
+
+    def redraw_then_reproject(state, frames, settings, cache=None):
+        calls[0] += 1
+        if a.mode == "redraw" and calls[0] % a.every == 0:
+            T, N, n = frames.shape
+            for s in range(0, N, 2000):
+                e = min(N, s + 2000)
+                frames[:, s:e] = (torch.rand((T, e - s, n), generator=gen) < intensity[s:e][None]).to(frames.dtype)
+            cache.input_gram = cache.input_gram_factor = cache.input_mu = None
+            for key in [k for k in cache.extra if isinstance(k, tuple) and k[0] == "sparse-block"]:
+                del cache.extra[key]
+        return reproject(state, frames, settings, cache)
+
+    S.reproject = redraw_then_reproject
+    t0 = time.perf_counter()
+    r = train(X.clone(), lab, a.hidden, ADMMSettings(iterations=a.iterations), n_classes=10, val=val,
+              progress=False, val_samples=0)
+    accs = [m["val_accuracy"] for m in r.history]
+    print(json.dumps({"mode": a.mode, "every": a.every, "best_val": max(accs), "best_iteration": r.best_iteration,
+                      "val": accs, "train": [m["train_accuracy"] for m in r.history],
+                      "seconds": [round(m["seconds"], 1) for m in r.history],
+                      "total_s": round(time.perf_counter() - t0)}))
+
+
+if __name__ == "__main__":
+    main()
