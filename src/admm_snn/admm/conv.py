@@ -27,94 +27,20 @@ Shapes: spikes a (B, C_in, H, W) per time step (time and samples flattened into 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..arch import ConvSpec, DenseSpec, PoolSpec, parse_arch  # noqa: F401  (re-exported: the layer specs live below the engine)
+from ..conv_network import conv_forward, pool  # noqa: F401  (re-exported: the forward operator is the network's)
 from ..errors import SettingsError
 from . import updates as U
 
 
 # ----------------------------------------------------------------------------------------------------
-# Architecture strings
-# ----------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """``{channels}c{kernel}`` (optionally ``s{stride}`` and ``p{padding}``): a convolutional LIF layer."""
-    channels: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """``p{size}`` (sum pooling) or ``a{size}`` (average pooling) over size×size windows, stride size."""
-    size: int
-    mode: str = "sum"
-
-
-@dataclass(frozen=True)
-class DenseSpec:
-    """A plain number: a dense LIF layer of that width (the input is flattened before the first one)."""
-    width: int
-
-
-_CONV = re.compile(r"^(\d+)c(\d+)(?:s(\d+))?(?:p(\d+))?$")
-_POOL = re.compile(r"^([pa])(\d+)$")
-
-
-def parse_arch(text: str) -> list:
-    """The hidden layers named by an architecture string such as ``12c5-p2-32c5-p2-128``: 12 channels of
-    5×5 kernels, 2×2 sum pooling, 32 channels of 5×5, 2×2 pooling, a dense layer of 128 (the output layer
-    follows as for dense networks). Convolutions and pooling come before the first dense layer; a pooling
-    layer must be followed by a convolution or a dense layer. Bad strings are one-line errors naming the
-    part."""
-    parts = [p for p in str(text).strip().split("-")]
-    if not parts or parts == [""]:
-        raise SettingsError(f"architecture {text!r} is empty; expected e.g. 12c5-p2-32c5-p2-128")
-    layers, dense_seen = [], False
-    for part in parts:
-        m, q = _CONV.match(part), _POOL.match(part)
-        if part.isdigit():
-            spec = DenseSpec(int(part))
-            if spec.width < 1:
-                raise SettingsError(f"architecture {text!r}: dense width {part!r} must be >= 1")
-            dense_seen = True
-        elif m:
-            c, k, s, p = (int(g) if g is not None else None for g in m.groups())
-            spec = ConvSpec(c, k, s or 1, p or 0)
-            if c < 1 or k < 1 or spec.stride < 1:
-                raise SettingsError(f"architecture {text!r}: {part!r} needs channels, kernel and stride >= 1")
-        elif q:
-            spec = PoolSpec(int(q.group(2)), "sum" if q.group(1) == "p" else "average")
-            if spec.size < 1:
-                raise SettingsError(f"architecture {text!r}: pooling size in {part!r} must be >= 1")
-        else:
-            raise SettingsError(f"architecture {text!r}: cannot read {part!r} (expected e.g. 12c5, p2, a2 or 128)")
-        if dense_seen and not isinstance(spec, DenseSpec):
-            raise SettingsError(f"architecture {text!r}: {part!r} comes after a dense layer; convolutions and "
-                                f"pooling must come first")
-        layers.append(spec)
-    if isinstance(layers[-1], PoolSpec):
-        raise SettingsError(f"architecture {text!r} ends with pooling; a convolution or dense layer must follow")
-    return layers
-
-
-# ----------------------------------------------------------------------------------------------------
 # The linear operator A a = W ∗ pool(a) and its adjoint
 # ----------------------------------------------------------------------------------------------------
-
-def pool(a: torch.Tensor, size: int, mode: str = "sum") -> torch.Tensor:
-    """Sum (or average) over non-overlapping size×size windows; size 1: the identity."""
-    if size == 1:
-        return a
-    s = F.avg_pool2d(a, size, stride=size)
-    return s * (size * size) if mode == "sum" else s
-
 
 def pool_adjoint(g: torch.Tensor, size: int, shape: tuple, mode: str = "sum") -> torch.Tensor:
     """The adjoint of :func:`pool` for inputs of ``shape`` (B, C, H, W): each window's value copied back
@@ -127,12 +53,6 @@ def pool_adjoint(g: torch.Tensor, size: int, shape: tuple, mode: str = "sum") ->
     out = g.new_zeros(shape)
     out[..., :up.shape[-2], :up.shape[-1]] = up
     return out
-
-
-def conv_forward(a: torch.Tensor, W: torch.Tensor, stride: int = 1, padding: int = 0, pool_size: int = 1,
-                 pool_mode: str = "sum") -> torch.Tensor:
-    """u = A a = W ∗ pool(a): the currents (B, C_out, H', W') of a convolutional layer."""
-    return F.conv2d(pool(a, pool_size, pool_mode), W, stride=stride, padding=padding)
 
 
 def conv_adjoint(g: torch.Tensor, W: torch.Tensor, in_shape: tuple, stride: int = 1, padding: int = 0,

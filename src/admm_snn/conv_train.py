@@ -1,0 +1,93 @@
+"""Training convolutional LIF networks with ADMM: one entry point, :func:`fit_conv` (no files, no CLI)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .admm import conv_solver as CS
+from .admm import solver as S
+from .admm.settings import ADMMSettings
+from .errors import SettingsError
+
+
+@dataclass
+class ConvFitResult:
+    """The final weights, the weights of the best validation accuracy (the final ones without
+    validation data), one history entry per iteration (iteration 0: the start), the state and problem."""
+
+    weights: list
+    best_weights: list
+    history: list = field(default_factory=list)
+    state: object = None
+    problem: object = None
+
+
+def _accuracy(weights, frames, labels, problem, settings) -> float:
+    return float((CS.predict(weights, frames, problem, settings) == labels.to(torch.long)).to(torch.float64).mean())
+
+
+def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
+             iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
+             cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvFitResult:
+    """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
+    (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
+    (admm/conv_solver.py) for ``iterations`` iterations (default ``settings.iterations``).
+
+    History entries: ``iteration``, ``train_accuracy`` (of the forward simulation, the output argmax),
+    ``val_accuracy`` (with ``val`` = (frames, labels)), ``firing_rate`` (per hidden layer), ``seconds``
+    (the iteration's compute), ``cg`` (iterations and relative residual of each CG spike solve, by layer).
+    Bad arguments are one-line :class:`SettingsError`s."""
+    settings = settings or ADMMSettings()
+    if not isinstance(settings, ADMMSettings):
+        raise SettingsError(f"settings must be an ADMMSettings, not {type(settings).__name__}")
+    iterations = settings.iterations if iterations is None else iterations
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise SettingsError(f"iterations={iterations!r} must be an integer >= 0")
+    if not isinstance(frames, torch.Tensor) or frames.dim() not in (3, 5):
+        raise SettingsError(f"frames must be a tensor (T, N, C*H*W) or (T, N, C, H, W), not "
+                            f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
+        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},), one per sample")
+    if labels.numel() == 0 or int(labels.min()) < 0:
+        raise SettingsError("labels must be class indices >= 0 (and at least one sample)")
+    n_classes = int(n_classes or int(labels.max()) + 1)
+    if int(labels.max()) >= n_classes:
+        raise SettingsError(f"label {int(labels.max())} is outside 0..{n_classes - 1} (n_classes={n_classes})")
+    problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations)
+    CS.check_settings(problem, settings)
+    dtype = S.DTYPES[settings.dtype]
+    X = CS.flat(frames, problem)
+    if X.dtype not in (torch.uint8, torch.bool):
+        X = X.to(dtype)
+    if val is not None:
+        val = (CS.flat(val[0], problem), torch.as_tensor(val[1]))
+    lab = labels.to(torch.long)
+    y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
+    generator = torch.Generator().manual_seed(settings.seed)
+    cache = S.SolverCache()
+    t0 = time.perf_counter()
+    state = CS.init_state(X, y, problem, settings, generator, cache)
+    history, best, best_score = [], [w.clone() for w in state.weights], -1.0
+
+    def record(it: int, seconds: float):
+        nonlocal best, best_score
+        m = {"iteration": it, "train_accuracy": _accuracy(state.weights, X, lab, problem, settings),
+             "firing_rate": [float(a.mean()) for a in state.spikes], "seconds": seconds,
+             "cg": {l: list(v) for l, v in problem.cg_log.items()}}
+        if val is not None:
+            m["val_accuracy"] = _accuracy(state.weights, val[0], val[1], problem, settings)
+        score = m.get("val_accuracy", m["train_accuracy"])
+        if val is None or score > best_score:
+            best, best_score = [w.clone() for w in state.weights], score
+        history.append(m)
+
+    record(0, time.perf_counter() - t0)
+    for it in range(1, iterations + 1):
+        t0 = time.perf_counter()
+        CS.iterate(state, X, y, problem, settings, cache, generator)
+        record(it, time.perf_counter() - t0)
+    return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem)

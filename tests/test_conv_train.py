@@ -1,0 +1,58 @@
+"""fit_conv (conv_train.py): the conv ADMM trainer's entry point on real MNIST, its history, its
+determinism and its one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from admm_snn.admm import conv_solver as CS
+from admm_snn.admm.settings import ADMMSettings
+from admm_snn.conv_train import fit_conv
+from admm_snn.errors import SettingsError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fit_conv_learns_on_mnist_and_reports_each_iteration(shared_data, tmp_path):
+    from admm_snn.data.idx import load_image_dataset
+    ds = load_image_dataset(shared_data / "mnist", "train", time_steps=6, limit=600, cache_dir=tmp_path)
+    X, lab = ds.time_major(), ds.labels
+    images = X.reshape(X.shape[0], X.shape[1], 1, 28, 28)  # frames as images are accepted too
+    res = fit_conv(images[:, :300], lab[:300], "4c7s3", (1, 28, 28), ADMMSettings(grow_every=0), 2,
+                   val=(X[:, 300:], lab[300:]))
+    assert [m["iteration"] for m in res.history] == [0, 1, 2]
+    assert {"train_accuracy", "val_accuracy", "firing_rate", "seconds", "cg"} <= set(res.history[-1])
+    assert res.history[-1]["train_accuracy"] > 0.5 and res.history[-1]["val_accuracy"] > 0.5  # chance 0.1
+    # the reported accuracies are those of the returned weights; the best weights are the best val's
+    final = float((CS.predict(res.weights, X[:, :300], res.problem, ADMMSettings()) == lab[:300]).float().mean())
+    assert final == pytest.approx(res.history[-1]["train_accuracy"])
+    best = max(m["val_accuracy"] for m in res.history)
+    got = float((CS.predict(res.best_weights, X[:, 300:], res.problem, ADMMSettings()) == lab[300:]).float().mean())
+    assert got == pytest.approx(best)
+
+
+def test_fit_conv_is_deterministic_given_the_seed():
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(5, 40, 2 * 8 * 8, generator=g) < 0.3).float()
+    labels = torch.arange(40) % 3
+    runs = [fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(seed=s, grow_every=0), 2) for s in (4, 4, 5)]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights))
+    assert runs[0].history[-1]["train_accuracy"] == runs[1].history[-1]["train_accuracy"]
+    assert not torch.equal(runs[0].weights[0], runs[2].weights[0])
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(labels=torch.zeros(3, dtype=torch.long)), "labels have shape"),
+    (dict(iterations=-1), "iterations"),
+    (dict(arch="4c9"), "kernel 9"),
+    (dict(input_shape=(1, 8, 8)), "frames have shape"),
+    (dict(settings=ADMMSettings(schedule="sequential")), "schedule"),
+])
+def test_fit_conv_bad_input_is_a_one_line_error(kwargs, needle):
+    args = dict(frames=torch.zeros(4, 10, 2 * 8 * 8), labels=torch.arange(10) % 2, arch="3c3", input_shape=(2, 8, 8),
+                settings=ADMMSettings(), iterations=1)
+    args.update(kwargs)
+    with pytest.raises(SettingsError) as e:
+        fit_conv(**args)
+    assert "\n" not in str(e.value) and needle in str(e.value)
