@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from .arch import ConvSpec, DenseSpec, PoolSpec, check_input_shape, layer_shapes, parse_arch, size
 from .errors import SettingsError
-from .network import ForwardTrace, LIFParams, leaky_recurrence, lif_recurrence
+from .network import ForwardTrace, LIFParams
+from .network import _forward as dense_forward
 
 
 def pool(a: torch.Tensor, size: int, mode: str = "sum") -> torch.Tensor:
@@ -180,17 +181,7 @@ def flat_frames(frames: torch.Tensor, input_shape) -> torch.Tensor:
 
 
 def _forward(net, weights, frames, params) -> ForwardTrace:
-    inputs = frames.to(weights[0].dtype)
-    potentials, spikes = [], []
-    for li, (L, w) in enumerate(zip(net, weights)):
-        z = L.current(inputs, w)  # (T, N, n_l): the currents, turned into potentials in place
-        if li < len(net) - 1:
-            inputs = lif_recurrence(z, params)
-            spikes.append(inputs)
-        else:
-            leaky_recurrence(z, params)
-        potentials.append(z)
-    return ForwardTrace(potentials, spikes)
+    return dense_forward(weights, frames, params, current=lambda li, inputs, w: net[li].current(inputs, w))
 
 
 def forward(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams,

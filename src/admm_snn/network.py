@@ -101,11 +101,14 @@ def leaky_recurrence(z: torch.Tensor, params: LIFParams) -> torch.Tensor:
     return z
 
 
-def _forward(weights, frames, params, output: bool = True) -> ForwardTrace:
+def _forward(weights, frames, params, output: bool = True, current=None) -> ForwardTrace:
+    """``current(l, inputs, W)``: layer l's currents (default ``inputs @ Wᵀ``; conv_network passes its
+    convolutions)."""
     inputs = frames.to(weights[0].dtype)
     potentials, spikes = [], []
     for li, w in enumerate(weights):
-        z = inputs @ w.T  # (T, N, n_l): the currents, turned into potentials in place
+        # (T, N, n_l): the currents, turned into potentials in place
+        z = inputs @ w.T if current is None else current(li, inputs, w)
         if li < len(weights) - 1 or not output:
             inputs = lif_recurrence(z, params)
             spikes.append(inputs)
