@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .arch import ConvSpec, DenseSpec, PoolSpec, check_input_shape, layer_shapes, parse_arch, size
 from .errors import SettingsError
 from .network import ForwardTrace, LIFParams
-from .network import _forward as dense_forward
+from .network import simulate
 
 
 def pool(a: torch.Tensor, size: int, mode: str = "sum") -> torch.Tensor:
@@ -180,8 +180,9 @@ def flat_frames(frames: torch.Tensor, input_shape) -> torch.Tensor:
     return frames
 
 
-def _forward(net, weights, frames, params) -> ForwardTrace:
-    return dense_forward(weights, frames, params, current=lambda li, inputs, w: net[li].current(inputs, w))
+def currents(net):
+    """``current(l, inputs, W)`` of the layers ``net`` for :func:`network.simulate`."""
+    return lambda l, inputs, W: net[l].current(inputs, W)
 
 
 def forward(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams,
@@ -192,18 +193,7 @@ def forward(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.
     ``chunk``: simulate that many samples at a time (None: all)."""
     net = network_layers(layers, input_shape, weights[-1].shape[0] if len(weights) else 1)
     check_weights(net, weights)
-    frames = flat_frames(frames, net[0].in_shape)
-    T, N = frames.shape[0], frames.shape[1]
-    if chunk is None or chunk >= N:
-        return _forward(net, weights, frames, params)
-    dtype, device = weights[0].dtype, weights[0].device
-    potentials = [torch.empty(T, N, L.n_out, dtype=dtype, device=device) for L in net]
-    spikes = [torch.empty(T, N, L.n_out, dtype=dtype, device=device) for L in net[:-1]]
-    for s in range(0, N, chunk):
-        tr = _forward(net, weights, frames[:, s:s + chunk], params)
-        for buf, v in zip(potentials + spikes, tr.potentials + tr.spikes):
-            buf[:, s:s + chunk] = v
-    return ForwardTrace(potentials, spikes)
+    return simulate(weights, flat_frames(frames, net[0].in_shape), params, chunk, current=currents(net))
 
 
 def predict(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams,

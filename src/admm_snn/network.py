@@ -128,14 +128,24 @@ def forward(weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFPa
     samples at a time (None: all at once), which bounds the working memory to one chunk's worth.
     """
     check_shapes(weights, frames)
+    return simulate(weights, frames, params, chunk)
+
+
+def simulate(weights: Sequence[torch.Tensor], frames: torch.Tensor, params: LIFParams, chunk: int | None = None,
+             output: bool = True, current=None) -> ForwardTrace:
+    """The forward simulation of :func:`forward` without its shape check, ``chunk`` samples at a time
+    (None: all): z_{l,t} = δ z_{l,t-1} + u_{l,t} − θ a_{l,t-1}, a_{l,t} = h(z_{l,t}), the last layer leaky
+    (all layers LIF with ``output=False``). ``current(l, inputs, W)``: layer l's currents u_l (default
+    ``inputs @ Wᵀ``; conv_network passes its convolutions)."""
     T, N = frames.shape[0], frames.shape[1]
     if chunk is None or chunk >= N:
-        return _forward(weights, frames, params)
-    dtype, device = weights[0].dtype, weights[0].device
-    potentials = [torch.empty(T, N, w.shape[0], dtype=dtype, device=device) for w in weights]
-    spikes = [torch.empty(T, N, w.shape[0], dtype=dtype, device=device) for w in weights[:-1]]
+        return _forward(weights, frames, params, output, current)
+    potentials = spikes = None
     for s in range(0, N, chunk):
-        tr = _forward(weights, frames[:, s:s + chunk], params)
+        tr = _forward(weights, frames[:, s:s + chunk], params, output, current)
+        if potentials is None:
+            potentials, spikes = ([torch.empty((T, N) + tuple(v.shape[2:]), dtype=v.dtype, device=v.device)
+                                   for v in vs] for vs in (tr.potentials, tr.spikes))
         for buf, v in zip(potentials + spikes, tr.potentials + tr.spikes):
             buf[:, s:s + chunk] = v
     return ForwardTrace(potentials, spikes)

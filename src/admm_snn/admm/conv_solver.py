@@ -38,7 +38,7 @@ import torch
 
 from .. import conv_network as CN
 from ..errors import SettingsError
-from ..network import heaviside, leaky_recurrence, lif_recurrence
+from ..network import heaviside, leaky_recurrence, simulate
 from . import conv as CV
 from . import penalties as P
 from . import solver as S
@@ -46,6 +46,7 @@ from . import sparsity as SP
 from . import updates as U
 from .settings import ADMMSettings
 from .state import ADMMState, uniform_state
+from .state import calibrate_rates as calibrate
 
 PATCH_ELEMENTS = 1 << 22
 """The conv weight block forms its patch matrices for blocks of (time step, sample) images whose patches
@@ -108,44 +109,20 @@ def flat(frames: torch.Tensor, problem: ConvProblem) -> torch.Tensor:
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, problem: ConvProblem, params,
                     target: float, steps: int = 14) -> list[torch.Tensor]:
-    """:func:`state.calibrate_rates` for conv networks: each hidden layer's weights scaled, bottom up,
-    so that its mean firing rate on ``frames`` is ``target``; the current A_l(sW) a = s·A_l(W) a is linear
-    in the scale s, so it is formed once per layer and s found by bisection on the rate."""
-    weights = list(weights)
-    inputs = frames
-    for l in range(len(weights) - 1):
-        base = problem.net[l].current(inputs.to(weights[l].dtype), weights[l])
-
-        def spikes(scale: float) -> torch.Tensor:
-            return lif_recurrence(base * scale, params)
-
-        def rate(scale: float) -> float:
-            return float(spikes(scale).double().mean())
-
-        lo, hi = 0.0, 1.0
-        while rate(hi) < target and hi <= 1e4:
-            lo, hi = hi, hi * 2.0
-        for _ in range(steps):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
-        scale = 0.5 * (lo + hi)
-        weights[l] = weights[l] * scale
-        inputs = spikes(scale)
-        del base
-    return weights
+    """:func:`state.calibrate_rates` with the layers' operators A_l (the current A_l(sW) a = s·A_l(W) a is
+    linear in the scale s): each hidden layer's weights scaled, bottom up, to the mean firing rate
+    ``target`` on ``frames``."""
+    return calibrate(weights, frames, params, target, steps=steps,
+                     current=CN.currents(problem.net))
 
 
 def reproject(state: ADMMState, frames: torch.Tensor, problem: ConvProblem, settings: ADMMSettings) -> None:
     """Hidden potentials and spikes ← the exact forward simulation of the current weights:
     z_{l,t} = δ z_{l,t-1} + A_l a_{l-1,t} − θ a_{l,t-1}, a_{l,t} = h(z_{l,t}) (:func:`network.lif_recurrence`)."""
-    inputs = frames
+    trace = simulate(state.weights[:-1], frames, settings.lif, output=False, current=CN.currents(problem.net))
     for l in range(state.n_layers - 1):
-        W = state.weights[l]
-        z = problem.net[l].current(inputs.to(W.dtype), W)
-        a = lif_recurrence(z, settings.lif)
-        state.potentials[l].copy_(z)
-        state.spikes[l].copy_(a)
-        inputs = state.spikes[l]
+        state.potentials[l].copy_(trace.potentials[l])
+        state.spikes[l].copy_(trace.spikes[l])
 
 
 def _forward_states(state, frames, problem, settings) -> None:

@@ -88,22 +88,29 @@ def _lif_spike_sum(current: torch.Tensor, params: LIFParams) -> tuple[torch.Tens
 
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams, target: float,
-                    reduce=lambda t: t, steps: int = 14, chunk: int | None = None) -> list[torch.Tensor]:
+                    reduce=lambda t: t, steps: int = 14, chunk: int | None = None,
+                    current=None) -> list[torch.Tensor]:
     """Scale each hidden layer's random weights, bottom up, so that its mean firing rate on the training
     data is ``target`` (data-driven initialisation, in the spirit of LSUV): the input current W a is
     linear in the scale, so it is computed once per layer (``chunk`` samples at a time, so compact
     frames are converted one chunk at a time) and the scale found by bisection on the rate, whose spike
     and unit counts are summed over processes with ``reduce`` (every process finds the same scale).
-    Spike counts are integers summed in float64 per chunk: exact. The output layer is left as drawn."""
+    Spike counts are integers summed in float64 per chunk: exact. The output layer is left as drawn.
+    ``current(l, inputs, W)``: layer l's current (default ``inputs @ Wᵀ``; conv_solver passes its
+    convolutions)."""
     weights = list(weights)
     T, N = frames.shape[0], frames.shape[1]
     slices = [slice(s, min(s + (chunk or N), N)) for s in range(0, N, chunk or N)]
     inputs = frames
     for l in range(len(weights) - 1):
         W = weights[l]
-        base = torch.empty(T, N, W.shape[0], dtype=W.dtype, device=W.device)
+        base = None
         for sl in slices:
-            base[:, sl] = inputs[:, sl].to(W.dtype) @ W.T
+            u = inputs[:, sl].to(W.dtype) @ W.T if current is None else current(l, inputs[:, sl].to(W.dtype), W)
+            if base is None:
+                base = torch.empty(T, N, u.shape[2], dtype=W.dtype, device=W.device)
+            base[:, sl] = u
+            del u
         count = reduce(torch.tensor(float(base.numel()), dtype=torch.float64, device=base.device))
 
         def rate(scale: float) -> float:
@@ -118,7 +125,7 @@ def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: L
             lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
         scale = 0.5 * (lo + hi)
         weights[l] = W * scale
-        spikes = torch.empty(T, N, W.shape[0], dtype=torch.uint8, device=W.device)
+        spikes = torch.empty(T, N, base.shape[2], dtype=torch.uint8, device=W.device)
         for sl in slices:
             spikes[:, sl] = _lif_spike_sum(base[:, sl] * scale, params)[0].to(torch.uint8)
         inputs = spikes
