@@ -33,21 +33,31 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, changes
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def data_arguments(ap: argparse.ArgumentParser, iterations: int) -> None:
+    """The data and network options shared by the MNIST probes (this script, bench/redraw.py)."""
     ap.add_argument("--data-dir", default="../shared/data/mnist")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=2000)
     ap.add_argument("--time-steps", type=int, default=20)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128])
-    ap.add_argument("--iterations", type=int, default=12)
+    ap.add_argument("--iterations", type=int, default=iterations)
+
+
+def mnist_splits(a, encoding: str = "rate"):
+    """--n training and --n-val validation images, stratified from the training files (split seed 0)."""
+    return load_splits(DataOptions(dataset="mnist", data_dir=a.data_dir, time_steps=a.time_steps,
+                                   encoding=encoding, limit=a.n + a.n_val, val_fraction=a.n_val / (a.n + a.n_val),
+                                   test_fraction=0.0), need_test=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_arguments(ap, iterations=12)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SETTING=VALUE,...")
     ap.add_argument("--out", default="runs/explore")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    splits = load_splits(DataOptions(dataset="mnist", data_dir=a.data_dir, time_steps=a.time_steps,
-                                     limit=a.n + a.n_val, val_fraction=a.n_val / (a.n + a.n_val),
-                                     test_fraction=0.0), need_test=False)
+    splits = mnist_splits(a)
     X, lab = splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels
     val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels)
     rows = []

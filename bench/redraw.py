@@ -25,29 +25,22 @@ import torch
 
 from admm_snn.admm import solver as S
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.data.options import DataOptions, load_splits
 from admm_snn.train import train
+from explore import data_arguments, mnist_splits  # bench/explore.py, beside this script
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default="../shared/data/mnist")
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--n-val", type=int, default=2000)
-    ap.add_argument("--time-steps", type=int, default=20)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[128])
-    ap.add_argument("--iterations", type=int, default=20)
+    data_arguments(ap, iterations=20)
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--mode", choices=["redraw", "none"], default="redraw")
     ap.add_argument("--seed", type=int, default=123, help="seed of the fresh draws")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    kw = dict(dataset="mnist", data_dir=a.data_dir, time_steps=a.time_steps, limit=a.n + a.n_val,
-              val_fraction=a.n_val / (a.n + a.n_val), test_fraction=0.0)
-    rate = load_splits(DataOptions(**kw), need_test=False)
+    rate = mnist_splits(a)
     X, lab = rate.train.time_major(dtype=rate.train.frames.dtype), rate.train.labels
     val = (rate.val.time_major(dtype=rate.val.frames.dtype), rate.val.labels)
-    current = load_splits(DataOptions(encoding="current", **kw), need_test=False)  # the same split
+    current = mnist_splits(a, encoding="current")  # the same split
     assert torch.equal(current.train.labels, lab)
     intensity = current.train.frames[:, 0, :].float()  # (N, inputs) firing probabilities
     del current
