@@ -29,11 +29,38 @@ from admm_snn.train import train
 from explore import data_arguments, mnist_splits  # bench/explore.py, beside this script
 
 
+def shifted(intensity: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Every 28x28 image moved by its own random offset (dy, dx) in [-s, s]^2, zero fill."""
+    N = intensity.shape[0]
+    img = torch.nn.functional.pad(intensity.view(N, 28, 28), (max_shift,) * 4)
+    off = torch.randint(0, 2 * max_shift + 1, (N, 2), generator=gen)
+    out = torch.empty(N, 28, 28)
+    for dy in range(2 * max_shift + 1):
+        for dx in range(2 * max_shift + 1):
+            idx = ((off[:, 0] == dy) & (off[:, 1] == dx)).nonzero().flatten()
+            out[idx] = img[idx, dy:dy + 28, dx:dx + 28]
+    return out.view(N, 784)
+
+
+def shift_frames(frames: torch.Tensor, off: torch.Tensor, s: int) -> torch.Tensor:
+    """Time-major frames (T, N, 784), sample i moved by off[i] (in [0, 2s]^2, s = centre), zero fill."""
+    T, N, n = frames.shape
+    img = torch.nn.functional.pad(frames.view(T, N, 28, 28), (s,) * 4)
+    out = torch.empty_like(frames).view(T, N, 28, 28)
+    for dy in range(2 * s + 1):
+        for dx in range(2 * s + 1):
+            idx = ((off[:, 0] == dy) & (off[:, 1] == dx)).nonzero().flatten()
+            out[:, idx] = img[:, idx, dy:dy + 28, dx:dx + 28]
+    return out.view(T, N, n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_arguments(ap, iterations=20)
     ap.add_argument("--every", type=int, default=1)
-    ap.add_argument("--mode", choices=["redraw", "none"], default="redraw")
+    ap.add_argument("--mode", choices=["redraw", "shift", "shift-frames", "none"], default="redraw")
+    ap.add_argument("--max-shift", type=int, default=1, help="--mode shift: each draw moves every image by a "
+                    "random whole-pixel offset in [-s, s]^2 (zero fill) before the Bernoulli draw")
     ap.add_argument("--seed", type=int, default=123, help="seed of the fresh draws")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -46,14 +73,21 @@ def main() -> None:
     del current
     gen = torch.Generator().manual_seed(a.seed)
     reproject, calls = S.reproject, [0]
+    original = X.clone()
 
     def redraw_then_reproject(state, frames, settings, cache=None):
         calls[0] += 1
-        if a.mode == "redraw" and calls[0] % a.every == 0:
+        if a.mode != "none" and calls[0] % a.every == 0:
             T, N, n = frames.shape
-            for s in range(0, N, 2000):
+            if a.mode == "shift-frames":  # the fixed first draw, moved (no new Bernoulli draw)
+                off = torch.randint(0, 2 * a.max_shift + 1, (N, 2), generator=gen)
+                frames.copy_(shift_frames(original, off, a.max_shift))
+                source = None
+            else:
+                source = shifted(intensity, a.max_shift, gen) if a.mode == "shift" else intensity
+            for s in range(0, N if source is not None else 0, 2000):
                 e = min(N, s + 2000)
-                frames[:, s:e] = (torch.rand((T, e - s, n), generator=gen) < intensity[s:e][None]).to(frames.dtype)
+                frames[:, s:e] = (torch.rand((T, e - s, n), generator=gen) < source[s:e][None]).to(frames.dtype)
             cache.input_gram = cache.input_gram_factor = cache.input_mu = None
             for key in [k for k in cache.extra if isinstance(k, tuple) and k[0] == "sparse-block"]:
                 del cache.extra[key]
@@ -64,7 +98,7 @@ def main() -> None:
     r = train(X.clone(), lab, a.hidden, ADMMSettings(iterations=a.iterations), n_classes=10, val=val,
               progress=False, val_samples=0)
     accs = [m["val_accuracy"] for m in r.history]
-    print(json.dumps({"mode": a.mode, "every": a.every, "best_val": max(accs), "best_iteration": r.best_iteration,
+    print(json.dumps({"mode": a.mode, "max_shift": a.max_shift, "every": a.every, "best_val": max(accs), "best_iteration": r.best_iteration,
                       "val": accs, "train": [m["train_accuracy"] for m in r.history],
                       "seconds": [round(m["seconds"], 1) for m in r.history],
                       "total_s": round(time.perf_counter() - t0)}))

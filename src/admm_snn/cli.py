@@ -35,6 +35,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--budget-s", type=float, default=None, metavar="S",
                    help="stop once the training compute (initialisation and iterations, without the report) has "
                         "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
+    p.add_argument("--augment-shift", type=int, default=0, metavar="S",
+                   help="data augmentation: at every re-projection each training sample's frames move by a new "
+                        "random offset in [-S, S]^2 pixels (zero fill), seeded by --seed (default 0: off; "
+                        "not with --nproc)")
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
@@ -44,9 +48,10 @@ def cmd_train(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .launch import run_worker
         return run_worker(args)
-    if (args.nproc > 1 or args.federated) and args.budget_s is not None:
-        from .errors import SettingsError
-        raise SettingsError("--budget-s is for single-process runs; leave it out with --nproc or --federated")
+    for flag, value in (("--budget-s", args.budget_s), ("--augment-shift", args.augment_shift or None)):
+        if (args.nproc > 1 or args.federated) and value is not None:
+            from .errors import SettingsError
+            raise SettingsError(f"{flag} is for single-process runs; leave it out with --nproc or --federated")
     if args.nproc > 1 or args.federated:
         from .launch import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
@@ -61,12 +66,18 @@ def cmd_train(args) -> int:
     val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels) if splits.val is not None else None
     print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
           f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
-    result = train(splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels, hidden, settings,
+    X = splits.train.time_major(dtype=splits.train.frames.dtype)
+    resample = None
+    if args.augment_shift:
+        from .data.augment import ShiftResampler
+        resample = ShiftResampler(X, splits.train.sensor_shape, args.augment_shift, settings.seed)
+    result = train(X, splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,
                    model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]},
-                   report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s)
+                   report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s,
+                   resample=resample)
     last = result.history[-1] if result.history else {}
     summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
                "wall_s": round(result.wall_s, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}

@@ -338,12 +338,21 @@ def _postfix(m: dict) -> dict:
     return d
 
 
+def _draw(resample, k: int, X: torch.Tensor) -> torch.Tensor:
+    """Draw k of the augmentation, checked against the training frames' shape."""
+    new = resample(k)
+    if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(X.shape):
+        shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+        raise SettingsError(f"resample({k}) returned {shape}; the training frames are {tuple(X.shape)}")
+    return new.to(device=X.device, dtype=X.dtype)
+
+
 def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,
           n_classes: int | None = None, val: tuple | None = None, out: str | Path | None = None,
           checkpoint_every: int = 0, resume: bool = False, progress: bool = True, device: str = "cpu",
           metrics_every: int = 1, model_extra: dict | None = None, log=print,
           report_samples: int | None = None, val_samples: int | None = None,
-          budget_s: float | None = None) -> TrainResult:
+          budget_s: float | None = None, resample=None) -> TrainResult:
     """Train a network ``inputs → hidden... → n_classes`` with ADMM on time-major ``frames`` (T, N, n_0).
 
     ``val`` = (frames, labels) selects the returned weights (best validation accuracy of the forward
@@ -365,6 +374,13 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     atomically. ``resume`` continues from ``out``'s checkpoint and gives bitwise the weights, history
     (apart from timings) and best-iteration choice of an uninterrupted run (same device and threads).
     ``settings.iterations`` may be raised on resume to train further; every other setting must match.
+
+    ``resample``: data augmentation, a callable ``resample(k)`` giving the training frames of draw k
+    (same shape and dtype; e.g. :class:`admm_snn.data.augment.ShiftResampler`). At every re-projection
+    (iteration k, ``settings.reproject``) the frames are replaced by draw k just before it, the input
+    caches are rebuilt, and the states, output block and dual follow the new frames (``solver.iterate``'s
+    ``redraw``); every block stays the exact minimiser for the frames it sees. Its ``key`` attribute, if
+    any, is part of the checkpoint's data fingerprint, so a resume with other augmentation is refused.
 
     Errors are one-line :class:`AdmmSnnError` subclasses: bad arguments (SettingsError/DataError), an
     unwritable or full output folder and foreign or damaged checkpoints (CheckpointError), NaN/inf during
@@ -403,6 +419,11 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         if not bool(torch.isfinite(val[0]).all()):
             raise DataError(f"validation frames contain NaN or infinite values ({_first_nonfinite(val[0])})")
     data_fp = fingerprint(frames, labels)
+    if resample is not None:
+        if not settings.reproject:
+            raise SettingsError("data augmentation (resample) needs re-projection (reproject >= 1)")
+        data_fp = f"{data_fp}+{getattr(resample, 'key', 'resample')}"
+        X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
     lab = labels.to(device=device, dtype=torch.int64)
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
     sample = report_indices(X.shape[1], report_size(X.shape[1], report_samples))
@@ -420,6 +441,9 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
             raise CheckpointError(f"{out / CHECKPOINT}: the generator state is damaged; delete it to start "
                                   "afresh") from None
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
+        last_draw = state.iteration - state.iteration % settings.reproject if resample is not None else 0
+        if last_draw:  # the frames the checkpointed states were projected on
+            X.copy_(_draw(resample, last_draw, X))
         elapsed0, compute_s = r.elapsed_s, r.compute_s
     else:
         t_init = time.perf_counter()
@@ -440,11 +464,15 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         bar = tqdm(total=settings.iterations, initial=state.iteration, desc="admm", dynamic_ncols=True)
     t_start = time.perf_counter()
     saved_it = state.iteration if resume else None
+
+    def redraw() -> None:  # the frames of this iteration's draw, in place, before its re-projection
+        X.copy_(_draw(resample, state.iteration + 1, X))
+        S.forget_inputs(cache)
     try:
         while state.iteration < settings.iterations and not spent():
             t0 = time.perf_counter()
             try:
-                S.iterate(state, X, y, settings, cache, generator)
+                S.iterate(state, X, y, settings, cache, generator, redraw=redraw if resample is not None else None)
             except DivergenceError as exc:
                 where = (f"the last checkpoint (iteration {saved_it}) in {out} is intact" if saved_it is not None
                          else "no checkpoint of this run was written")

@@ -655,10 +655,23 @@ def take_weight_step(state: ADMMState, previous: list, settings: ADMMSettings) -
         state.weights[l] = W
 
 
+def forget_inputs(cache: SolverCache) -> None:
+    """Drop everything the cache derived from the training frames (input Gram, its factor and μ, the
+    frames' sparse form, the input layer's L1 factor), for frames that were replaced in place."""
+    cache.input_gram = cache.input_gram_factor = cache.input_mu = None
+    cache.frames_integer_max = None
+    for key in [k for k in cache.extra if isinstance(k, tuple) and k[0] in ("sparse-block", "l1_factor")]:
+        del cache.extra[key]
+
+
 def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache,
-            generator: torch.Generator) -> None:
+            generator: torch.Generator, redraw: Callable[[], None] | None = None) -> None:
     """One full ADMM iteration in place: the block updates of the chosen schedule, the dual step after
-    the warm-up, optional re-projection onto the forward simulation; checks for divergence."""
+    the warm-up, optional re-projection onto the forward simulation; checks for divergence.
+
+    ``redraw``: called just before the re-projection; it replaces ``frames`` in place by a new draw of
+    the training data (and must :func:`forget_inputs`), so the re-projection puts the states on the new
+    frames and the output block, the dual step and the next iteration see them."""
     if settings.schedule == "parallel":
         hidden, output = parallel_hidden, parallel_output
     else:
@@ -676,6 +689,8 @@ def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCa
         AA.apply(state, previous, exact, settings)
     P.update(state, frames, settings, snap, cache.reduce, _blocks(state, frames, settings))  # balancing, continuation
     if settings.reproject and (state.iteration + 1) % settings.reproject == 0:
+        if redraw is not None:
+            redraw()
         reproject(state, frames, settings, cache)
     output(state, frames, y, settings, cache, generator)
     SP.update_splits(state, settings)  # V = soft_threshold(W + U, τ), U += W − V: after the step and output
