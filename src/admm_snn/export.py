@@ -8,6 +8,16 @@ The graph's metadata records ``producer``, ``dt``, ``delta``, ``theta`` and ``re
 metadata records its ``role`` ("hidden" or "output") and ``reset``. Weights are written as float32, as
 in model files.
 
+Convolutional networks (:func:`to_nir_conv`)
+--------------------------------------------
+``input (C, H, W) → [pool1] → conv1 (Conv2d) → lif1 → … → [poolk] → flatten → fc → lif → … → fcL → out →
+output``: the pooling that :mod:`conv_network` folds into a layer's operator becomes a ``SumPool2d``
+(``p{k}``) or ``AvgPool2d`` (``a{k}``) node, kernel = stride = (k, k), before that layer's ``Conv2d`` (zero
+bias) or before the ``Flatten`` (channel-major, as ``reshape``) that precedes the first dense layer. Neuron
+nodes are those of dense graphs with parameters shaped like the layer's (C, H, W) units. snnTorch's importer
+has no ``SumPool2d``, so :func:`import_snntorch` builds a ``torch.nn.Sequential`` of such graphs itself
+(``nn.Conv2d``, :class:`SumPool2d`, ``nn.AvgPool2d``, ``nn.Flatten``, ``nn.Linear``, the corrected Leaky).
+
 Leak and gain
 -------------
 NIR's LIF is ``tau dv/dt = (v_leak − v) + R I``. One forward-Euler step of width ``dt`` gives
