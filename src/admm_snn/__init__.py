@@ -8,7 +8,8 @@ The public API::
 * :func:`train` — ADMM on time-major frames ``(T, N, n_inputs)``; returns a :class:`TrainResult`.
 * :func:`predict` / :func:`forward` — the exact forward simulation of trained weights.
 * :func:`save_model` / :func:`load_model` — model files (safetensors + JSON, never pickle).
-* :func:`export_model` / :func:`to_nir` / :func:`write_nir` — NIR export.
+* :func:`export_model` / :func:`to_nir` / :func:`to_nir_conv` / :func:`write_nir` — NIR export (dense
+  models, and convolutional networks from Python).
 * :func:`load_nmnist`, :func:`load_digits`, :class:`SpikeDataset`, :class:`FrameSettings`,
   :func:`stratified_split` — data.
 * :class:`SpikingADMMClassifier` — a scikit-learn estimator (features, spike frames or datasets).
@@ -32,7 +33,7 @@ from .train import TrainResult, train
 if TYPE_CHECKING:
     from .data import FrameSettings, SpikeDataset, load_digits, load_nmnist, stratified_split
     from .estimator import SpikingADMMClassifier
-    from .export import export_model, to_nir, write_nir
+    from .export import export_model, to_nir, to_nir_conv, write_nir
 
 try:
     from importlib.metadata import PackageNotFoundError, version as _version
@@ -49,13 +50,14 @@ _LAZY = {
     "SpikingADMMClassifier": "admm_snn.estimator",
     "export_model": "admm_snn.export",
     "to_nir": "admm_snn.export",
+    "to_nir_conv": "admm_snn.export",
     "write_nir": "admm_snn.export",
 }
 
 __all__ = [
     "ADMMSettings", "LIFParams",
     "train", "TrainResult", "predict", "forward",
-    "save_model", "load_model", "export_model", "to_nir", "write_nir",
+    "save_model", "load_model", "export_model", "to_nir", "to_nir_conv", "write_nir",
     "load_nmnist", "load_digits", "SpikeDataset", "FrameSettings", "stratified_split",
     "SpikingADMMClassifier",
     "AdmmSnnError", "DataError", "SettingsError", "CheckpointError", "DivergenceError", "ResourceError",
