@@ -30,6 +30,11 @@ history that is called ``val_acc`` is computed with :func:`admm_snn.network.pred
 
 Implementation note: each layer's input current is computed for all T steps at once (one matrix
 product, as :func:`admm_snn.network.forward` does); only the membrane recurrence is a loop over t.
+
+Convolutional architectures (:class:`BPTTConvNet`, :func:`train_bptt_conv`): the same neurons on the
+currents of ``nn.Conv2d`` / ``nn.Linear`` layers (no bias) with the pooling of
+:mod:`admm_snn.conv_network` folded into the next layer, so the forward pass is
+:func:`admm_snn.conv_network.forward`'s; the training loop, settings and result are the dense ones.
 """
 
 from __future__ import annotations
