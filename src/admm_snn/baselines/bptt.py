@@ -30,6 +30,11 @@ history that is called ``val_acc`` is computed with :func:`admm_snn.network.pred
 
 Implementation note: each layer's input current is computed for all T steps at once (one matrix
 product, as :func:`admm_snn.network.forward` does); only the membrane recurrence is a loop over t.
+
+Convolutional architectures (:class:`BPTTConvNet`, :func:`train_bptt_conv`): the same neurons on the
+currents of ``nn.Conv2d`` / ``nn.Linear`` layers (no bias) with the pooling of
+:mod:`admm_snn.conv_network` folded into the next layer, so the forward pass is
+:func:`admm_snn.conv_network.forward`'s; the training loop, settings and result are the dense ones.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from torch import nn
 from ..errors import DataError, DivergenceError, SettingsError
 from ..network import LIFParams, predict
 
-__all__ = ["BPTTSettings", "BPTTResult", "BPTTNet", "train_bptt"]
+__all__ = ["BPTTSettings", "BPTTResult", "BPTTNet", "BPTTConvNet", "train_bptt", "train_bptt_conv"]
 
 
 @dataclass(frozen=True)
@@ -115,19 +120,27 @@ class BPTTNet(nn.Module):
 
     def __init__(self, sizes: Sequence[int], params: LIFParams, surrogate_slope: float = 25.0):
         super().__init__()
+        self.params = params
+        self.fcs = nn.ModuleList(
+            nn.Linear(sizes[i], sizes[i + 1], bias=False) for i in range(len(sizes) - 1))
+        self._add_neurons(len(sizes) - 2, params, surrogate_slope)
+
+    def _add_neurons(self, n_hidden: int, params: LIFParams, surrogate_slope: float) -> None:
+        """The snnTorch neurons: ``n_hidden`` spiking Leaky layers and the non-resetting output Leaky."""
         import snntorch as snn
         from snntorch import surrogate
 
         spike_grad = surrogate.fast_sigmoid(slope=surrogate_slope)
-        self.params = params
-        self.fcs = nn.ModuleList(
-            nn.Linear(sizes[i], sizes[i + 1], bias=False) for i in range(len(sizes) - 1))
         self.lifs = nn.ModuleList(
             snn.Leaky(beta=params.delta, threshold=params.theta, spike_grad=spike_grad,
                       reset_mechanism="subtract")
-            for _ in range(len(sizes) - 2))
+            for _ in range(n_hidden))
         self.out = snn.Leaky(beta=params.delta, threshold=params.theta, spike_grad=spike_grad,
                              reset_mechanism="none")
+
+    def current(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``l``'s input currents (T, N, n_l) from the layer below's spikes ``x`` (T, N, n_{l-1})."""
+        return self.fcs[l](x)
 
     @classmethod
     def from_weights(cls, weights: Sequence[torch.Tensor], params: LIFParams,
@@ -152,8 +165,8 @@ class BPTTNet(nn.Module):
         x = frames
         T = x.shape[0]
         hid_z, hid_a = [], []
-        for fc, lif in zip(self.fcs[:-1], self.lifs):
-            current = fc(x)  # (T, N, n_l), all steps at once
+        for l, lif in enumerate(self.lifs):
+            current = self.current(l, x)  # (T, N, n_l), all steps at once
             mem = torch.zeros_like(current[0])
             spikes, mems = [], []
             for t in range(T):
@@ -164,7 +177,7 @@ class BPTTNet(nn.Module):
             if record:
                 hid_z.append(torch.stack(mems))
                 hid_a.append(x)
-        current = self.fcs[-1](x)
+        current = self.current(len(self.fcs) - 1, x)
         mem = torch.zeros_like(current[0])
         mems = []
         for t in range(T):
@@ -172,6 +185,57 @@ class BPTTNet(nn.Module):
             mems.append(mem)
         out = torch.stack(mems)
         return (out, hid_z, hid_a) if record else out
+
+
+class BPTTConvNet(BPTTNet):
+    """The convolutional network of :mod:`admm_snn.conv_network` built from torch and snnTorch parts.
+
+    One ``nn.Conv2d(bias=False)`` (stride, padding of the arch) per convolution and one
+    ``nn.Linear(bias=False)`` per dense layer, the output layer last; the pooling before a layer is
+    applied to its input as conv_network does (sum pooling: ``avg_pool2d`` × size², average pooling:
+    ``avg_pool2d``), a dense layer after a convolution flattens the pooled spikes channel-major. The
+    neurons are :class:`BPTTNet`'s snnTorch Leaky layers, so the forward pass is conv_network.forward's
+    (bit for bit: the same torch operations on the same operands). ``self.fcs`` holds the weighted
+    modules, whose weights are in conv_network's layout. Frames are flat (T, N, C·H·W).
+    """
+
+    def __init__(self, arch, input_shape, n_outputs: int, params: LIFParams, surrogate_slope: float = 25.0):
+        nn.Module.__init__(self)
+        from ..conv_network import network_layers
+        self.params = params
+        self.layers = network_layers(arch, input_shape, n_outputs)
+        self.fcs = nn.ModuleList(_weighted_module(L) for L in self.layers)
+        self._add_neurons(len(self.layers) - 1, params, surrogate_slope)
+
+    @classmethod
+    def from_weights(cls, arch, input_shape, weights: Sequence[torch.Tensor], params: LIFParams,
+                     surrogate_slope: float = 25.0) -> "BPTTConvNet":
+        """The network with conv_network-layout ``weights`` (e.g. from ``conv_network.init_weights``)."""
+        from ..conv_network import check_weights, network_layers
+        check_weights(network_layers(arch, input_shape, weights[-1].shape[0] if len(weights) else 1), weights)
+        net = cls(arch, input_shape, weights[-1].shape[0], params, surrogate_slope)
+        with torch.no_grad():
+            for fc, w in zip(net.fcs, weights):
+                fc.weight.copy_(w)
+        return net
+
+    def current(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``l``'s currents (T, N, n_l): the module applied to pool(x) (x flat, (T, N, n_{l-1}))."""
+        from ..conv_network import pool
+        L = self.layers[l]
+        lead = x.shape[:-1]
+        if len(L.in_shape) == 3:
+            x = pool(L.spatial(x), L.pool_size, L.pool_mode)
+        if L.kind == "dense":
+            x = x.reshape(-1, L.weight_shape[1])
+        return self.fcs[l](x).reshape(tuple(lead) + (L.n_out,))
+
+
+def _weighted_module(L) -> nn.Module:
+    """``nn.Conv2d`` or ``nn.Linear`` (no bias) for a :class:`admm_snn.conv_network.Layer`."""
+    if L.kind == "conv":
+        return nn.Conv2d(L.in_shape[0], L.out_shape[0], L.kernel, stride=L.stride, padding=L.padding, bias=False)
+    return nn.Linear(L.weight_shape[1], L.n_out, bias=False)
 
 
 def _check_data(frames, labels, what: str) -> None:
@@ -195,6 +259,65 @@ def _peak_rss_bytes() -> int:
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024  # Linux reports KiB
 
 
+def _classes(train_frames, train_labels, val_frames, val_labels, n_classes, inputs_like) -> tuple[bool, int]:
+    """Check the data; return (validation given?, number of classes). ``inputs_like``: whether the
+    validation frames must match the training frames' (T, ·, inputs)."""
+    _check_data(train_frames, train_labels, "training")
+    have_val = val_frames is not None or val_labels is not None
+    if have_val:
+        if val_frames is None or val_labels is None:
+            raise SettingsError("give both val_frames and val_labels, or neither")
+        _check_data(val_frames, val_labels, "validation")
+        if inputs_like and (val_frames.shape[0] != train_frames.shape[0]
+                            or val_frames.shape[2] != train_frames.shape[2]):
+            raise DataError(f"validation frames have shape {tuple(val_frames.shape)}; expected "
+                            f"(T, N, inputs) = ({train_frames.shape[0]}, N, {train_frames.shape[2]}) "
+                            f"like the training frames")
+    max_label = int(train_labels.max())
+    if have_val:
+        max_label = max(max_label, int(val_labels.max()))
+    if n_classes is None:
+        n_classes = max(max_label + 1, 2)
+    elif n_classes <= max_label:
+        raise SettingsError(f"n_classes={n_classes} but a label is {max_label}; "
+                            f"n_classes must exceed every label")
+    return have_val, n_classes
+
+
+def _uniform_init(net: nn.Module, settings: BPTTSettings, gen: torch.Generator) -> None:
+    """Weights ~ U(−s/√fan_in, s/√fan_in), drawn from ``gen`` in layer order (fan-in: C_in·k² for a kernel)."""
+    with torch.no_grad():
+        for fc in net.fcs:
+            fan_in = fc.weight[0].numel()
+            bound = settings.init_scale / fan_in ** 0.5
+            fc.weight.copy_(torch.rand(fc.weight.shape, generator=gen) * (2 * bound) - bound)
+
+
+def _calibrate(net: nn.Module, frames: torch.Tensor, params: LIFParams, rate: float, current=None) -> None:
+    """Rescale each hidden layer so it fires at ``rate`` on ``frames`` (ADMM's init_rate start)."""
+    from ..admm.state import calibrate_rates
+    with torch.no_grad():
+        scaled = calibrate_rates([fc.weight.detach().clone() for fc in net.fcs], frames, params, rate,
+                                 current=current)
+        for fc, w in zip(net.fcs, scaled):
+            fc.weight.copy_(w)
+
+
+def _start(device):
+    """The device, whether it is CUDA, and the memory baselines (CUDA bytes, peak RSS)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    mem0 = 0
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device={device} but CUDA is not available; use device='cpu'")
+        torch.cuda.reset_peak_memory_stats(device)
+        mem0 = torch.cuda.memory_allocated(device)
+    import snntorch  # noqa: F401  (imported before the memory baseline so its import is not counted)
+
+    return device, cuda, mem0, _peak_rss_bytes()
+
+
 def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: Sequence[int],
                params: LIFParams, settings: BPTTSettings = BPTTSettings(),
                val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
@@ -214,51 +337,71 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
     like the others (its history entry has ``"partial": True`` and the number of mini-batches it ran).
     """
     t_start = time.perf_counter()
-    _check_data(train_frames, train_labels, "training")
-    have_val = val_frames is not None or val_labels is not None
-    if have_val:
-        if val_frames is None or val_labels is None:
-            raise SettingsError("give both val_frames and val_labels, or neither")
-        _check_data(val_frames, val_labels, "validation")
-        if val_frames.shape[0] != train_frames.shape[0] or val_frames.shape[2] != train_frames.shape[2]:
-            raise DataError(f"validation frames have shape {tuple(val_frames.shape)}; expected "
-                            f"(T, N, inputs) = ({train_frames.shape[0]}, N, {train_frames.shape[2]}) "
-                            f"like the training frames")
+    have_val, n_classes = _classes(train_frames, train_labels, val_frames, val_labels, n_classes, True)
     hidden = [int(h) for h in hidden]
     if any(h < 1 for h in hidden):
         raise SettingsError(f"hidden={hidden} has a layer with < 1 neurons; give positive sizes")
-    max_label = int(train_labels.max())
-    if have_val:
-        max_label = max(max_label, int(val_labels.max()))
-    if n_classes is None:
-        n_classes = max(max_label + 1, 2)
-    elif n_classes <= max_label:
-        raise SettingsError(f"n_classes={n_classes} but a label is {max_label}; "
-                            f"n_classes must exceed every label")
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        if not torch.cuda.is_available():
-            raise SettingsError(f"device={device} but CUDA is not available; use device='cpu'")
-        torch.cuda.reset_peak_memory_stats(device)
-        mem0 = torch.cuda.memory_allocated(device)
-    import snntorch  # noqa: F401  (imported before the memory baseline so its import is not counted)
-
-    rss0 = _peak_rss_bytes()
-
+    device, cuda, mem0, rss0 = _start(device)
     s = settings
     gen = torch.Generator().manual_seed(s.seed)
-    sizes = [train_frames.shape[2], *hidden, n_classes]
-    net = BPTTNet(sizes, params, s.surrogate_slope)
-    with torch.no_grad():
-        for fc in net.fcs:
-            bound = s.init_scale / fc.in_features ** 0.5
-            fc.weight.copy_(torch.rand(fc.weight.shape, generator=gen) * (2 * bound) - bound)
-        if s.init_rate is not None:  # the same data-driven start as ADMM's init_rate (deep nets stay alive)
-            from ..admm.state import calibrate_rates
-            scaled = calibrate_rates([fc.weight.detach().clone() for fc in net.fcs], train_frames, params, s.init_rate)
-            for fc, w in zip(net.fcs, scaled):
-                fc.weight.copy_(w)
+    net = BPTTNet([train_frames.shape[2], *hidden, n_classes], params, s.surrogate_slope)
+    _uniform_init(net, s, gen)
+    if s.init_rate is not None:  # the same data-driven start as ADMM's init_rate (deep nets stay alive)
+        _calibrate(net, train_frames, params, s.init_rate)
+
+    def evaluate(weights, frames):
+        return predict(weights, frames, params)
+
+    return _fit(net, train_frames, train_labels, s, gen, evaluate, (val_frames, val_labels) if have_val else None,
+                device, cuda, mem0, rss0, t_start, progress, budget_s)
+
+
+def train_bptt_conv(train_frames: torch.Tensor, train_labels: torch.Tensor, arch, input_shape,
+                    params: LIFParams, settings: BPTTSettings = BPTTSettings(),
+                    val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
+                    device="cpu", progress: bool = False, n_classes: Optional[int] = None,
+                    budget_s: Optional[float] = None) -> BPTTResult:
+    """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``, see
+    :func:`admm_snn.arch.parse_arch`) on inputs of ``input_shape`` (C, H, W) with BPTT, like
+    :func:`train_bptt` (same settings, seeding, budget, best-validation-epoch rule and result).
+
+    Frames are (T, N, C·H·W) (channel-major, as :mod:`admm_snn.conv_network`) or (T, N, C, H, W).
+    Initial weights ~ U(±init_scale/√fan-in), fan-in C_in·k² for a kernel and the pooled width for a
+    matrix; ``init_rate`` rescales every hidden layer, convolutions included, with the conv currents.
+    ``weights`` of the result are in conv_network's layout (kernels (C_out, C_in, k, k), then matrices),
+    so ``conv_network.predict(arch, input_shape, result.weights, frames, params)`` evaluates them; every
+    ``val_acc`` is computed that way.
+    """
+    from .. import conv_network as CN
+    t_start = time.perf_counter()
+    if not isinstance(train_frames, torch.Tensor):
+        _check_data(train_frames, train_labels, "training")
+    CN.network_layers(arch, input_shape, 1)  # a bad arch or input shape: a one-line SettingsError first
+    train_frames = CN.flat_frames(train_frames, input_shape)
+    if isinstance(val_frames, torch.Tensor):
+        val_frames = CN.flat_frames(val_frames, input_shape)
+    have_val, n_classes = _classes(train_frames, train_labels, val_frames, val_labels, n_classes, True)
+    device, cuda, mem0, rss0 = _start(device)
+    s = settings
+    gen = torch.Generator().manual_seed(s.seed)
+    net = BPTTConvNet(arch, input_shape, n_classes, params, s.surrogate_slope)
+    _uniform_init(net, s, gen)
+    if s.init_rate is not None:
+        _calibrate(net, train_frames, params, s.init_rate, current=CN.currents(net.layers))
+
+    def evaluate(weights, frames):
+        return CN.predict(net.layers, input_shape, weights, frames, params)
+
+    return _fit(net, train_frames, train_labels, s, gen, evaluate, (val_frames, val_labels) if have_val else None,
+                device, cuda, mem0, rss0, t_start, progress, budget_s)
+
+
+def _fit(net, train_frames, train_labels, s: BPTTSettings, gen, evaluate, val, device, cuda, mem0, rss0,
+         t_start, progress, budget_s) -> BPTTResult:
+    """The training loop shared by :func:`train_bptt` and :func:`train_bptt_conv`: Adam on the
+    cross-entropy of z_{L,T}, shuffled mini-batches from ``gen``, ``evaluate(weights, frames)`` (class
+    predictions) on the validation data ``val`` = (frames, labels) or None after every epoch."""
+    have_val = val is not None
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -268,8 +411,8 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
     if budget_s is not None and not (budget_s > 0):
         raise SettingsError(f"budget_s={budget_s!r} must be a number of seconds > 0, or None (no budget)")
     if have_val:  # kept in their own dtype (uint8 spikes stay compact): predict converts one chunk at a time
-        val_x = val_frames.to(device=device)
-        val_y = val_labels.to(device=device, dtype=torch.long)
+        val_x = val[0].to(device=device)
+        val_y = val[1].to(device=device, dtype=torch.long)
     history: list[dict] = []
     best_acc, best_epoch, best_weights = -1.0, None, None
     train_time = 0.0
@@ -315,7 +458,7 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
             rec.update(partial=True, batches=batches)
         if have_val:
             with torch.no_grad():
-                pred = predict([fc.weight.detach() for fc in net.fcs], val_x, params)
+                pred = evaluate([fc.weight.detach() for fc in net.fcs], val_x)
             vacc = float((pred == val_y).float().mean())
             rec["val_acc"] = vacc
             if vacc > best_acc:
