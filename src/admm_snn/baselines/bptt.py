@@ -322,7 +322,7 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
                params: LIFParams, settings: BPTTSettings = BPTTSettings(),
                val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
                device="cpu", progress: bool = False, n_classes: Optional[int] = None,
-               budget_s: Optional[float] = None) -> BPTTResult:
+               budget_s: Optional[float] = None, resample=None) -> BPTTResult:
     """Train the admm_snn network with surrogate-gradient BPTT (snnTorch) and Adam.
 
     ``train_frames`` (T, N, n_in), any numeric dtype (cast to float32 per batch; validation frames are
@@ -353,14 +353,14 @@ def train_bptt(train_frames: torch.Tensor, train_labels: torch.Tensor, hidden: S
         return predict(weights, frames, params)
 
     return _fit(net, train_frames, train_labels, s, gen, evaluate, (val_frames, val_labels) if have_val else None,
-                device, cuda, mem0, rss0, t_start, progress, budget_s)
+                device, cuda, mem0, rss0, t_start, progress, budget_s, resample)
 
 
 def train_bptt_conv(train_frames: torch.Tensor, train_labels: torch.Tensor, arch, input_shape,
                     params: LIFParams, settings: BPTTSettings = BPTTSettings(),
                     val_frames: Optional[torch.Tensor] = None, val_labels: Optional[torch.Tensor] = None,
                     device="cpu", progress: bool = False, n_classes: Optional[int] = None,
-                    budget_s: Optional[float] = None) -> BPTTResult:
+                    budget_s: Optional[float] = None, resample=None) -> BPTTResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``, see
     :func:`admm_snn.arch.parse_arch`) on inputs of ``input_shape`` (C, H, W) with BPTT, like
     :func:`train_bptt` (same settings, seeding, budget, best-validation-epoch rule and result).
@@ -393,14 +393,24 @@ def train_bptt_conv(train_frames: torch.Tensor, train_labels: torch.Tensor, arch
         return CN.predict(net.layers, input_shape, weights, frames, params)
 
     return _fit(net, train_frames, train_labels, s, gen, evaluate, (val_frames, val_labels) if have_val else None,
-                device, cuda, mem0, rss0, t_start, progress, budget_s)
+                device, cuda, mem0, rss0, t_start, progress, budget_s, resample)
+
+
+def _draw(resample, k: int, frames: torch.Tensor) -> torch.Tensor:
+    new = resample(k)
+    if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(frames.shape):
+        shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+        raise SettingsError(f"resample({k}) returned {shape}; the training frames are {tuple(frames.shape)}")
+    return new
 
 
 def _fit(net, train_frames, train_labels, s: BPTTSettings, gen, evaluate, val, device, cuda, mem0, rss0,
-         t_start, progress, budget_s) -> BPTTResult:
+         t_start, progress, budget_s, resample=None) -> BPTTResult:
     """The training loop shared by :func:`train_bptt` and :func:`train_bptt_conv`: Adam on the
     cross-entropy of z_{L,T}, shuffled mini-batches from ``gen``, ``evaluate(weights, frames)`` (class
-    predictions) on the validation data ``val`` = (frames, labels) or None after every epoch."""
+    predictions) on the validation data ``val`` = (frames, labels) or None after every epoch.
+    ``resample(k)`` (data augmentation, e.g. :class:`admm_snn.data.augment.ShiftResampler`): epoch k + 1
+    trains on draw k of the training frames (epoch 1 on the frames themselves); its time is training time."""
     have_val = val is not None
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -426,13 +436,14 @@ def _fit(net, train_frames, train_labels, s: BPTTSettings, gen, evaluate, val, d
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(N, generator=gen)
+        frames = train_frames if resample is None or epoch == 1 else _draw(resample, epoch - 1, train_frames)
         loss_sum, correct, seen, batches, spent = 0.0, 0, 0, 0, False
         for b in range(0, N, s.batch_size):
             if budget_s is not None and train_time + time.perf_counter() - t0 >= budget_s:
                 spent = True
                 break
             idx = perm[b:b + s.batch_size]
-            x = train_frames[:, idx].to(device=device, dtype=torch.float32)
+            x = frames[:, idx].to(device=device, dtype=torch.float32)
             y = labels_dev[idx.to(device)]
             logits = net(x)[-1]  # z_{L,T}
             loss = loss_fn(logits, y)

@@ -109,6 +109,10 @@ def add_compare_parser(subparsers) -> None:
                         "its mini-batches, once S seconds of training (without evaluation) are spent; the iteration "
                         f"and epoch caps become {BUDGET_CAP_ITERATIONS} unless --iterations/--bptt-epochs are given "
                         "(default: no budget)")
+    g.add_argument("--augment-shift", type=int, default=0, metavar="S",
+                   help="shift augmentation for ADMM and BPTT alike: each training sample moves by a new random offset "
+                        "in [-S, S]^2 pixels at every ADMM re-projection and every BPTT epoch after the first "
+                        "(default 0: off)")
     g.add_argument("--methods", nargs="+", choices=["admm", "bptt", "floor"], default=["admm", "bptt", "floor"],
                    help="which methods to run (default all three)")
     g.add_argument("--metrics-every", type=int, default=1, metavar="K",
@@ -154,7 +158,8 @@ def run_compare_command(args) -> int:
                            seeds=args.seeds, hidden_width=args.hidden_width, methods=args.methods,
                            metrics_every=args.metrics_every, device=_device(args.device),
                            plot_sample=args.plot_sample, progress=args.progress, budget_s=args.budget_s,
-                           report_samples=args.report_samples, val_samples=args.val_samples)
+                           report_samples=args.report_samples, val_samples=args.val_samples,
+                           augment_shift=args.augment_shift)
     run_compare(config, args.out, log=lambda msg: print(msg, flush=True))
     return 0
 

@@ -68,6 +68,9 @@ class CompareConfig:
     budget_s: float | None = None
     report_samples: int | None = None
     val_samples: int | None = None
+    augment_shift: int = 0
+    """Shift augmentation for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler`, seeded by
+    each method's seed): ADMM redraws at every re-projection, BPTT at every epoch after the first."""
 
     def __post_init__(self):
         if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
@@ -85,6 +88,8 @@ class CompareConfig:
             raise SettingsError(f"plot sample {self.plot_sample} must be >= 0")
         if self.budget_s is not None and not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0):
             raise SettingsError(f"budget {self.budget_s!r} must be a number of seconds > 0")
+        if not isinstance(self.augment_shift, int) or self.augment_shift < 0:
+            raise SettingsError(f"augment shift {self.augment_shift!r} must be 0 (off) or a number of pixels >= 1")
         for name in ("report_samples", "val_samples"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 0):
@@ -92,7 +97,8 @@ class CompareConfig:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("depths", "seeds", "hidden_width", "methods", "metrics_every",
-                                            "device", "plot_sample", "budget_s", "report_samples", "val_samples")}
+                                            "device", "plot_sample", "budget_s", "report_samples", "val_samples",
+                                            "augment_shift")}
         d.update(data=self.data.to_dict(), admm=self.admm.to_dict(), bptt=asdict(self.bptt))
         return d
 
@@ -135,14 +141,14 @@ def run_floor(X, labels, val, test, hidden, settings: ADMMSettings, device="cpu"
 
 
 def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict | None, metrics_every=1,
-             device="cpu", progress=False, budget_s=None, report_samples=None) -> dict:
+             device="cpu", progress=False, budget_s=None, report_samples=None, resample=None) -> dict:
     from ..train import train
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train(X, labels, hidden, settings, n_classes=n_classes, val=val, progress=progress, device=device,
                     metrics_every=metrics_every, log=lambda *a, **k: None, budget_s=budget_s,
-                    report_samples=report_samples, val_samples=0)
+                    report_samples=report_samples, val_samples=0, resample=resample)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     # Training time: ADMM's own initialisation (with the default settings the floor's fit) plus its
@@ -172,13 +178,13 @@ def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict |
 
 
 def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False,
-             budget_s=None) -> dict:
+             budget_s=None, resample=None) -> dict:
     from ..baselines.bptt import train_bptt
     n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = train_bptt(X, labels, hidden, params, bptt_settings, val[0], val[1], device=device,
-                         progress=progress, n_classes=n_classes, budget_s=budget_s)
+                         progress=progress, n_classes=n_classes, budget_s=budget_s, resample=resample)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     curve = [(h["wall_s"], h["val_acc"]) for h in res.history]
@@ -375,6 +381,10 @@ def results_markdown(results: dict) -> str:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
+    if cfg.get("augment_shift"):
+        L.append(f"- **Augmentation.** Both methods train on shifted frames: every training sample moves by a new "
+                 f"random offset in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill) at every "
+                 "ADMM re-projection and every BPTT epoch after the first; validation and test frames are not moved.")
     L.append(f"- **ADMM.** `admm_snn.train.train`, "
              + (f"at most {adm['iterations']} iterations within the budget" if budget else f"{adm['iterations']} iterations")
              + f", validation accuracy evaluated every {cfg['metrics_every']} iteration(s) and the best iteration "
@@ -424,6 +434,14 @@ def _time_major(ds) -> torch.Tensor:
     return ds.time_major(dtype=ds.frames.dtype)
 
 
+def _resampler(X, sensor_shape, shift: int, seed: int):
+    """The shift augmentation of one run (None when off)."""
+    if not shift:
+        return None
+    from ..data.augment import ShiftResampler
+    return ShiftResampler(X, sensor_shape, shift, seed)
+
+
 def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     """Run every method for every depth and seed; write results.json, results.md and the plots to ``out``.
     results.json is rewritten after every run (``"complete": false`` until the end)."""
@@ -443,6 +461,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     # frames keep their dtype (uint8 spikes stay compact, as admm-snn train keeps them); every method
     # converts one chunk or mini-batch at a time
     X, labels = _time_major(splits.train), splits.train.labels
+    sensor_shape = splits.train.sensor_shape
     val = (_time_major(splits.val), splits.val.labels)
     test = (_time_major(splits.test), splits.test.labels)
     info = splits.info
@@ -477,11 +496,12 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                     r = floor
                 elif m == "admm":
                     r = run_admm(X, labels, val, test, hidden, admm_s, floor, config.metrics_every,
-                                 config.device, config.progress, config.budget_s, config.report_samples)
+                                 config.device, config.progress, config.budget_s, config.report_samples,
+                                 _resampler(X, sensor_shape, config.augment_shift, seed))
                 else:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
                     r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress,
-                                 config.budget_s)
+                                 config.budget_s, _resampler(X, sensor_shape, config.augment_shift, bs.seed))
                 k += 1
                 weights = r.pop("weights")
                 if m == "admm" and r["val_accuracy"] is not None and (best is None or r["val_accuracy"] > best[0]):
