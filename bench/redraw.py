@@ -25,33 +25,15 @@ import torch
 
 from admm_snn.admm import solver as S
 from admm_snn.admm.settings import ADMMSettings
+from admm_snn.data.augment import shift_frames
 from admm_snn.train import train
 from explore import data_arguments, mnist_splits  # bench/explore.py, beside this script
 
 
 def shifted(intensity: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Every 28x28 image moved by its own random offset (dy, dx) in [-s, s]^2, zero fill."""
-    N = intensity.shape[0]
-    img = torch.nn.functional.pad(intensity.view(N, 28, 28), (max_shift,) * 4)
-    off = torch.randint(0, 2 * max_shift + 1, (N, 2), generator=gen)
-    out = torch.empty(N, 28, 28)
-    for dy in range(2 * max_shift + 1):
-        for dx in range(2 * max_shift + 1):
-            idx = ((off[:, 0] == dy) & (off[:, 1] == dx)).nonzero().flatten()
-            out[idx] = img[idx, dy:dy + 28, dx:dx + 28]
-    return out.view(N, 784)
-
-
-def shift_frames(frames: torch.Tensor, off: torch.Tensor, s: int) -> torch.Tensor:
-    """Time-major frames (T, N, 784), sample i moved by off[i] (in [0, 2s]^2, s = centre), zero fill."""
-    T, N, n = frames.shape
-    img = torch.nn.functional.pad(frames.view(T, N, 28, 28), (s,) * 4)
-    out = torch.empty_like(frames).view(T, N, 28, 28)
-    for dy in range(2 * s + 1):
-        for dx in range(2 * s + 1):
-            idx = ((off[:, 0] == dy) & (off[:, 1] == dx)).nonzero().flatten()
-            out[:, idx] = img[:, idx, dy:dy + 28, dx:dx + 28]
-    return out.view(T, N, n)
+    """Every 28x28 image moved by its own random offset in [-s, s]^2, zero fill (library shift_frames)."""
+    off = torch.randint(0, 2 * max_shift + 1, (intensity.shape[0], 2), generator=gen)
+    return shift_frames(intensity[None], max_shift - off, (1, 28, 28), max_shift)[0]
 
 
 def main() -> None:
@@ -81,7 +63,7 @@ def main() -> None:
             T, N, n = frames.shape
             if a.mode == "shift-frames":  # the fixed first draw, moved (no new Bernoulli draw)
                 off = torch.randint(0, 2 * a.max_shift + 1, (N, 2), generator=gen)
-                frames.copy_(shift_frames(original, off, a.max_shift))
+                frames.copy_(shift_frames(original, a.max_shift - off, (1, 28, 28), a.max_shift))
                 source = None
             else:
                 source = shifted(intensity, a.max_shift, gen) if a.mode == "shift" else intensity

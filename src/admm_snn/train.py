@@ -339,12 +339,9 @@ def _postfix(m: dict) -> dict:
 
 
 def _draw(resample, k: int, X: torch.Tensor) -> torch.Tensor:
-    """Draw k of the augmentation, checked against the training frames' shape."""
-    new = resample(k)
-    if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(X.shape):
-        shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-        raise SettingsError(f"resample({k}) returned {shape}; the training frames are {tuple(X.shape)}")
-    return new.to(device=X.device, dtype=X.dtype)
+    """Draw k of the augmentation, checked against the training frames' shape, on their device."""
+    from .data.augment import checked_draw
+    return checked_draw(resample, k, X).to(device=X.device, dtype=X.dtype)
 
 
 def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], settings: ADMMSettings, *,

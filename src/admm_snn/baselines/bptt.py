@@ -48,6 +48,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..data.augment import checked_draw
 from ..errors import DataError, DivergenceError, SettingsError
 from ..network import LIFParams, predict
 
@@ -396,14 +397,6 @@ def train_bptt_conv(train_frames: torch.Tensor, train_labels: torch.Tensor, arch
                 device, cuda, mem0, rss0, t_start, progress, budget_s, resample)
 
 
-def _draw(resample, k: int, frames: torch.Tensor) -> torch.Tensor:
-    new = resample(k)
-    if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(frames.shape):
-        shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-        raise SettingsError(f"resample({k}) returned {shape}; the training frames are {tuple(frames.shape)}")
-    return new
-
-
 def _fit(net, train_frames, train_labels, s: BPTTSettings, gen, evaluate, val, device, cuda, mem0, rss0,
          t_start, progress, budget_s, resample=None) -> BPTTResult:
     """The training loop shared by :func:`train_bptt` and :func:`train_bptt_conv`: Adam on the
@@ -436,7 +429,7 @@ def _fit(net, train_frames, train_labels, s: BPTTSettings, gen, evaluate, val, d
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(N, generator=gen)
-        frames = train_frames if resample is None or epoch == 1 else _draw(resample, epoch - 1, train_frames)
+        frames = train_frames if resample is None or epoch == 1 else checked_draw(resample, epoch - 1, train_frames)
         loss_sum, correct, seen, batches, spent = 0.0, 0, 0, 0, False
         for b in range(0, N, s.batch_size):
             if budget_s is not None and train_time + time.perf_counter() - t0 >= budget_s:

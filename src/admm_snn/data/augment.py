@@ -38,6 +38,15 @@ def shift_frames(frames: torch.Tensor, offsets: torch.Tensor, shape, max_shift: 
     return out.view(T, N, n)
 
 
+def checked_draw(resample, k: int, frames: torch.Tensor) -> torch.Tensor:
+    """``resample(k)``, refused with one line unless it is a tensor of ``frames``' shape."""
+    new = resample(k)
+    if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(frames.shape):
+        shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+        raise SettingsError(f"resample({k}) returned {shape}; the training frames are {tuple(frames.shape)}")
+    return new
+
+
 @dataclass(frozen=True)
 class ShiftResampler:
     """``resampler(k)``: the frames of draw k ≥ 1, each sample moved by its own uniform random offset in
