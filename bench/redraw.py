@@ -11,6 +11,8 @@ its factor and the frames' sparse form are rebuilt from the new draw, so every b
 minimiser for the frames it sees; the re-projection then puts the states on the new frames and the
 output block fits them. Validation frames are the fixed ones of the data pipeline. ``--every k`` redraws
 at every k-th iteration only; ``--mode none`` runs the same script without redraws (the baseline).
+``--mode augment --groups K`` is the library's own shift augmentation (``train(resample=ShiftResampler(
+..., groups=K))``, no wrapping; K = 0: one offset per sample and the Gram formed from every draw).
 Prints one JSON line: best validation, its iteration, validation and training accuracy and seconds per
 iteration. This is a research probe (it wraps ``solver.reproject``), not a library feature.
 """
@@ -40,7 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_arguments(ap, iterations=20)
     ap.add_argument("--every", type=int, default=1)
-    ap.add_argument("--mode", choices=["redraw", "shift", "shift-frames", "none"], default="redraw")
+    ap.add_argument("--mode", choices=["redraw", "shift", "shift-frames", "none", "augment"], default="redraw")
+    ap.add_argument("--groups", type=int, default=16, help="--mode augment: ShiftResampler's groups")
     ap.add_argument("--max-shift", type=int, default=1, help="--mode shift: each draw moves every image by a "
                     "random whole-pixel offset in [-s, s]^2 (zero fill) before the Bernoulli draw")
     ap.add_argument("--seed", type=int, default=123, help="seed of the fresh draws")
@@ -75,12 +78,17 @@ def main() -> None:
                 del cache.extra[key]
         return reproject(state, frames, settings, cache)
 
-    S.reproject = redraw_then_reproject
+    resample = None
+    if a.mode == "augment":
+        from admm_snn.data.augment import ShiftResampler
+        resample = ShiftResampler(X, (1, 28, 28), a.max_shift, a.seed, groups=a.groups)
+    else:
+        S.reproject = redraw_then_reproject
     t0 = time.perf_counter()
     r = train(X.clone(), lab, a.hidden, ADMMSettings(iterations=a.iterations), n_classes=10, val=val,
-              progress=False, val_samples=0)
+              progress=False, val_samples=0, resample=resample)
     accs = [m["val_accuracy"] for m in r.history]
-    print(json.dumps({"mode": a.mode, "max_shift": a.max_shift, "every": a.every, "best_val": max(accs), "best_iteration": r.best_iteration,
+    print(json.dumps({"mode": a.mode, "groups": a.groups if a.mode == "augment" else None, "max_shift": a.max_shift, "every": a.every, "best_val": max(accs), "best_iteration": r.best_iteration,
                       "val": accs, "train": [m["train_accuracy"] for m in r.history],
                       "seconds": [round(m["seconds"], 1) for m in r.history],
                       "total_s": round(time.perf_counter() - t0)}))

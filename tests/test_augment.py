@@ -21,7 +21,10 @@ def _frames(T=4, N=30, shape=(2, 6, 7), seed=0):
     return (torch.rand(T, N, shape[0] * shape[1] * shape[2], generator=g) < 0.4).float()
 
 
-def test_shift_frames_moves_every_pixel_by_the_offset():
+@pytest.mark.parametrize("block", [2048, 7])
+def test_shift_frames_moves_every_pixel_by_the_offset(block, monkeypatch):
+    import admm_snn.data.augment as A
+    monkeypatch.setattr(A, "SHIFT_BLOCK", block)  # 7: the gather runs in blocks of samples
     shape, s = (2, 6, 7), 2
     X = _frames(shape=shape)
     off = torch.randint(-s, s + 1, (X.shape[1], 2), generator=torch.Generator().manual_seed(1))
@@ -36,6 +39,9 @@ def test_shift_frames_moves_every_pixel_by_the_offset():
                     want[:, n, :, i, j] = src[:, n, :, i - dy, j - dx]
     assert torch.equal(got, want)
     assert torch.equal(shift_frames(X, torch.zeros_like(off), shape, s), X)
+    assert torch.equal(shift_frames(X.to(torch.uint8), off, shape, s), want.to(torch.uint8).view_as(X))
+    with pytest.raises(SettingsError, match="at most 1"):
+        shift_frames(X, off, shape, 1)
 
 
 def test_resampler_is_seeded_per_draw_and_keeps_its_source():
@@ -48,7 +54,82 @@ def test_resampler_is_seeded_per_draw_and_keeps_its_source():
     assert torch.equal(r(0), X) and torch.equal(X, before)
     offs = r.offsets(5)
     assert int(offs.abs().max()) == 1 and set(offs.flatten().tolist()) == {-1, 0, 1}
-    assert r.key == "shift1-seed3"
+    assert r.key == "shift1-seed3-groups16"
+    assert ShiftResampler(X, (2, 6, 7), 1, 3, groups=0).key == "shift1-seed3"
+
+
+def test_grouped_offsets_move_a_group_together_and_groups_zero_is_per_sample():
+    X = _frames(N=50)
+    r = ShiftResampler(X, (2, 6, 7), 1, seed=3, groups=4)
+    groups = r.sample_groups
+    assert torch.equal(groups, r.sample_groups) and set(groups.tolist()) == {0, 1, 2, 3}
+    for k in (1, 2, 9):
+        off, per_group = r.offsets(k), r.group_offsets(k)
+        assert per_group.shape == (4, 2) and torch.equal(off, per_group[groups])
+    assert not torch.equal(r.group_offsets(1), r.group_offsets(2))
+    # groups=0: one offset per sample, the draw's generator alone
+    p = ShiftResampler(X, (2, 6, 7), 1, seed=3, groups=0)
+    want = torch.randint(-1, 2, (50, 2), generator=torch.Generator().manual_seed(3 * 1_000_003 + 2))
+    assert torch.equal(p.offsets(2), want) and p.sample_groups is None
+    with pytest.raises(SettingsError, match="groups"):
+        ShiftResampler(X, (2, 6, 7), 1, groups=-1)
+    with pytest.raises(SettingsError, match="groups > 0"):
+        p.input_gram(1, [])
+
+
+@pytest.mark.parametrize("shape,s,groups", [((2, 6, 7), 1, 5), ((1, 9, 8), 2, 3), ((2, 6, 7), 2, 64)])
+def test_gram_of_a_draw_from_group_grams_is_bitwise_the_gram_of_the_shifted_frames(shape, s, groups):
+    X = _frames(T=3, N=40, shape=shape, seed=4)
+    r = ShiftResampler(X, shape, s, seed=1, groups=groups)
+    state = S.init_state(X, torch.eye(3)[torch.arange(40) % 3].double(), [X.shape[2], 4, 3],
+                         ADMMSettings(), torch.Generator().manual_seed(0))
+    grams = S.group_input_grams(state, X, r.sample_groups, groups, ADMMSettings(), X)
+    assert len(grams) == groups and all(g.dtype == torch.float32 for g in grams)  # small counts: exact
+    for k in (0, 1, 2, 3):
+        moved = r(k).double().reshape(-1, X.shape[2])
+        assert torch.equal(r.input_gram(k, grams), moved.T @ moved)
+    # one pixel, by hand: the moved Gram of a single frame row is the outer product of the moved row
+    one = torch.zeros(shape[0] * shape[1] * shape[2], dtype=torch.float64)
+    one[[3, 17]] = 1.0
+    from admm_snn.data.augment import shift_gram
+    moved = shift_frames(one[None, None], torch.tensor([[1, -1]]), shape, s)[0, 0]
+    assert torch.equal(shift_gram(torch.outer(one, one), (1, -1), shape), torch.outer(moved, moved))
+
+
+def test_grouped_gram_in_train_gives_bitwise_the_weights_of_forming_it_from_the_frames(monkeypatch):
+    X, lab, val = _problem()
+    calls = {"group": 0, "frames": 0}
+    group_grams, input_gram = S.group_input_grams, S.input_gram
+
+    def count_group(*a, **k):
+        calls["group"] += 1
+        return group_grams(*a, **k)
+
+    def count_frames(state, frames, *a, **k):  # Grams of the whole training frames (N = 40)
+        calls["frames"] += frames.shape[1] == 40
+        return input_gram(state, frames, *a, **k)
+    monkeypatch.setattr(S, "group_input_grams", count_group)
+    monkeypatch.setattr(S, "input_gram", count_frames)
+    r = ShiftResampler(X, (1, 5, 5), 1, seed=5, groups=6)
+
+    def direct(k):  # the same draws, without the groups' Grams: the solver forms each draw's Gram
+        return r(k)
+    direct.key = r.key
+    s = ADMMSettings(iterations=4, warmup=1, seed=0)
+    a = train(X, lab, [6], s, val=val, progress=False, resample=r)
+    assert calls == {"group": 1, "frames": 0}  # every draw's Gram (draw 0 too) from the groups' Grams
+    b = train(X, lab, [6], s, val=val, progress=False, resample=direct)
+    assert calls["group"] == 1 and calls["frames"] >= 4  # draws 0-3 from the frames
+    for wa, wb in zip(a.final_weights, b.final_weights):
+        assert torch.equal(wa, wb)
+
+
+def test_memory_estimate_counts_the_group_grams():
+    from admm_snn.resources import estimate_memory
+    s = ADMMSettings()
+    base = estimate_memory([784, 128, 10], 20, 1000, s)
+    more = estimate_memory([784, 128, 10], 20, 1000, s, group_grams=16)
+    assert more["gram"] - base["gram"] == 16 * 784 * 784 * 8 and more["total"] > base["total"]
 
 
 @pytest.mark.parametrize("kwargs,match", [({"max_shift": 0}, "at least 1"), ({"max_shift": 3}, "too large"),
@@ -123,6 +204,10 @@ def test_cli_train_with_augment_shift(tmp_path, capsys):
     assert main(["train", *small, "--augment-shift", "1", "--out", str(tmp_path / "r")]) == 0
     assert main(["train", *small, "--augment-shift", "1", "--nproc", "2"]) != 0
     assert "--augment-shift is for single-process runs" in capsys.readouterr().err
+    assert main(["train", *small, "--augment-shift", "1", "--augment-groups", "0"]) == 0
+    assert main(["train", *small, "--augment-shift", "1", "--augment-groups", "-1"]) != 0
+    err = capsys.readouterr().err
+    assert "augment groups must be 0" in err and "Traceback" not in err
 
 
 def test_bptt_trains_epoch_k_plus_1_on_draw_k():

@@ -39,6 +39,10 @@ def add_train_parser(sub) -> None:
                    help="data augmentation: at every re-projection each training sample's frames move by a new "
                         "random offset in [-S, S]^2 pixels (zero fill), seeded by --seed (default 0: off; "
                         "not with --nproc)")
+    p.add_argument("--augment-groups", type=int, default=16, metavar="K",
+                   help="with --augment-shift: the samples form K fixed groups that move together (a new offset "
+                        "per group and draw), so each draw's input Gram is summed from the K groups' Grams instead "
+                        "of formed anew (default 16; 0: one offset per sample, the Gram formed from every draw)")
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
@@ -70,7 +74,8 @@ def cmd_train(args) -> int:
     resample = None
     if args.augment_shift:
         from .data.augment import ShiftResampler
-        resample = ShiftResampler(X, splits.train.sensor_shape, args.augment_shift, settings.seed)
+        resample = ShiftResampler(X, splits.train.sensor_shape, args.augment_shift, settings.seed,
+                                  groups=args.augment_groups)
     result = train(X, splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,

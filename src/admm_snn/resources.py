@@ -19,7 +19,7 @@ def _frame_bytes(frames_dtype, state_bytes: int) -> int:
 
 
 def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=None, device="cpu",
-                    density: float | None = None) -> dict:
+                    density: float | None = None, group_grams: int = 0) -> dict:
     """Bytes needed by a run of the ADMM solver, by part (b = bytes of the state dtype, g = of the gram
     dtype, f = of the stored frames, B = samples per block of the per-sample updates, K = T·B, n = the
     widest hidden/output layer):
@@ -31,7 +31,9 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
         gram       the input layer's Gram matrix and its Cholesky factor (2·n_0²·g, kept for the run;
                    4.5·n_0²·g while they are formed in the first iteration: the float32 accumulator and
                    the mirrored copy of admm/gram.py, and the ridged copy that is factorised), the largest other Gram with its factor (2·n²·g,
-                   one layer at a time), the spike systems and their factors (4·n²·b) and the weights
+                   one layer at a time), the spike systems and their factors (4·n²·b) and the weights;
+                   with grouped shift augmentation the ``group_grams`` groups' input Grams
+                   (group_grams·n_0²·g, data/augment.py)
         working    one block's inputs converted for dense products u = W a (K·n_0·b, unless the frames
                    are already in the state dtype; at least the 4·K·n_0 bytes of the float32 copy that
                    the exact input Gram's dense kernel forms) and, in the gram dtype, for the weight sums, kept between
@@ -67,7 +69,8 @@ def estimate_memory(sizes: list[int], T: int, N: int, settings, frames_dtype=Non
     state = (T * N * (sum(sizes[1:]) + sum(hidden)) + 2 * N * sizes[-1]) * b
     others = max(sizes[1:-1] or [0])
     weights = sum(m * k for m, k in zip(sizes[:-1], sizes[1:]))
-    gram = int(4.5 * n0 * n0 * g) + 2 * others * others * g + 4 * n * n * b + weights * (b + g)
+    gram = int(4.5 * n0 * n0 * g) + 2 * others * others * g + 4 * n * n * b + weights * (b + g) \
+        + int(group_grams) * n0 * n0 * g
     # the block's inputs in the state dtype (input products and, by default, the cross sums' products)
     # and, in one reused buffer, in the gram dtype: the hidden layers' inputs for their Grams, and the
     # frames too when the cross products are in the gram dtype
@@ -125,9 +128,10 @@ def gib(n: int) -> str:
     return f"{n / 2 ** 30:.2f} GiB"
 
 
-def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None, density=None) -> dict:
+def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=None, density=None,
+                 group_grams: int = 0) -> dict:
     """Print the estimate (through ``log``) and raise a one-line ResourceError if it cannot fit."""
-    est = estimate_memory(sizes, T, N, settings, frames_dtype, device, density)
+    est = estimate_memory(sizes, T, N, settings, frames_dtype, device, density, group_grams)
     free = available_memory(device)
     if log is not None:
         log(f"memory estimate: {gib(est['total'])} (frames {gib(est['frames'])}, state {gib(est['state'])}, "

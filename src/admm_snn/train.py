@@ -400,7 +400,8 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     compact = frames.dtype in (torch.uint8, torch.bool)  # binary spike frames stay compact (exact)
     density = frame_density(frames)  # counted once: the memory check and the solver's input_format rule
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
-                 frames_dtype=frames.dtype if compact else None, density=density)
+                 frames_dtype=frames.dtype if compact else None, density=density,
+                 group_grams=int(getattr(resample, "groups", 0) or 0) if hasattr(resample, "input_gram") else 0)
     # in torch-aligned memory, like every tensor the run makes (frames read from a file may not be): the
     # products then round alike in every run on these frames (alignment.py)
     X = aligned(frames.to(device=device) if compact else frames.to(device=device, dtype=dtype))
@@ -423,6 +424,18 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
     lab = labels.to(device=device, dtype=torch.int64)
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
+    group_grams: list = []
+
+    def drawn_gram(k: int, st=None) -> None:
+        """A grouped resampler (``groups`` > 0 and ``input_gram(k, grams)``) gives draw k's input Gram
+        (draw 0, the frames themselves, included) from its groups' Grams, formed once at the start; every
+        other resampler, and a run without one, leaves it to the solver, which forms it from the frames."""
+        if resample is None or not (getattr(resample, "groups", 0) and hasattr(resample, "input_gram")):
+            return
+        if not group_grams:
+            group_grams.extend(S.group_input_grams(st or state, resample.frames, resample.sample_groups,
+                                                   resample.groups, settings, X))
+        cache.input_gram = resample.input_gram(k, group_grams).to(S.DTYPES[settings.gram_dtype])
     sample = report_indices(X.shape[1], report_size(X.shape[1], report_samples))
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
@@ -441,10 +454,12 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         last_draw = state.iteration - state.iteration % settings.reproject if resample is not None else 0
         if last_draw:  # the frames the checkpointed states were projected on
             X.copy_(_draw(resample, last_draw, X))
+        drawn_gram(last_draw, state)
         elapsed0, compute_s = r.elapsed_s, r.compute_s
     else:
         t_init = time.perf_counter()
         state = S.init_state(X, y, sizes, settings, generator, cache=cache)
+        drawn_gram(0, state)
         best, best_it, history, best_score = [w.clone() for w in state.weights], 0, [], -1.0
         elapsed0, compute_s = 0.0, 0.0
         init_s = time.perf_counter() - t_init
@@ -465,6 +480,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     def redraw() -> None:  # the frames of this iteration's draw, in place, before its re-projection
         X.copy_(_draw(resample, state.iteration + 1, X))
         S.forget_inputs(cache)
+        drawn_gram(state.iteration + 1)
     try:
         while state.iteration < settings.iterations and not spent():
             t0 = time.perf_counter()

@@ -189,6 +189,30 @@ def input_gram(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCa
     return acc.total()
 
 
+def group_input_grams(state: ADMMState, frames, groups: torch.Tensor, n_groups: int, settings: ADMMSettings,
+                      like: torch.Tensor) -> list[torch.Tensor]:
+    """G_g = Σ_t Σ_{i: groups_i = g} a_{0,t,i} a_{0,t,i}ᵀ for g = 0..n_groups−1 (this process's samples, not
+    reduced): :func:`input_gram` of each group's frames, taken from ``frames`` and converted to ``like``'s
+    dtype and device one group at a time, each with its own cache (the run's cache keeps the CSR form
+    of the whole frames). With integer-valued frames every entry is an exact integer, so Σ_g G_g (added
+    in the gram dtype) is bitwise the Gram of all frames; a G_g whose entries are all float32 numbers is
+    kept in float32 (half the memory, the same values)."""
+    out = []
+    for g in range(int(n_groups)):
+        idx = (groups == g).nonzero().flatten()
+        sub = frames[:, idx].to(device=like.device, dtype=like.dtype)
+        if idx.numel() == 0:
+            n = frames.shape[2]
+            out.append(torch.zeros(n, n, dtype=torch.float32, device=like.device))
+            continue
+        G = input_gram(state, sub, settings, SolverCache())
+        del sub
+        narrow = G.to(torch.float32)  # kept in float32 where that is exact (integer counts below 2^24)
+        out.append(narrow if G.dtype != torch.float32 and torch.equal(narrow.to(G.dtype), G) else G)
+        del G, narrow
+    return out
+
+
 def _weight_sums(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int, sl,
                  inputs: torch.Tensor | None = None, x: torch.Tensor | None = None):
     """(G, C) of W_l's update over the samples ``sl`` (G None for the input layer once its Gram is known).
