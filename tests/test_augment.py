@@ -77,6 +77,21 @@ def test_grouped_offsets_move_a_group_together_and_groups_zero_is_per_sample():
         p.input_gram(1, [])
 
 
+@pytest.mark.parametrize("groups", [4, 0])
+def test_shards_draw_what_the_whole_resampler_draws(groups):
+    X = _frames(N=50)
+    r = ShiftResampler(X, (2, 6, 7), 1, seed=3, groups=groups)
+    parts = [r.shard(0, 17), r.shard(17, 40), r.shard(40, 50)]
+    for k in (0, 1, 4):
+        assert torch.equal(torch.cat([p(k) for p in parts], dim=1), r(k))
+        assert torch.equal(torch.cat([p.offsets(k) for p in parts]), r.offsets(k))
+    if groups:
+        assert torch.equal(torch.cat([p.sample_groups for p in parts]), r.sample_groups)
+    assert parts[1].key == r.key and parts[1].shard(3, 5).first == 20
+    with pytest.raises(SettingsError, match="outside"):
+        r.shard(10, 60)
+
+
 @pytest.mark.parametrize("shape,s,groups", [((2, 6, 7), 1, 5), ((1, 9, 8), 2, 3), ((2, 6, 7), 2, 64)])
 def test_gram_of_a_draw_from_group_grams_is_bitwise_the_gram_of_the_shifted_frames(shape, s, groups):
     X = _frames(T=3, N=40, shape=shape, seed=4)
@@ -202,12 +217,15 @@ def test_forget_inputs_drops_what_came_from_the_frames():
 def test_cli_train_with_augment_shift(tmp_path, capsys):
     small = ["--dataset", "digits", "--time-steps", "5", "--hidden", "6", "--iterations", "2", "--quiet"]
     assert main(["train", *small, "--augment-shift", "1", "--out", str(tmp_path / "r")]) == 0
-    assert main(["train", *small, "--augment-shift", "1", "--nproc", "2"]) != 0
-    assert "--augment-shift is for single-process runs" in capsys.readouterr().err
+    assert main(["train", *small, "--augment-shift", "1", "--nproc", "2", "--federated"]) != 0
+    assert "--augment-shift is for single-process and data-parallel runs" in capsys.readouterr().err
     assert main(["train", *small, "--augment-shift", "1", "--augment-groups", "0"]) == 0
     assert main(["train", *small, "--augment-shift", "1", "--augment-groups", "-1"]) != 0
     err = capsys.readouterr().err
-    assert "augment groups must be 0" in err and "Traceback" not in err
+    assert "--augment-groups must be 0" in err and "Traceback" not in err
+    assert main(["train", *small, "--augment-shift", "-1"]) != 0
+    assert "--augment-shift must be 0" in capsys.readouterr().err
+    assert main(["train", *small, "--nproc", "2", "--federated", "--timeout", "60"]) == 0  # default: no shift
 
 
 def test_bptt_trains_epoch_k_plus_1_on_draw_k():

@@ -12,7 +12,8 @@ import torch
 from admm_snn import distributed as D
 from admm_snn import launch as L
 from admm_snn.admm.settings import ADMMSettings
-from admm_snn.cli import admm_settings, data_options
+from admm_snn.cli import admm_settings, augment_shift, data_options
+from admm_snn.data.augment import ShiftResampler
 from admm_snn.data.options import load_splits
 from admm_snn.io import load_model
 from admm_snn.train import accuracy_and_rates, train
@@ -57,7 +58,7 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     # float64 cross sums: the promise of equality within 1e-5 is made for them (the paper preset sets them);
     # the default float32 ones are held to the measured bound in the realistic-size test below
     argv = _argv(nmnist_root, cache_dir, out, "--preset", preset, "--report-samples", str(report["report_samples"]),
-                 "--val-samples", str(report["val_samples"]), "--cross-dtype", "float64")
+                 "--val-samples", str(report["val_samples"]), "--cross-dtype", "float64", "--augment-shift", "0")
     assert L.launch_local(2, argv, env=_env()) == 0
     printed = capfd.readouterr().out
     assert "2 processes" in printed and "test accuracy" in printed
@@ -93,6 +94,45 @@ def test_two_processes_match_one(nmnist_root, cache_dir, tmp_path, capfd, preset
     assert summary["distributed"]["world_size"] == 2 and summary["distributed"]["shard_sizes"] == [25, 25]
 
 
+@pytest.mark.determinism
+def test_two_processes_with_shift_augmentation_match_one(nmnist_root, cache_dir, tmp_path):
+    """--augment-shift 1 (16 groups): each rank redraws its shard with the offsets its samples get in one
+    process, and sums its groups' moved Grams before the all-reduce: the 1-process weights again."""
+    from admm_snn.data.augment import ShiftResampler
+    out = tmp_path / "run"
+    argv = _argv(nmnist_root, cache_dir, out, "--cross-dtype", "float64", "--augment-shift", "1")
+    assert L.launch_local(2, argv, env=_env()) == 0
+    args = L.build_parser().parse_args(argv)
+    settings = admm_settings(args)
+    splits = load_splits(data_options(args))
+    X = splits.train.time_major()
+    ref = train(X, splits.train.labels, [16], settings, n_classes=10,
+                val=(splits.val.time_major(), splits.val.labels), progress=False,
+                resample=ShiftResampler(X, splits.train.sensor_shape, 1, settings.seed))
+    plain = train(X, splits.train.labels, [16], settings, n_classes=10,
+                  val=(splits.val.time_major(), splits.val.labels), progress=False)
+    model = load_model(out)
+    for w_dist, w_ref, w_plain in zip(model["weights"], ref.weights, plain.weights):
+        assert _rel(w_dist, w_ref) < 1e-5 < _rel(w_plain, w_ref)
+
+
+@pytest.mark.determinism
+def test_single_process_api_with_augmentation_equals_train():
+    from admm_snn.data.augment import ShiftResampler
+    g = torch.Generator().manual_seed(1)
+    X = (torch.rand(6, 20, 2 * 4 * 4, generator=g) < 0.3).float()
+    labels = torch.arange(20) % 3
+    s = ADMMSettings(iterations=3, dtype="float64")
+    for groups in (4, 0):
+        r = ShiftResampler(X, (2, 4, 4), 1, seed=2, groups=groups)
+        ref = train(X, labels, [5], s, progress=False, resample=r)
+        res = D.train_distributed(X, labels, [5], s, resample=r)
+        for a, b in zip(res.weights, ref.weights):
+            assert torch.equal(a, b)
+    with pytest.raises(Exception, match="sharded=False"):
+        D.train_distributed(X, labels, [5], s, resample=r, sharded=True)
+
+
 @pytest.fixture(scope="module")
 def cache_dir_400(nmnist_root, tmp_path_factory):
     """A framing cache of 500 recordings (400 for training after the 20% test split), T = 10."""
@@ -105,7 +145,8 @@ def cache_dir_400(nmnist_root, tmp_path_factory):
 def _realistic_pair(nmnist_root, cache, tmp_path, *extra):
     """The data-parallel run (2 processes, 1 thread each) and the same run in this process (1 thread) on
     400 real recordings, 2312-64-10, T = 10, 5 iterations (the size where rounding differences are
-    amplified by threshold flips: 80 recordings and 16 hidden neurons hide them)."""
+    amplified by threshold flips: 80 recordings and 16 hidden neurons hide them), both with the
+    command's default shift augmentation."""
     out = tmp_path / "run"
     argv = ["--dataset", "nmnist", "--data-dir", str(nmnist_root), "--cache-dir", cache, "--limit", "500",
             "--time-steps", "10", "--hidden", "64", "--iterations", "5", "--warmup", "1", "--val-fraction", "0",
@@ -116,9 +157,12 @@ def _realistic_pair(nmnist_root, cache, tmp_path, *extra):
     assert len(splits.train) == 400
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    X = splits.train.time_major(dtype=splits.train.frames.dtype)
+    settings = admm_settings(args)
+    shift = augment_shift(args)  # the command's default shift augmentation, as admm-snn train builds it
+    resample = ShiftResampler(X, splits.train.sensor_shape, shift, settings.seed) if shift else None
     try:
-        ref = train(splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels, [64],
-                    admm_settings(args), n_classes=10, progress=False)
+        ref = train(X, splits.train.labels, [64], settings, n_classes=10, progress=False, resample=resample)
     finally:
         torch.set_num_threads(threads)
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -17,7 +17,8 @@ from .errors import AdmmSnnError
 # The option groups and their conversion into records live in options.py (shared with the launcher of
 # multi-process runs, launch.py); they are re-exported here for the command modules.
 from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_data_options,  # noqa: F401
-                      add_distributed_options, add_training_options, admm_settings, check_device, data_options)
+                      add_distributed_options, add_training_options, admm_settings, augment_shift, check_device,
+                      data_options)
 
 _device = check_device  # the name the command modules import
 
@@ -35,14 +36,6 @@ def add_train_parser(sub) -> None:
     p.add_argument("--budget-s", type=float, default=None, metavar="S",
                    help="stop once the training compute (initialisation and iterations, without the report) has "
                         "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
-    p.add_argument("--augment-shift", type=int, default=0, metavar="S",
-                   help="data augmentation: at every re-projection each training sample's frames move by a new "
-                        "random offset in [-S, S]^2 pixels (zero fill), seeded by --seed (default 0: off; "
-                        "not with --nproc)")
-    p.add_argument("--augment-groups", type=int, default=16, metavar="K",
-                   help="with --augment-shift: the samples form K fixed groups that move together (a new offset "
-                        "per group and draw), so each draw's input Gram is summed from the K groups' Grams instead "
-                        "of formed anew (default 16; 0: one offset per sample, the Gram formed from every draw)")
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
@@ -52,10 +45,10 @@ def cmd_train(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .launch import run_worker
         return run_worker(args)
-    for flag, value in (("--budget-s", args.budget_s), ("--augment-shift", args.augment_shift or None)):
-        if (args.nproc > 1 or args.federated) and value is not None:
-            from .errors import SettingsError
-            raise SettingsError(f"{flag} is for single-process runs; leave it out with --nproc or --federated")
+    if (args.nproc > 1 or args.federated) and args.budget_s is not None:
+        from .errors import SettingsError
+        raise SettingsError("--budget-s is for single-process runs; leave it out with --nproc or --federated")
+    shift = augment_shift(args)
     if args.nproc > 1 or args.federated:
         from .launch import launch_local, worker_argv
         return launch_local(args.nproc, worker_argv(args))
@@ -72,10 +65,9 @@ def cmd_train(args) -> int:
           f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
     X = splits.train.time_major(dtype=splits.train.frames.dtype)
     resample = None
-    if args.augment_shift:
+    if shift:
         from .data.augment import ShiftResampler
-        resample = ShiftResampler(X, splits.train.sensor_shape, args.augment_shift, settings.seed,
-                                  groups=args.augment_groups)
+        resample = ShiftResampler(X, splits.train.sensor_shape, shift, settings.seed, groups=args.augment_groups)
     result = train(X, splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,

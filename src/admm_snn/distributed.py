@@ -270,6 +270,31 @@ def _shard(frames, labels, comm: Comm, sharded: bool):
     return frames[:, a:b], labels[a:b], a, n, counts
 
 
+class _ShardColumns:
+    """The shard ``start:stop`` of every draw of a resampler that has no ``shard`` method."""
+
+    def __init__(self, resample, start: int, stop: int):
+        self.resample, self.start, self.stop = resample, start, stop
+        self.key = getattr(resample, "key", "resample")
+
+    def __call__(self, k: int) -> torch.Tensor:
+        return self.resample(k)[:, self.start:self.stop]
+
+
+def _local_resampler(resample, sharded: bool, settings: ADMMSettings, start: int, n_local: int):
+    """This rank's part of the augmentation ``resample`` over all the data (None: no augmentation)."""
+    if resample is None:
+        return None
+    if sharded:
+        raise SettingsError("data augmentation (resample) in data-parallel runs needs all the data on every "
+                            "process (sharded=False)")
+    if not settings.reproject:
+        raise SettingsError("data augmentation (resample) needs re-projection (reproject >= 1)")
+    if hasattr(resample, "shard"):
+        return resample.shard(start, start + n_local)
+    return _ShardColumns(resample, start, start + n_local)
+
+
 def _local_sample(idx, start: int, n_local: int):
     """The indices (in this shard) of the global subsample ``idx`` that fall in the shard
     ``[start, start + n_local)``; None when ``idx`` is None (every sample)."""
@@ -312,7 +337,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                       world_size: int | None = None, init_method: str | None = None,
                       progress: bool = False, device: str = "cpu", metrics_every: int = 1,
                       model_extra: dict | None = None, log=print, report_samples: int | None = None,
-                      val_samples: int | None = None):
+                      val_samples: int | None = None, resample=None):
     """Data-parallel ADMM: the same result as :func:`train.train` on all the data, computed by
     ``world_size`` processes that each hold a contiguous shard of the samples and their states.
 
@@ -333,6 +358,11 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     ``report_samples``, ``val_samples`` bound the per-iteration report as in :func:`train.train`, on the
     same samples: the subsample is drawn over all the data and each rank measures the part of it in its
     shard.
+
+    ``resample``: data augmentation over all the data, as in :func:`train.train` (not with
+    ``sharded=True``): each rank redraws its shard (``resample.shard(start, stop)`` where the resampler
+    has it, e.g. :class:`admm_snn.data.augment.ShiftResampler`; else the shard's columns of the whole
+    draw), and a grouped shift's input Gram is each rank's Σ_g P_g G_g P_gᵀ summed over the ranks.
     """
     from .io import save_model
     from .resources import check_memory
@@ -370,10 +400,15 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                                kind="control").tolist()
         density = both[0] / max(both[1], 1.0)
         compact = Xf.dtype in (torch.uint8, torch.bool)  # binary frames stay compact, as in train()
+        local = _local_resampler(resample, sharded, settings, start, Xf.shape[1])
+        grouped = local is not None and bool(getattr(local, "groups", 0)) and hasattr(local, "input_gram")
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
                      log=log if (progress and comm.is_main) else None,
-                     frames_dtype=Xf.dtype if compact else None, density=density)
+                     frames_dtype=Xf.dtype if compact else None, density=density,
+                     group_grams=int(local.groups) if grouped else 0)
         X = aligned(Xf.to(device=device) if compact else Xf.to(device=device, dtype=dtype))
+        if local is not None:
+            X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
         if not compact and not bool(torch.isfinite(X).all()):
             raise SettingsError("frames contain NaN or infinite values; check the input data")
         lab = lab.to(device)
@@ -392,6 +427,22 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         remember_density(cache, density)
         cache.reduce = lambda t: comm.all_reduce(t, "sum", "weights")
         state = init_state_shard(X, y, sizes, settings, generator, start, n_total, cache)
+        group_grams: list = []
+
+        def drawn_gram(k: int) -> None:  # as in train(): draw k's input Gram from the groups' Grams, reduced
+            if not grouped:
+                return
+            if not group_grams:
+                group_grams.extend(S.group_input_grams(state, local.frames, local.sample_groups, local.groups,
+                                                       settings, X))
+            cache.input_gram = cache.reduce(local.input_gram(k, group_grams).to(S.DTYPES[settings.gram_dtype]))
+
+        def redraw() -> None:
+            from .data.augment import checked_draw
+            X.copy_(checked_draw(local, state.iteration + 1, X).to(device=X.device, dtype=X.dtype))
+            S.forget_inputs(cache)
+            drawn_gram(state.iteration + 1)
+        drawn_gram(0)
         out = Path(out) if out is not None else None
         if out is not None and comm.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +459,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
                 comm.where = f"iteration {state.iteration + 1}"
                 b0, s0 = dict(comm.bytes), comm.seconds["weights"]
                 seconds = step_together(
-                    comm, lambda: S.iterate(state, X, y, settings, cache, generator),
+                    comm, lambda: S.iterate(state, X, y, settings, cache, generator,
+                                            redraw=redraw if local is not None else None),
                     lambda: f"another process stopped with an error at iteration {state.iteration}")
                 comm.records.append({"iteration": state.iteration, "seconds": seconds,
                                      "bytes": comm.bytes["weights"] - b0["weights"],

@@ -28,7 +28,7 @@ from pathlib import Path
 from .distributed import connect, train_distributed
 from .errors import AdmmSnnError, SettingsError
 from .options import (DEFAULT_HIDDEN, add_data_options, add_distributed_options, add_training_options,
-                      admm_settings, check_device, data_options)
+                      admm_settings, augment_shift, check_device, data_options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +166,7 @@ def run_worker(args) -> int:
     """One process of a distributed or federated run (rank from the environment)."""
     from .train import accuracy_and_rates
     rank = int(os.environ.get("RANK", 0))
+    shift = augment_shift(args)
     if args.checkpoint_every or args.resume:
         raise SettingsError("--checkpoint-every and --resume are not supported with --nproc/torchrun runs yet; "
                             "run single-process to checkpoint")
@@ -203,10 +204,16 @@ def run_worker(args) -> int:
                                      block_tol=args.block_tol if args.block_tol is not None else DEFAULT_BLOCK_TOL,
                                      device=device, model_extra=extra)
         else:
-            result = train_distributed(train_ds.time_major(), train_ds.labels, hidden, settings,
+            X = train_ds.time_major()
+            resample = None
+            if shift:  # as admm-snn train builds it, over all the data (each rank takes its shard)
+                from .data.augment import ShiftResampler
+                resample = ShiftResampler(X, train_ds.sensor_shape, shift, settings.seed, groups=args.augment_groups)
+            result = train_distributed(X, train_ds.labels, hidden, settings,
                                        n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
                                        progress=not args.quiet, device=device, model_extra=extra,
-                                       report_samples=args.report_samples, val_samples=args.val_samples)
+                                       report_samples=args.report_samples, val_samples=args.val_samples,
+                                       resample=resample)
         if comm.is_main:
             last = result.history[-1] if result.history else {}
             summary = {"best_iteration": result.best_iteration, "wall_s": round(result.wall_s, 2),

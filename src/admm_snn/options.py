@@ -221,7 +221,40 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
                    help=argparse.SUPPRESS if distributed else "continue the run in --out from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_report_options(g)
+    a = p.add_argument_group("augmentation")
+    a.add_argument("--augment-shift", type=int, default=None, metavar="S",
+                   help="shift augmentation: at every re-projection the training samples' frames move by new "
+                        f"random offsets in [-S, S]^2 pixels (zero fill), seeded by --seed (default {DEFAULT_SHIFT}; "
+                        "0: off; --preset paper and federated runs do not augment)")
+    a.add_argument("--augment-groups", type=int, default=16, metavar="K",
+                   help="with --augment-shift: the samples form K fixed random groups that move together (a new "
+                        "offset per group and draw), so each draw's input Gram is summed from the K groups' Grams "
+                        "instead of formed anew (default 16; 0: one offset per sample, the Gram formed from every draw)")
 
+
+
+DEFAULT_SHIFT = 1
+"""--augment-shift's default (pixels) for single-process and data-parallel runs."""
+
+
+def augment_shift(args) -> int:
+    """The shift augmentation of a training command: --augment-shift, or :data:`DEFAULT_SHIFT` where it
+    is left out (0 with --preset paper, the paper's method, and for federated runs, which do not augment);
+    a given shift with --federated, a negative one or negative --augment-groups is a one-line SettingsError."""
+    from .errors import SettingsError
+    given = getattr(args, "augment_shift", None)
+    federated = bool(getattr(args, "federated", False))
+    if given is not None and given < 0:
+        raise SettingsError(f"--augment-shift must be 0 (off) or a number of pixels >= 1, got {given}")
+    if getattr(args, "augment_groups", 0) < 0:
+        raise SettingsError(f"--augment-groups must be 0 (one offset per sample) or a positive count, "
+                            f"got {args.augment_groups}")
+    if federated and given:
+        raise SettingsError("--augment-shift is for single-process and data-parallel runs; leave it out with "
+                            "--federated")
+    if given is None:  # the paper's method (--preset paper) and federated runs: no augmentation
+        return 0 if federated or getattr(args, "preset", "default") == "paper" else DEFAULT_SHIFT
+    return int(given)
 
 
 # train.REPORT_SAMPLES, train.VAL_SAMPLES, written out so that building the parser does not import torch

@@ -24,7 +24,7 @@ is an integer sum).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -110,6 +110,10 @@ class ShiftResampler:
     max_shift: int = 1
     seed: int = 0
     groups: int = 16
+    first: int = 0
+    """For a shard (:meth:`shard`): the index of ``frames``' first sample among all ``total`` samples."""
+    total: int | None = None
+    """For a shard: the number of samples of the whole data set (None: ``frames`` are all of it)."""
 
     def __post_init__(self):
         if int(self.max_shift) < 1:
@@ -127,19 +131,36 @@ class ShiftResampler:
         groups = f"-groups{self.groups}" if self.groups else ""
         return f"shift{int(self.max_shift)}-seed{int(self.seed)}{groups}"
 
+    def shard(self, start: int, stop: int) -> "ShiftResampler":
+        """The resampler of samples ``start:stop`` (a data-parallel process's shard): the same groups and
+        offsets as those samples get from this resampler, so the shards' draws together are its draw."""
+        n = int(self.frames.shape[1])
+        if not 0 <= start <= stop <= n:
+            raise SettingsError(f"shard {start}:{stop} is outside the {n} samples of the augmentation")
+        return replace(self, frames=self.frames[:, start:stop], first=self.first + int(start),
+                       total=self.total if self.total is not None else n)
+
+    def _span(self) -> tuple[int, int, int]:
+        n = int(self.frames.shape[1])
+        return int(self.first), int(self.first) + n, int(self.total if self.total is not None else n)
+
     @property
     def sample_groups(self) -> torch.Tensor | None:
         """The group of every sample (N,), the same in every draw; None without groups."""
         if not self.groups:
             return None
+        a, b, total = self._span()
         gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + 999_983)
-        return torch.randperm(int(self.frames.shape[1]), generator=gen) % int(self.groups)
+        return torch.randperm(total, generator=gen)[a:b] % int(self.groups)
 
     def group_offsets(self, k: int) -> torch.Tensor:
         """(groups, 2) offsets (dy, dx) of draw k, one per group (with ``groups=0``: per sample)."""
+        a, b, total = self._span()
         gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(k))
         s = int(self.max_shift)
-        return torch.randint(-s, s + 1, (int(self.groups or self.frames.shape[1]), 2), generator=gen)
+        if self.groups:
+            return torch.randint(-s, s + 1, (int(self.groups), 2), generator=gen)
+        return torch.randint(-s, s + 1, (total, 2), generator=gen)[a:b]
 
     def offsets(self, k: int) -> torch.Tensor:
         """(N, 2) offsets (dy, dx) of every sample in draw k."""

@@ -68,9 +68,10 @@ class CompareConfig:
     budget_s: float | None = None
     report_samples: int | None = None
     val_samples: int | None = None
-    augment_shift: int = 0
-    """Shift augmentation for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler`, seeded by
-    each method's seed): ADMM redraws at every re-projection, BPTT at every epoch after the first."""
+    augment_shift: int = 1
+    """Shift augmentation for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
+    default 16 groups, seeded by each method's seed): ADMM redraws at every re-projection, BPTT at every
+    epoch after the first; 0: off."""
 
     def __post_init__(self):
         if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
