@@ -58,6 +58,18 @@ def test_resampler_is_seeded_per_draw_and_keeps_its_source():
     assert ShiftResampler(X, (2, 6, 7), 1, 3, groups=0).key == "shift1-seed3"
 
 
+def test_default_shift_follows_the_sensor_and_the_commands():
+    from types import SimpleNamespace as NS
+    from admm_snn.data.augment import default_shift
+    from admm_snn.options import augment_shift
+    assert default_shift((2, 34, 34)) == default_shift((1, 28, 28)) == 1
+    assert default_shift((1, 8, 8)) == 0 and default_shift(None) == 0
+    assert augment_shift(NS(augment_shift=None, augment_groups=16, federated=False, preset="default")) is None
+    assert augment_shift(NS(augment_shift=None, augment_groups=16, federated=False, preset="paper")) == 0
+    assert augment_shift(NS(augment_shift=None, augment_groups=16, federated=True, preset="default")) == 0
+    assert augment_shift(NS(augment_shift=2, augment_groups=16, federated=False, preset="paper")) == 2
+
+
 def test_grouped_offsets_move_a_group_together_and_groups_zero_is_per_sample():
     X = _frames(N=50)
     r = ShiftResampler(X, (2, 6, 7), 1, seed=3, groups=4)

@@ -13,7 +13,7 @@ from admm_snn import distributed as D
 from admm_snn import launch as L
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.cli import admm_settings, augment_shift, data_options
-from admm_snn.data.augment import ShiftResampler
+from admm_snn.data.augment import ShiftResampler, default_shift
 from admm_snn.data.options import load_splits
 from admm_snn.io import load_model
 from admm_snn.train import accuracy_and_rates, train
@@ -160,6 +160,8 @@ def _realistic_pair(nmnist_root, cache, tmp_path, *extra):
     X = splits.train.time_major(dtype=splits.train.frames.dtype)
     settings = admm_settings(args)
     shift = augment_shift(args)  # the command's default shift augmentation, as admm-snn train builds it
+    shift = default_shift(splits.train.sensor_shape) if shift is None else shift
+    assert shift == 1
     resample = ShiftResampler(X, splits.train.sensor_shape, shift, settings.seed) if shift else None
     try:
         ref = train(X, splits.train.labels, [64], settings, n_classes=10, progress=False, resample=resample)

@@ -65,14 +65,16 @@ def cmd_train(args) -> int:
           f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
     X = splits.train.time_major(dtype=splits.train.frames.dtype)
     resample = None
+    from .data.augment import ShiftResampler, default_shift
+    shift = default_shift(splits.train.sensor_shape) if shift is None else shift
     if shift:
-        from .data.augment import ShiftResampler
         resample = ShiftResampler(X, splits.train.sensor_shape, shift, settings.seed, groups=args.augment_groups)
     result = train(X, splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,
-                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"]},
+                   model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"],
+                                "augment": {"shift": shift, "groups": args.augment_groups} if shift else None},
                    report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s,
                    resample=resample)
     last = result.history[-1] if result.history else {}

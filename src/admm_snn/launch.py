@@ -206,8 +206,9 @@ def run_worker(args) -> int:
         else:
             X = train_ds.time_major()
             resample = None
+            from .data.augment import ShiftResampler, default_shift
+            shift = default_shift(train_ds.sensor_shape) if shift is None else shift
             if shift:  # as admm-snn train builds it, over all the data (each rank takes its shard)
-                from .data.augment import ShiftResampler
                 resample = ShiftResampler(X, train_ds.sensor_shape, shift, settings.seed, groups=args.augment_groups)
             result = train_distributed(X, train_ds.labels, hidden, settings,
                                        n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,

@@ -224,8 +224,9 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
     a = p.add_argument_group("augmentation")
     a.add_argument("--augment-shift", type=int, default=None, metavar="S",
                    help="shift augmentation: at every re-projection the training samples' frames move by new "
-                        f"random offsets in [-S, S]^2 pixels (zero fill), seeded by --seed (default {DEFAULT_SHIFT}; "
-                        "0: off; --preset paper and federated runs do not augment)")
+                        "random offsets in [-S, S]^2 pixels (zero fill), seeded by --seed (default: 1 on sensors of "
+                        "at least 16x16 pixels such as MNIST and N-MNIST, 0 on smaller ones; 0: off; --preset paper "
+                        "and federated runs do not augment)")
     a.add_argument("--augment-groups", type=int, default=16, metavar="K",
                    help="with --augment-shift: the samples form K fixed random groups that move together (a new "
                         "offset per group and draw), so each draw's input Gram is summed from the K groups' Grams "
@@ -233,14 +234,11 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
 
 
 
-DEFAULT_SHIFT = 1
-"""--augment-shift's default (pixels) for single-process and data-parallel runs."""
-
-
-def augment_shift(args) -> int:
-    """The shift augmentation of a training command: --augment-shift, or :data:`DEFAULT_SHIFT` where it
-    is left out (0 with --preset paper, the paper's method, and for federated runs, which do not augment);
-    a given shift with --federated, a negative one or negative --augment-groups is a one-line SettingsError."""
+def augment_shift(args) -> int | None:
+    """The shift augmentation of a training command: --augment-shift; None where it is left out (the
+    default then follows the sensor: :func:`admm_snn.data.augment.default_shift`), 0 with --preset paper
+    (the paper's method) and for federated runs, which do not augment. A given shift with --federated, a
+    negative one or a negative --augment-groups is a one-line SettingsError."""
     from .errors import SettingsError
     given = getattr(args, "augment_shift", None)
     federated = bool(getattr(args, "federated", False))
@@ -252,9 +250,9 @@ def augment_shift(args) -> int:
     if federated and given:
         raise SettingsError("--augment-shift is for single-process and data-parallel runs; leave it out with "
                             "--federated")
-    if given is None:  # the paper's method (--preset paper) and federated runs: no augmentation
-        return 0 if federated or getattr(args, "preset", "default") == "paper" else DEFAULT_SHIFT
-    return int(given)
+    if given is None and (federated or getattr(args, "preset", "default") == "paper"):
+        return 0
+    return None if given is None else int(given)
 
 
 # train.REPORT_SAMPLES, train.VAL_SAMPLES, written out so that building the parser does not import torch

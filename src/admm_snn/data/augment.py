@@ -31,6 +31,22 @@ import torch
 from ..errors import SettingsError
 
 
+DEFAULT_SHIFT = 1
+"""The commands' default shift (pixels) on sensors of at least :data:`MIN_SIDE` pixels a side."""
+
+MIN_SIDE = 16
+"""Smallest sensor side that the commands augment by default: MNIST (28 × 28) and N-MNIST (34 × 34) are
+shifted, the bundled 8 × 8 digits (where one pixel is an eighth of the image) are not."""
+
+
+def default_shift(shape) -> int:
+    """The shift of ``admm-snn train`` and ``compare`` when ``--augment-shift`` is left out:
+    :data:`DEFAULT_SHIFT` on a (C, H, W) sensor with H, W ≥ :data:`MIN_SIDE`, else 0."""
+    if shape is None or len(shape) != 3:
+        return 0
+    return DEFAULT_SHIFT if min(int(shape[1]), int(shape[2])) >= MIN_SIDE else 0
+
+
 SHIFT_BLOCK = 2048
 """Samples per gather of :func:`shift_frames` (bounds its int64 index map to SHIFT_BLOCK·C·H·W entries)."""
 

@@ -109,10 +109,11 @@ def add_compare_parser(subparsers) -> None:
                         "its mini-batches, once S seconds of training (without evaluation) are spent; the iteration "
                         f"and epoch caps become {BUDGET_CAP_ITERATIONS} unless --iterations/--bptt-epochs are given "
                         "(default: no budget)")
-    g.add_argument("--augment-shift", type=int, default=1, metavar="S",
+    g.add_argument("--augment-shift", type=int, default=None, metavar="S",
                    help="shift augmentation for ADMM and BPTT alike: the training samples move by new random offsets "
                         "in [-S, S]^2 pixels (16 fixed groups of samples, one offset per group and draw) at every ADMM "
-                        "re-projection and every BPTT epoch after the first (default 1; 0: off)")
+                        "re-projection and every BPTT epoch after the first (default: 1 on sensors of at least 16x16 "
+                        "pixels such as MNIST and N-MNIST, 0 on smaller ones; 0: off)")
     g.add_argument("--methods", nargs="+", choices=["admm", "bptt", "floor"], default=["admm", "bptt", "floor"],
                    help="which methods to run (default all three)")
     g.add_argument("--metrics-every", type=int, default=1, metavar="K",

@@ -68,10 +68,11 @@ class CompareConfig:
     budget_s: float | None = None
     report_samples: int | None = None
     val_samples: int | None = None
-    augment_shift: int = 1
+    augment_shift: int | None = None
     """Shift augmentation for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
     default 16 groups, seeded by each method's seed): ADMM redraws at every re-projection, BPTT at every
-    epoch after the first; 0: off."""
+    epoch after the first; 0: off; None: :func:`admm_snn.data.augment.default_shift` of the sensor (1 on
+    MNIST and N-MNIST)."""
 
     def __post_init__(self):
         if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
@@ -89,7 +90,7 @@ class CompareConfig:
             raise SettingsError(f"plot sample {self.plot_sample} must be >= 0")
         if self.budget_s is not None and not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0):
             raise SettingsError(f"budget {self.budget_s!r} must be a number of seconds > 0")
-        if not isinstance(self.augment_shift, int) or self.augment_shift < 0:
+        if self.augment_shift is not None and (not isinstance(self.augment_shift, int) or self.augment_shift < 0):
             raise SettingsError(f"augment shift {self.augment_shift!r} must be 0 (off) or a number of pixels >= 1")
         for name in ("report_samples", "val_samples"):
             v = getattr(self, name)
@@ -383,9 +384,12 @@ def results_markdown(results: dict) -> str:
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
     if cfg.get("augment_shift"):
-        L.append(f"- **Augmentation.** Both methods train on shifted frames: every training sample moves by a new "
-                 f"random offset in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill) at every "
-                 "ADMM re-projection and every BPTT epoch after the first; validation and test frames are not moved.")
+        L.append(f"- **Augmentation.** Both methods train on shifted frames: the training samples move by new "
+                 f"random offsets in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill; 16 fixed "
+                 "random groups of samples, one offset per group and draw) at every ADMM re-projection and every BPTT "
+                 "epoch after the first; validation and test frames are not moved (`--augment-shift 0`: none).")
+    else:
+        L.append("- **Augmentation.** None (`--augment-shift 0`): both methods train on the fixed frames.")
     L.append(f"- **ADMM.** `admm_snn.train.train`, "
              + (f"at most {adm['iterations']} iterations within the budget" if budget else f"{adm['iterations']} iterations")
              + f", validation accuracy evaluated every {cfg['metrics_every']} iteration(s) and the best iteration "
@@ -463,6 +467,8 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     # converts one chunk or mini-batch at a time
     X, labels = _time_major(splits.train), splits.train.labels
     sensor_shape = splits.train.sensor_shape
+    from ..data.augment import default_shift
+    shift = default_shift(sensor_shape) if config.augment_shift is None else config.augment_shift
     val = (_time_major(splits.val), splits.val.labels)
     test = (_time_major(splits.test), splits.test.labels)
     info = splits.info
@@ -476,7 +482,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
         f"({info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
         f"{time.perf_counter() - t_start:.1f} s")
     params = config.admm.lif
-    results = {"config": config.to_dict(), "split": info, "environment": environment(),
+    results = {"config": {**config.to_dict(), "augment_shift": shift}, "split": info, "environment": environment(),
                "paper": {str(k): v for k, v in PAPER_NMNIST.items()} if config.data.dataset == "nmnist" else {},
                "runs": [], "summary": [],
                "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
@@ -498,11 +504,11 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                 elif m == "admm":
                     r = run_admm(X, labels, val, test, hidden, admm_s, floor, config.metrics_every,
                                  config.device, config.progress, config.budget_s, config.report_samples,
-                                 _resampler(X, sensor_shape, config.augment_shift, seed))
+                                 _resampler(X, sensor_shape, shift, seed))
                 else:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
                     r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress,
-                                 config.budget_s, _resampler(X, sensor_shape, config.augment_shift, bs.seed))
+                                 config.budget_s, _resampler(X, sensor_shape, shift, bs.seed))
                 k += 1
                 weights = r.pop("weights")
                 if m == "admm" and r["val_accuracy"] is not None and (best is None or r["val_accuracy"] > best[0]):
