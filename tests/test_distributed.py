@@ -281,3 +281,28 @@ def test_hung_worker_stops_rank0_within_timeout(nmnist_root, cache_dir, tmp_path
     assert lines[0].startswith("admm-snn: error: rank 0 of 2: all-reduce at iteration 3 failed: no answer within "
                                "the 6 s timeout")
     assert 6 <= elapsed < 6 + 3 + 25  # timeout, then the launcher's grace before it stops the hung rank
+
+
+def test_calibration_samples_are_one_global_set_for_any_split(monkeypatch):
+    """init_rate calibrates on CALIBRATION_SAMPLES evenly spaced samples of all the data; every split over
+    processes sees its part of the same set, and the scale found on it gives the target rate on all."""
+    from admm_snn.admm import solver as S
+    assert S.calibration_indices(S.CALIBRATION_SAMPLES) is None
+    monkeypatch.setattr(S, "CALIBRATION_SAMPLES", 7)
+    whole = S.calibration_indices(40)
+    assert whole.tolist() == [i * 40 // 7 for i in range(7)]
+    for bounds in ([(0, 40)], [(0, 20), (20, 40)], [(0, 13), (13, 14), (14, 40)]):
+        parts = [S.calibration_indices(40, b - a, a) + a for a, b in bounds]
+        assert torch.equal(torch.cat(parts), whole)
+    g = torch.Generator().manual_seed(0)
+    X = (torch.rand(8, 400, 30, generator=g) < 0.3).float()
+    y = torch.eye(3)[torch.arange(400) % 3]
+    s = ADMMSettings(init_rate=0.1)
+    monkeypatch.setattr(S, "CALIBRATION_SAMPLES", 100)
+    st = S.init_state(X, y, [30, 20, 3], s, torch.Generator().manual_seed(1))
+    rate = float(st.spikes[0].mean())
+    assert abs(rate - 0.1) < 0.01  # the subsample's scale: the target rate on every sample
+    monkeypatch.setattr(S, "CALIBRATION_SAMPLES", 10_000)
+    full = S.init_state(X, y, [30, 20, 3], s, torch.Generator().manual_seed(1))
+    assert not torch.equal(st.weights[0], full.weights[0])
+    assert float((st.weights[0] - full.weights[0]).norm() / full.weights[0].norm()) < 0.05

@@ -226,7 +226,8 @@ def init_state_shard(X: torch.Tensor, y: torch.Tensor, sizes: list[int], setting
     """
     if settings.init != "uniform":
         # the cache carries the all-reduce: the forward init fits the output block to the summed statistics
-        return S.init_state(X, y, sizes, settings, generator, cache=cache if cache is not None else S.SolverCache())
+        return S.init_state(X, y, sizes, settings, generator, cache=cache if cache is not None else S.SolverCache(),
+                            shard=(start, n_total))
     dtype, device = S.DTYPES[settings.dtype], X.device
     T, n_local = X.shape[0], X.shape[1]
     sl = slice(start, start + n_local)

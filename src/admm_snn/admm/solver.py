@@ -59,14 +59,36 @@ def _converted(cache: "SolverCache | None", key: str, x: torch.Tensor, dtype) ->
     return out
 
 
+CALIBRATION_SAMPLES = 2000
+"""Samples on which ``init_rate`` calibrates the initial weight scale (:func:`calibration_indices`): the
+rate of 2,000 samples' spikes pins the scale as well as all samples' do (a bisection over a monotone
+rate), at a fraction of the start's cost for large N (13,620 MNIST images: 6.9 s for all, under 1 s)."""
+
+
+def calibration_indices(n_total: int, n_local: int | None = None, start: int = 0) -> torch.Tensor | None:
+    """The samples of the rate calibration among ``n_total``: i·n_total // k for i < k =
+    :data:`CALIBRATION_SAMPLES` (evenly spaced, no random draw), as indices into this process's samples
+    ``start .. start + n_local`` (None: every sample, when n_total ≤ k). The same global set for any
+    split over processes, so a data-parallel start is the single-process one."""
+    k = CALIBRATION_SAMPLES
+    if n_total <= k:
+        return None
+    n_local = n_total if n_local is None else n_local
+    idx = torch.arange(k, dtype=torch.int64) * n_total // k
+    return idx[(idx >= start) & (idx < start + n_local)] - start
+
+
 def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings: ADMMSettings,
                generator: torch.Generator, cache: "SolverCache | None" = None,
-               rate_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ADMMState:
+               rate_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               shard: tuple[int, int] | None = None) -> ADMMState:
     """The starting point: ``init="uniform"`` is the paper's (W = 0, z and a uniform in [0, 1), λ = 0);
     ``init="forward"`` draws random weights, takes the states of their forward simulation and (parallel
     schedule) fits the output block to them, so the first sweep already sees the output's error.
     ``rate_reduce`` sums the rate calibration's spike counts over processes (default: ``cache.reduce``;
-    federated clients pass an all-reduce of these two numbers while their cache shares nothing)."""
+    federated clients pass an all-reduce of these two numbers while their cache shares nothing).
+    ``shard`` = (start, n_total): these frames are samples start.. of n_total (data-parallel), so that
+    the calibration uses the same samples (:func:`calibration_indices`) as one process on all of them."""
     dtype, device = DTYPES[settings.dtype], frames.device
     T, N = frames.shape[0], frames.shape[1]
     if settings.init == "uniform":
@@ -81,7 +103,10 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, sizes: list[int], settings
         if settings.init_rate is not None:
             # with identity layers only the first hidden layer is calibrated (the others copy it)
             calibrated = [weights[0], weights[-1]] if identity else weights
-            calibrated = calibrate_rates(calibrated, frames, settings.lif, settings.init_rate,
+            start, n_total = shard if shard is not None else (0, N)
+            sample = calibration_indices(n_total, N, start)
+            calibrated = calibrate_rates(calibrated, frames if sample is None else frames[:, sample.to(device)],
+                                         settings.lif, settings.init_rate,
                                          reduce=rate_reduce or (cache or SolverCache()).reduce,
                                          chunk=block_size(N, T, max(sizes[1:]), settings, device, max(sizes[:-1])))
             weights = [calibrated[0], *weights[1:]] if identity else calibrated

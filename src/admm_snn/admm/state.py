@@ -100,7 +100,9 @@ def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: L
     convolutions)."""
     weights = list(weights)
     T, N = frames.shape[0], frames.shape[1]
-    slices = [slice(s, min(s + (chunk or N), N)) for s in range(0, N, chunk or N)]
+    step = max(1, chunk or N)
+    # N = 0 (a process without calibration samples) still takes part in the reductions
+    slices = [slice(s, min(s + step, N)) for s in range(0, N, step)] or [slice(0, 0)]
     inputs = frames
     for l in range(len(weights) - 1):
         W = weights[l]
