@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""What the first ADMM iteration costs beyond a later one: times the first iterations (default settings,
-parallel schedule) and, inside each, the input Gram (solver.input_gram) and the Cholesky factorisations
-(updates.cholesky, with the input Gram's); prints one line per iteration. Data as ``admm-snn bench``
+"""What the first ADMM iteration costs beyond a later one: times the start as train() makes it (init_state,
+then the input Gram: solver.prepare_input_gram), the first iterations (default settings, parallel
+schedule) and, inside each, the input Gram (solver.input_gram, formed again only if the start had not)
+and the Cholesky factorisations (updates.cholesky, with the input Gram's); prints one line per iteration. Data as ``admm-snn bench``
 makes it (real N-MNIST recordings, or random binary frames with --inputs/--density).
 
     python bench/first_iteration.py --n 1000 --time-steps 30 --hidden 128
@@ -43,7 +44,11 @@ def main() -> None:
     cache = S.SolverCache()
     remember_density(cache, density)
     gen = torch.Generator().manual_seed(settings.seed)
+    t0 = time.perf_counter()
     state = S.init_state(frames, y, [frames.shape[2], args.hidden, 10], settings, gen, cache)
+    t1 = time.perf_counter()
+    S.prepare_input_gram(state, frames, settings, cache)  # the start of train(): the input Gram
+    print(f"start: {time.perf_counter() - t0:.3f} s (of which input Gram {time.perf_counter() - t1:.3f} s)")
     spent: dict[str, float] = {}
 
     def timed(name, fn):

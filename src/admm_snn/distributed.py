@@ -444,6 +444,7 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
             S.forget_inputs(cache)
             drawn_gram(state.iteration + 1)
         drawn_gram(0)
+        S.prepare_input_gram(state, X, settings, cache)  # every rank at the start, as in train()
         out = Path(out) if out is not None else None
         if out is not None and comm.is_main:
             out.mkdir(parents=True, exist_ok=True)

@@ -455,11 +455,13 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         if last_draw:  # the frames the checkpointed states were projected on
             X.copy_(_draw(resample, last_draw, X))
         drawn_gram(last_draw, state)
+        S.prepare_input_gram(state, X, settings, cache)
         elapsed0, compute_s = r.elapsed_s, r.compute_s
     else:
         t_init = time.perf_counter()
         state = S.init_state(X, y, sizes, settings, generator, cache=cache)
         drawn_gram(0, state)
+        S.prepare_input_gram(state, X, settings, cache)  # no-op where drawn_gram formed it
         best, best_it, history, best_score = [w.clone() for w in state.weights], 0, [], -1.0
         elapsed0, compute_s = 0.0, 0.0
         init_s = time.perf_counter() - t_init

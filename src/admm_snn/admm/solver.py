@@ -214,6 +214,15 @@ def input_gram(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCa
     return acc.total()
 
 
+def prepare_input_gram(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache) -> None:
+    """G_0 (reduced over processes) formed now if it is not known yet: the trainers call this at the
+    start, so that the product over every frame, which the first weight update of the input layer
+    needs, is part of the start (with the frames' CSR form) instead of making the first iteration the
+    slowest."""
+    if cache.input_gram is None:
+        cache.input_gram = cache.reduce(input_gram(state, frames, settings, cache))
+
+
 def group_input_grams(state: ADMMState, frames, groups: torch.Tensor, n_groups: int, settings: ADMMSettings,
                       like: torch.Tensor) -> list[torch.Tensor]:
     """G_g = Σ_t Σ_{i: groups_i = g} a_{0,t,i} a_{0,t,i}ᵀ for g = 0..n_groups−1 (this process's samples, not

@@ -4,7 +4,7 @@ For each N, one child process per schedule builds N-MNIST-shaped data (the real 
 ``--data-dir`` when N is at most their number, else random binary frames with the real data's density,
 about 3.5%; or, with ``--inputs`` other than 2312, random binary frames of that width and ``--density``,
 e.g. ``--inputs 784 --density 0.13`` for rate-coded MNIST), starts the solver, times the first
-iteration apart (it also forms the fixed input Gram), then times ``--iterations`` iterations. Each
+iteration apart (the start forms the fixed input Gram, as train() does; the first iteration factorises it), then times ``--iterations`` iterations. Each
 child reports the CPU model, the CPU capability torch dispatches to
 (``torch.backends.cpu.get_cpu_capability()``), the kernel each product took (the solver's
 ``cache.paths``: the input Gram's exact kernel, dense or sparse input products, the cross sums' dtype),
@@ -49,7 +49,8 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
     the gram dtype are named ``*_gram``; the cross sums C = Σ x aᵀ, ``*_cross``, are in the gram dtype
     only when ``cross_dtype`` equals it (``total_gram`` counts them then). When the products with the
     frames use their CSR form (``input_format``, frames of ``density``), those products
-    count 2·nnz·n_1 (nnz = density·T·N·n_0) instead of 2·T·N·n_0·n_1. ``first``: add the input Gram formed in the first iteration."""
+    count 2·nnz·n_1 (nnz = density·T·N·n_0) instead of 2·T·N·n_0·n_1. ``first``: add the input Gram (formed
+    once, at the start of a run: solver.prepare_input_gram)."""
     from ..admm.sparse_inputs import uses_sparse
     L = len(sizes) - 1
     K = T * N
@@ -282,6 +283,7 @@ def measure(cfg: dict) -> dict:
     _sync(device)
     t0 = time.perf_counter()
     state = S.init_state(frames, y, sizes, settings, gen, cache)
+    S.prepare_input_gram(state, frames, settings, cache)  # part of the start, as in train()
     _sync(device)
     t_init = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -397,8 +399,8 @@ def markdown(results: list[dict], peak32: float, peak64: float, header: str) -> 
         for r in bd:
             lines.append(f"| {r['N_run']} | {r['schedule']} | "
                          + " | ".join(f"{r['breakdown'].get(k, 0.0):.3f}" for k in keys) + " |")
-    lines += ["", "s/iter: best of the timed iterations (the first iteration, which forms the fixed input "
-              "Gram, is reported separately). GFLOP/iter: products, Gram sums, Cholesky solves and "
+    lines += ["", "s/iter: best of the timed iterations (the first iteration, which factorises the fixed input "
+              "Gram formed at the start, is reported separately). GFLOP/iter: products, Gram sums, Cholesky solves and "
               "factorisations counted from the shapes (element-wise work not counted; the products with the frames "
               "in their sparse form, input_format, count their nonzeros only); in brackets the part "
               "done in the gram dtype. peak: VmHWM (peak resident set) of the child process (whole process, including the "
