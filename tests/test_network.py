@@ -97,8 +97,8 @@ def test_lifparams_rejects_delta_outside_unit_interval(delta):
     _one_line_settings_error(lambda: LIFParams(delta=delta, theta=1.0))
 
 
-@pytest.mark.parametrize("theta", [0.0, -1.0, math.nan])
-def test_lifparams_rejects_nonpositive_theta(theta):
+@pytest.mark.parametrize("theta", [0.0, -1.0, math.nan, math.inf])
+def test_lifparams_rejects_nonpositive_or_infinite_theta(theta):
     _one_line_settings_error(lambda: LIFParams(delta=0.9, theta=theta))
 
 

@@ -30,8 +30,8 @@ class LIFParams:
     def __post_init__(self):
         if not (0.0 < self.delta <= 1.0):
             raise SettingsError(f"delta={self.delta} is outside (0, 1]; use a leak such as 0.95")
-        if not (self.theta > 0.0):
-            raise SettingsError(f"theta={self.theta} must be > 0; use a threshold such as 1.0")
+        if not (0.0 < self.theta < float("inf")):
+            raise SettingsError(f"theta={self.theta} must be a finite number > 0; use a threshold such as 1.0")
 
 
 def heaviside(z: torch.Tensor, theta: float) -> torch.Tensor:
