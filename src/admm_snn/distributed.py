@@ -367,7 +367,8 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
     """
     from .io import save_model
     from .resources import check_memory
-    from .train import VAL_SAMPLES, VAL_SEED, TrainResult, _postfix, report_indices, report_size
+    from .train import (VAL_SAMPLES, VAL_SEED, DrawnGram, TrainResult, _draw, _postfix, grouped, report_indices,
+                        report_size)
     val_samples = VAL_SAMPLES if val_samples is None else val_samples
 
     if frames.dim() != 3:
@@ -402,11 +403,10 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         density = both[0] / max(both[1], 1.0)
         compact = Xf.dtype in (torch.uint8, torch.bool)  # binary frames stay compact, as in train()
         local = _local_resampler(resample, sharded, settings, start, Xf.shape[1])
-        grouped = local is not None and bool(getattr(local, "groups", 0)) and hasattr(local, "input_gram")
         check_memory(sizes, frames.shape[0], Xf.shape[1] * local_procs, settings, device,
                      log=log if (progress and comm.is_main) else None,
                      frames_dtype=Xf.dtype if compact else None, density=density,
-                     group_grams=int(local.groups) if grouped else 0)
+                     group_grams=int(local.groups) if grouped(local) else 0)
         X = aligned(Xf.to(device=device) if compact else Xf.to(device=device, dtype=dtype))
         if local is not None:
             X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
@@ -428,19 +428,14 @@ def train_distributed(frames: torch.Tensor, labels: torch.Tensor, hidden: list[i
         remember_density(cache, density)
         cache.reduce = lambda t: comm.all_reduce(t, "sum", "weights")
         state = init_state_shard(X, y, sizes, settings, generator, start, n_total, cache)
-        group_grams: list = []
+        drawn = DrawnGram(local, settings, X) if grouped(local) else None
 
-        def drawn_gram(k: int) -> None:  # as in train(): draw k's input Gram from the groups' Grams, reduced
-            if not grouped:
-                return
-            if not group_grams:
-                group_grams.extend(S.group_input_grams(state, local.frames, local.sample_groups, local.groups,
-                                                       settings, X))
-            cache.input_gram = cache.reduce(local.input_gram(k, group_grams).to(S.DTYPES[settings.gram_dtype]))
+        def drawn_gram(k: int) -> None:  # as in train(): draw k's input Gram, this shard's part all-reduced
+            if drawn is not None:
+                cache.input_gram = cache.reduce(drawn(k, state))
 
         def redraw() -> None:
-            from .data.augment import checked_draw
-            X.copy_(checked_draw(local, state.iteration + 1, X).to(device=X.device, dtype=X.dtype))
+            X.copy_(_draw(local, state.iteration + 1, X))
             S.forget_inputs(cache)
             drawn_gram(state.iteration + 1)
         drawn_gram(0)

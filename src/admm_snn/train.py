@@ -338,6 +338,27 @@ def _postfix(m: dict) -> dict:
     return d
 
 
+def grouped(resample) -> bool:
+    """Whether ``resample`` gives each draw's input Gram from its groups' Grams (``groups`` > 0 and
+    ``input_gram(k, grams)``, as :class:`admm_snn.data.augment.ShiftResampler` with groups)."""
+    return resample is not None and bool(getattr(resample, "groups", 0)) and hasattr(resample, "input_gram")
+
+
+class DrawnGram:
+    """``drawn(k, state)``: the input Gram of draw k of a :func:`grouped` resampler (this process's
+    samples, not reduced), from its groups' Grams, formed at the first call from its unmoved frames
+    (:func:`solver.group_input_grams`), in the settings' gram dtype."""
+
+    def __init__(self, resample, settings: ADMMSettings, like: torch.Tensor):
+        self.resample, self.settings, self.like, self.grams = resample, settings, like, []
+
+    def __call__(self, k: int, state) -> torch.Tensor:
+        r = self.resample
+        if not self.grams:
+            self.grams = S.group_input_grams(state, r.frames, r.sample_groups, r.groups, self.settings, self.like)
+        return r.input_gram(k, self.grams).to(S.DTYPES[self.settings.gram_dtype])
+
+
 def _draw(resample, k: int, X: torch.Tensor) -> torch.Tensor:
     """Draw k of the augmentation, checked against the training frames' shape, on their device."""
     from .data.augment import checked_draw
@@ -401,7 +422,7 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     density = frame_density(frames)  # counted once: the memory check and the solver's input_format rule
     check_memory(sizes, frames.shape[0], frames.shape[1], settings, device, log=log if progress else None,
                  frames_dtype=frames.dtype if compact else None, density=density,
-                 group_grams=int(getattr(resample, "groups", 0) or 0) if hasattr(resample, "input_gram") else 0)
+                 group_grams=int(resample.groups) if grouped(resample) else 0)
     # in torch-aligned memory, like every tensor the run makes (frames read from a file may not be): the
     # products then round alike in every run on these frames (alignment.py)
     X = aligned(frames.to(device=device) if compact else frames.to(device=device, dtype=dtype))
@@ -424,18 +445,13 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
         X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
     lab = labels.to(device=device, dtype=torch.int64)
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
-    group_grams: list = []
+    drawn = DrawnGram(resample, settings, X) if grouped(resample) else None
 
     def drawn_gram(k: int, st=None) -> None:
-        """A grouped resampler (``groups`` > 0 and ``input_gram(k, grams)``) gives draw k's input Gram
-        (draw 0, the frames themselves, included) from its groups' Grams, formed once at the start; every
+        """A grouped resampler gives draw k's input Gram (draw 0, the frames themselves, included); every
         other resampler, and a run without one, leaves it to the solver, which forms it from the frames."""
-        if resample is None or not (getattr(resample, "groups", 0) and hasattr(resample, "input_gram")):
-            return
-        if not group_grams:
-            group_grams.extend(S.group_input_grams(st or state, resample.frames, resample.sample_groups,
-                                                   resample.groups, settings, X))
-        cache.input_gram = resample.input_gram(k, group_grams).to(S.DTYPES[settings.gram_dtype])
+        if drawn is not None:
+            cache.input_gram = cache.reduce(drawn(k, st or state))
     sample = report_indices(X.shape[1], report_size(X.shape[1], report_samples))
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
