@@ -18,7 +18,7 @@ from .errors import AdmmSnnError
 # multi-process runs, launch.py); they are re-exported here for the command modules.
 from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_data_options,  # noqa: F401
                       add_distributed_options, add_training_options, admm_settings, augment_shift, check_device,
-                      data_options)
+                      data_options, shift_resampler)
 
 _device = check_device  # the name the command modules import
 
@@ -64,17 +64,14 @@ def cmd_train(args) -> int:
     print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
           f"({splits.info['test_source']}); network {[splits.train.n_inputs, *hidden, splits.train.n_classes]}")
     X = splits.train.time_major(dtype=splits.train.frames.dtype)
-    resample = None
-    from .data.augment import ShiftResampler, default_shift
-    shift = default_shift(splits.train.sensor_shape) if shift is None else shift
-    if shift:
-        resample = ShiftResampler(X, splits.train.sensor_shape, shift, settings.seed, groups=args.augment_groups)
+    resample = shift_resampler(shift, args, X, splits.train.sensor_shape, settings.seed)
     result = train(X, splits.train.labels, hidden, settings,
                    n_classes=splits.train.n_classes, val=val, out=args.out,
                    checkpoint_every=args.checkpoint_every or settings.iterations, resume=args.resume,
                    progress=not args.quiet, device=device,
                    model_extra={"data": splits.info["data"], "test_source": splits.info["test_source"],
-                                "augment": {"shift": shift, "groups": args.augment_groups} if shift else None},
+                                "augment": {"shift": resample.max_shift, "groups": resample.groups}
+                                if resample is not None else None},
                    report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s,
                    resample=resample)
     last = result.history[-1] if result.history else {}

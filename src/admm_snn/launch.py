@@ -28,7 +28,7 @@ from pathlib import Path
 from .distributed import connect, train_distributed
 from .errors import AdmmSnnError, SettingsError
 from .options import (DEFAULT_HIDDEN, add_data_options, add_distributed_options, add_training_options,
-                      admm_settings, augment_shift, check_device, data_options)
+                      admm_settings, augment_shift, check_device, data_options, shift_resampler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,11 +205,8 @@ def run_worker(args) -> int:
                                      device=device, model_extra=extra)
         else:
             X = train_ds.time_major()
-            resample = None
-            from .data.augment import ShiftResampler, default_shift
-            shift = default_shift(train_ds.sensor_shape) if shift is None else shift
-            if shift:  # as admm-snn train builds it, over all the data (each rank takes its shard)
-                resample = ShiftResampler(X, train_ds.sensor_shape, shift, settings.seed, groups=args.augment_groups)
+            # as admm-snn train builds it, over all the data (each rank takes its shard)
+            resample = shift_resampler(shift, args, X, train_ds.sensor_shape, settings.seed)
             result = train_distributed(X, train_ds.labels, hidden, settings,
                                        n_classes=train_ds.n_classes, val=val, out=args.out, comm=comm,
                                        progress=not args.quiet, device=device, model_extra=extra,

@@ -255,6 +255,17 @@ def augment_shift(args) -> int | None:
     return None if given is None else int(given)
 
 
+def shift_resampler(shift: int | None, args, frames, sensor_shape, seed: int):
+    """The training command's augmentation over ``frames``: a ShiftResampler of ``shift`` pixels (None:
+    :func:`admm_snn.data.augment.default_shift` of the sensor) with --augment-groups, or None when the
+    shift is 0. ``shift`` is what :func:`augment_shift` returned (checked before any data is loaded)."""
+    from .data.augment import ShiftResampler, default_shift
+    shift = default_shift(sensor_shape) if shift is None else shift
+    if not shift:
+        return None
+    return ShiftResampler(frames, sensor_shape, shift, seed, groups=args.augment_groups)
+
+
 # train.REPORT_SAMPLES, train.VAL_SAMPLES, written out so that building the parser does not import torch
 REPORT_SAMPLES, VAL_SAMPLES = 2000, 10000
 
