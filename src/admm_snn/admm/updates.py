@@ -266,16 +266,21 @@ def heaviside_subroutine(z_star, f_star, f_theta, a, theta, rho, beta, eps):
         z* ≤ θ and Δ2 − Δ1 > 0  →  θ + ε     (spiking is cheaper)
         otherwise               →  z*
     """
-    d1 = a * 2.0
-    d1.neg_().add_(1.0).mul_(beta)  # β (1 − 2a), rounded as written (−2a + 1 = 1 − 2a exactly)
+    d1 = torch.mul(a, -2.0).add_(1.0).mul_(beta)  # β (1 − 2a), rounded as written ((−2)·a = −(2a) exactly)
     d2 = torch.sub(f_star, f_theta).mul_(rho)
     above = z_star > theta
-    # a Python number in torch.where is the same value as torch.full_like(z_star, value), without
-    # filling a tensor (and without a host-to-device copy); nested selections instead of masks combined
-    # with & and ~ give the same result with fewer passes over memory
-    off = torch.where((d1 + d2) > 0, float(theta), z_star)       # used where z* > θ
-    on = torch.where((d2 - d1) > 0, float(theta + eps), z_star)  # used where z* ≤ θ
-    return torch.where(above, off, on)
+    # masks and in-place fills instead of torch.where: the same values (a Python number is cast to the
+    # dtype of z* as torch.where casts it), with no data-dependent selection over a float tensor (torch.where
+    # with a random mask is several times slower than an addition on CPU)
+    s = torch.add(d1, d2)
+    off = s > 0  # z* > θ and Δ1 + Δ2 > 0: θ
+    off &= above
+    torch.sub(d2, d1, out=s)
+    on = s > 0  # z* ≤ θ and Δ2 − Δ1 > 0: θ + ε
+    on &= above.logical_not_()
+    out = z_star.clone()
+    out.masked_fill_(off, float(theta))
+    return out.masked_fill_(on, float(theta + eps))
 
 
 def potential_terms(z, a, u, t, delta, theta):
@@ -322,6 +327,7 @@ def update_potentials_parity(z, a, u, parity: int, delta, theta, rho, beta, eps)
         return z[parity::2].clone()
     # q = δ z_{t-1} + u_t − θ a_{t-1}   (z_{-1} = a_{-1} = 0, so q = u at t = 0)
     q = torch.empty_like(u_t)
+    tmp = torch.empty_like(u_t)  # one scratch buffer for the products below (no temporary per operation)
     first = 1 if parity == 0 else 0
     if first:
         q[0] = u[0]
@@ -331,7 +337,7 @@ def update_potentials_parity(z, a, u, parity: int, delta, theta, rho, beta, eps)
         qk = q[first:]
         torch.mul(z[start::2][:k], delta, out=qk)
         qk += u_t[first:]
-        qk -= theta * a[start::2][:k]
+        qk -= torch.mul(a[start::2][:k], theta, out=tmp[first:])
     # rows with t < T: r = z_{t+1} − u_{t+1} + θ a_t,  z* = (q + δ r)/(1 + δ²)
     last_in = (T - 1 - parity) % 2 == 0
     m = n_t - (1 if last_in else 0)
@@ -343,7 +349,8 @@ def update_potentials_parity(z, a, u, parity: int, delta, theta, rho, beta, eps)
     if m:
         dt, dev = z.dtype, z.device
         r = torch.sub(z[parity + 1::2][:m], u[parity + 1::2][:m])
-        r += theta * a_t[:m]
+        t_m = tmp[:m]
+        r += torch.mul(a_t[:m], theta, out=t_m)
         den = torch.ones((), dtype=dt, device=dev) * delta * delta + 1.0  # 1 + δ², rounded like the reference
         zs = z_star[:m]
         torch.mul(r, delta, out=zs)
@@ -352,9 +359,9 @@ def update_potentials_parity(z, a, u, parity: int, delta, theta, rho, beta, eps)
         fs = f_star[:m]
         torch.sub(zs, q[:m], out=fs)
         fs.square_()
-        fs += (r - delta * zs).square_()
+        fs += torch.sub(r, torch.mul(zs, delta, out=t_m), out=t_m).square_()
         dtheta = float(torch.tensor(delta, dtype=dt) * theta)  # δ·θ as the reference's δ·full(θ)
-        f_theta[:m] += (r - dtheta).square_()
+        f_theta[:m] += torch.sub(r, dtheta, out=t_m).square_()
     return heaviside_subroutine(z_star, f_star, f_theta, a_t, theta, rho, beta, eps)
 
 
@@ -410,8 +417,13 @@ def gated_targets(u: torch.Tensor, a_fwd: torch.Tensor, a: torch.Tensor, z_fwd: 
     with u = W_l a_{l-1} the forward currents, a_fwd and z_fwd the forward spikes and potentials the
     sweep started from and a the spike block's result (t = 0: x_0 = u_0). With k = 0 (g = 1) this is the
     target the reset term carries when the potentials keep their forward values."""
-    g = (1.0 + k * (z_fwd - theta).abs()).pow(-2)
-    return u + theta * prev(g * (a - a_fwd))
+    g = torch.sub(z_fwd, theta).abs_().mul_(k).add_(1.0).pow_(-2)  # in place: the same operations in order
+    d = torch.sub(a, a_fwd).mul_(g).mul_(theta)
+    del g
+    x = torch.empty_like(u)
+    torch.add(u[0], 0.0, out=x[0])  # u_0 + θ·0, as u + θ·prev(·) rounds it (−0 + 0 = +0)
+    torch.add(u[1:], d[:-1], out=x[1:])
+    return x
 
 
 def margin_targets(z_last: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
