@@ -110,3 +110,72 @@ def test_grown_network_computes_its_trained_lower_layers():
 def test_grow_every_must_be_a_count():
     with pytest.raises(SettingsError, match="grow_every"):
         ADMMSettings(grow_every=-1)
+
+
+def test_rho_decay_is_the_per_layer_penalties_it_names():
+    """rho_decay=γ gives hidden layer l of n the penalty ρ·γ^(n−1−l) (the top hidden layer ρ) and is
+    bitwise the solver with those per-layer penalties set by hand, whose blocks are proven exact
+    (tests/test_adaptive.py); the Lagrangian report uses the same values."""
+    from admm_snn.admm import penalties as P
+    X, y, _, _, _ = _growing(6, grow_every=0)
+    s = ADMMSettings(deep_init="identity", grow_every=0, rho=1.3, rho_decay=0.5)
+    runs = []
+    for decay, rhos in ((0.5, None), (1.0, [1.3 * 0.25, 1.3 * 0.5, 1.3])):
+        st = s.replace(rho_decay=decay)
+        g, cache = torch.Generator().manual_seed(0), S.SolverCache()
+        state = S.init_state(X, y, [50, 16, 16, 16, 4], st, g, cache)
+        if rhos is None:
+            assert [P.layer_penalties(state, st, l)[0] for l in range(3)] == [1.3 * 0.25, 1.3 * 0.5, 1.3]
+            assert P.lagrangian_penalties(state, st)[0] == [1.3 * 0.25, 1.3 * 0.5, 1.3]
+        else:
+            state.aux[P.RHO] = torch.tensor(rhos, dtype=torch.float64)
+            state.aux[P.BETA] = torch.full((3,), st.beta, dtype=torch.float64)
+        for _ in range(2):
+            S.iterate(state, X, y, st, cache, g)
+        runs.append(state)
+    for a, b in zip(runs[0].weights + runs[0].spikes, runs[1].weights + runs[1].spikes):
+        assert torch.equal(a, b)
+
+
+def test_rho_decay_leaves_one_layer_networks_unchanged():
+    X = _frames(7)
+    labels = torch.arange(X.shape[1]) % 4
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    out = []
+    for decay in (1.0, 0.3):
+        s = ADMMSettings(rho_decay=decay)
+        g, cache = torch.Generator().manual_seed(0), S.SolverCache()
+        state = S.init_state(X, y, [50, 16, 4], s, g, cache)
+        for _ in range(2):
+            S.iterate(state, X, y, s, cache, g)
+        out.append(state.weights)
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+
+def test_rho_decay_lets_the_output_signal_reach_the_first_of_seven_layers():
+    """Seven identity-started hidden layers: after one sweep of the state blocks from the forward
+    states, the first layer's spikes moved about 2^-6 of the top layer's move with one ρ (each identity
+    layer passes on about half), and several times more with ρ_l decaying by 0.3 per layer."""
+    X = _frames(8, T=12, N=40, n=50, p=0.2)
+    labels = torch.arange(X.shape[1]) % 4
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    ratio = {}
+    for decay in (1.0, 0.3):
+        s = ADMMSettings(deep_init="identity", grow_every=0, rho_decay=decay, target_gate=0.0)
+        g, cache = torch.Generator().manual_seed(0), S.SolverCache()
+        state = S.init_state(X, y, [50] + [16] * 7 + [4], s, g, cache)
+        before = [a.clone() for a in state.spikes]
+        for l in reversed(range(7)):  # the hidden sweep's spike blocks, top down, without the weights
+            S.update_spikes_all_t(state, X, s, l)
+            S.update_potentials_red_black(state, X, s, l)
+        moved = [float((a - b).norm()) for a, b in zip(state.spikes, before)]
+        assert moved[-1] > 0
+        ratio[decay] = moved[0] / moved[-1]
+    assert ratio[1.0] < 0.1
+    assert ratio[0.3] > 3 * ratio[1.0]
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, float("nan")])
+def test_bad_rho_decay(value):
+    with pytest.raises(SettingsError, match="rho_decay"):
+        ADMMSettings(rho_decay=value)

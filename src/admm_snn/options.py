@@ -152,6 +152,10 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"continuation: multiply every hidden ρ_l by G each iteration (default {d.rho_growth:g}: off)")
     g.add_argument("--beta-growth", type=float, default=d.beta_growth, metavar="G",
                    help=f"continuation: multiply every β_l by G each iteration (default {d.beta_growth:g}: off)")
+    g.add_argument("--rho-decay", type=float, default=d.rho_decay, metavar="G",
+                   help=f"hidden layer l of n gets the dynamics penalty ρ·G^(n-1-l): the top hidden layer ρ, "
+                        f"each one below G times the one above, so the output's signal reaches the first "
+                        f"layers of deep networks (default {d.rho_decay:g})")
     g.add_argument("--penalty-cap", type=float, default=d.penalty_cap, metavar="C",
                    help=f"balancing and continuation keep ρ_l, β_l within a factor C of --rho, --beta "
                         f"(default {d.penalty_cap:g})")

@@ -51,8 +51,11 @@ penalties stay put, so they do not chatter). Both schedules read the per-layer v
 (applied values and targets alike), every iteration, so the relaxed states are pushed towards
 binary spikes that obey the dynamics.
 
-Both stay within [p / ``penalty_cap``, p · ``penalty_cap``] of the setting p (ρ or β) they started from:
-continuation stops at the cap.
+Both stay within [p / ``penalty_cap``, p · ``penalty_cap``] of the value p they started from (β, or
+the layer's ρ_l = ρ·γ^(n−1−l) with γ = ``rho_decay``): continuation stops at the cap.
+
+**Depth** (``rho_decay`` γ ≤ 1, without any adaptive feature): the hidden layers start from ρ_l =
+ρ·γ^(n−1−l) and keep it; nothing is stored (:func:`depth_rho`).
 """
 
 from __future__ import annotations
@@ -73,16 +76,27 @@ def active(settings) -> bool:
     return settings.penalty_balance != "off" or settings.rho_growth != 1.0 or settings.beta_growth != 1.0
 
 
+def depth_rho(settings, l: int, n_hidden: int) -> float:
+    """The starting dynamics penalty of hidden layer l of ``n_hidden``: ρ_l = ρ·γ^(n−1−l), γ =
+    ``rho_decay`` (the top hidden layer keeps ρ; γ = 1: ρ for every layer)."""
+    return settings.rho if settings.rho_decay == 1.0 else settings.rho * settings.rho_decay ** (n_hidden - 1 - l)
+
+
 def layer_penalties(state, settings, l: int) -> tuple[float, float]:
-    """(ρ_l, β_l) of hidden layer l (0-based): from ``state.aux`` when kept there, else the settings'."""
+    """(ρ_l, β_l) of hidden layer l (0-based): from ``state.aux`` when kept there, else the settings'
+    (ρ_l from :func:`depth_rho`)."""
     rho, beta = state.aux.get(RHO), state.aux.get(BETA)
-    return (settings.rho if rho is None else float(rho[l]), settings.beta if beta is None else float(beta[l]))
+    return (depth_rho(settings, l, state.n_layers - 1) if rho is None else float(rho[l]),
+            settings.beta if beta is None else float(beta[l]))
 
 
 def lagrangian_penalties(state, settings):
     """(ρ, β) for :func:`lagrangian.lagrangian_terms`: the settings' floats, or per-layer lists."""
     if RHO not in state.aux:
-        return settings.rho, settings.beta
+        if settings.rho_decay == 1.0:
+            return settings.rho, settings.beta
+        n = state.n_layers - 1
+        return [depth_rho(settings, l, n) for l in range(n)], [settings.beta] * n
     return [float(v) for v in state.aux[RHO]], [float(v) for v in state.aux[BETA]]
 
 
@@ -91,9 +105,10 @@ def ensure(state, settings) -> None:
     if RHO in state.aux:
         return
     n = state.n_layers - 1
-    for key, value in ((RHO, settings.rho), (BETA, settings.beta), (RHO_TARGET, settings.rho),
-                       (BETA_TARGET, settings.beta)):
-        state.aux[key] = torch.full((n,), float(value), dtype=torch.float64)
+    rho = torch.tensor([depth_rho(settings, l, n) for l in range(n)], dtype=torch.float64)
+    for key, value in ((RHO, rho), (BETA, settings.beta), (RHO_TARGET, rho), (BETA_TARGET, settings.beta)):
+        state.aux[key] = value.clone() if isinstance(value, torch.Tensor) else torch.full((n,), float(value),
+                                                                                         dtype=torch.float64)
     state.aux[CHANGES] = torch.zeros(1, dtype=torch.int64)
 
 
@@ -170,10 +185,11 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
                            rms[2], torch.tensor(beta, dtype=torch.float64) * rms[3]])
         aux[RESIDUALS] = res
         mu, tau, tol = settings.balance_mu, settings.balance_tau, settings.balance_tolerance
-        lo_r, hi_r = settings.rho / settings.penalty_cap, settings.rho * settings.penalty_cap
+        base = [depth_rho(settings, l, n) for l in range(n)]  # each layer's starting ρ_l
         lo_b, hi_b = settings.beta / settings.penalty_cap, settings.beta * settings.penalty_cap
         for l in range(n):
             if settings.penalty_balance in ("rho", "both"):
+                lo_r, hi_r = base[l] / settings.penalty_cap, base[l] * settings.penalty_cap
                 rho_t[l] = min(max(balance_rule(rho_t[l], float(res[0, l]), float(res[1, l]), mu, tau), lo_r), hi_r)
                 rho[l] = follow(rho[l], rho_t[l], tol)
             if settings.penalty_balance in ("beta", "both"):
@@ -181,8 +197,9 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
                                 hi_b)
                 beta[l] = follow(beta[l], beta_t[l], tol)
     for l in range(n):
-        rho[l] = grow(rho[l], settings.rho_growth, settings.rho * settings.penalty_cap)
-        rho_t[l] = grow(rho_t[l], settings.rho_growth, settings.rho * settings.penalty_cap)
+        cap = depth_rho(settings, l, n) * settings.penalty_cap
+        rho[l] = grow(rho[l], settings.rho_growth, cap)
+        rho_t[l] = grow(rho_t[l], settings.rho_growth, cap)
         beta[l] = grow(beta[l], settings.beta_growth, settings.beta * settings.penalty_cap)
         beta_t[l] = grow(beta_t[l], settings.beta_growth, settings.beta * settings.penalty_cap)
     changed = sum(int(a != b) for a, b in zip(before[0] + before[1], rho + beta))

@@ -158,6 +158,14 @@ class ADMMSettings:
                  this factor or more (the blocks' matrices change only for a large change).
       rho_growth continuation: every hidden ρ_l is multiplied by this (≥ 1) every iteration.
       beta_growth continuation: every β_l is multiplied by this (≥ 1) every iteration.
+      rho_decay  γ in (0, 1]: the dynamics penalty of hidden layer l (0-based, of n hidden layers) is
+                 ρ_l = ρ·γ^(n−1−l): the top hidden layer keeps ρ, each layer below it γ times the one
+                 above. The spike block of layer l weighs the next layer's constraint (ρ_{l+1}‖W_{l+1}‖²)
+                 against its own reset term (ρ_l θ²); with one ρ an identity layer passes on about half
+                 of a change of the targets above it, so through six layers of a 7-layer network the
+                 output's signal reaches the first layer at about 1/64 of its size. γ < 1 lets it
+                 through (every block stays the exact minimiser of the Lagrangian with these ρ_l;
+                 one-layer networks are unchanged). 1: one ρ for every layer (the paper's).
       penalty_cap ≥ 1: balancing and continuation keep ρ_l and β_l within a factor penalty_cap of
                  rho and beta (continuation stops at rho·penalty_cap, beta·penalty_cap).
       anderson   memory m of safeguarded type-II Anderson acceleration of the hidden weights
@@ -219,6 +227,7 @@ class ADMMSettings:
     rho_growth: float = 1.0
     beta_growth: float = 1.0
     penalty_cap: float = 1000.0
+    rho_decay: float = 1.0
     anderson: int = 0
     reproject: int = 1
     l1: float = 0.0
@@ -254,6 +263,8 @@ class ADMMSettings:
             value, strict = getattr(self, name), name in ("balance_mu", "balance_tau")
             if not (value > 1 if strict else value >= 1) or value == float("inf"):
                 raise SettingsError(f"{name}={value} must be a finite number {'>' if strict else '>='} 1")
+        if not (0 < self.rho_decay <= 1):
+            raise SettingsError(f"rho_decay={self.rho_decay} must be a number in (0, 1]")
         if not (self.margin > 0) or self.margin == float("inf"):
             raise SettingsError(f"margin={self.margin} must be a finite number > 0")
         if not (0 <= self.momentum < 1):
