@@ -1,16 +1,20 @@
-"""Training convolutional LIF networks with ADMM: one entry point, :func:`fit_conv` (no files, no CLI)."""
+"""Training convolutional LIF networks with ADMM: :func:`fit_conv` (no files, no CLI) and
+:func:`train_conv`, which also writes the run's folder (model, metrics, summary) like :func:`train.train`."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .errors import SettingsError
+from .errors import CheckpointError, SettingsError
+from .io import atomic_write_text, save_model
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ConvFitResult:
     iterations: int = 0
     status: str = "finished"
     compute_s: float = 0.0
+    wall_s: float = 0.0
 
 
 def _accuracy(weights, frames, labels, problem, settings) -> float:
@@ -118,3 +123,47 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     status = "budget" if it < iterations else "finished"
     return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem,
                          best_iteration=best_it, iterations=it, status=status, compute_s=compute)
+
+
+def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shape, settings: ADMMSettings,
+               out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
+               budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
+               cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvFitResult:
+    """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
+    as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
+    iteration 0, the start, included, appended as it is made), ``model.safetensors`` (the best-validation
+    weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
+    best iteration, times, status, unit counts, architecture, settings, the last history entry and
+    ``model_extra``), each written atomically. ``arch`` is the architecture string."""
+    from .train import _prepare_out  # the dense trainer's check that the folder is writable
+    if not isinstance(arch, str):
+        raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
+    out = Path(out)
+    _prepare_out(out)
+    atomic_write_text(out / "metrics.jsonl", "")
+
+    def record(m: dict) -> None:
+        try:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(m) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"could not append to {out / 'metrics.jsonl'}: {exc.strerror or exc}; free "
+                                  "disk space or choose another --out") from None
+        if on_record is not None:
+            on_record(m)
+
+    t0 = time.perf_counter()
+    result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
+                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record)
+    wall = time.perf_counter() - t0
+    extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
+    input_shape = list(result.problem.input_shape)
+    save_model(out / "model.safetensors", result.best_weights, settings.delta, settings.theta, extra,
+               arch=arch, input_shape=input_shape)
+    summary = {"iterations": result.iterations, "best_iteration": result.best_iteration, "wall_s": wall,
+               "compute_s": result.compute_s, "status": result.status, "sizes": result.problem.sizes,
+               "arch": arch.strip(), "input_shape": input_shape, "settings": settings.to_dict(),
+               "final": result.history[-1] if result.history else None, **(model_extra or {})}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    result.wall_s = wall
+    return result
