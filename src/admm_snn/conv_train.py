@@ -138,6 +138,10 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
     from .train import _prepare_out  # the dense trainer's check that the folder is writable
     if not isinstance(arch, str):
         raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
+    labels = torch.as_tensor(labels)
+    if labels.numel():  # settings the conv solver does not implement fail before the folder is made
+        k = int(n_classes or int(labels.max()) + 1)
+        CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations), settings)
     out = Path(out)
     _prepare_out(out)
     atomic_write_text(out / "metrics.jsonl", "")
