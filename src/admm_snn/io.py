@@ -4,8 +4,9 @@ A model file (``model.safetensors``) holds the weights ``W1..WL`` and, as metada
 version, the layer sizes, δ, θ and the frame settings. A convolutional network's file also records its
 architecture string (``arch``, e.g. ``12c5-p2-32c5-p2-128``) and input shape (``input_shape``, C, H, W);
 its tensors are then kernels (C_out, C_in, k, k) and matrices, as :mod:`conv_network` uses them, and
-``sizes`` counts the units of each layer. Dense files have neither field. A checkpoint (``checkpoint.safetensors``) holds
-the full training state: weights, per-sample potentials, spikes and dual, the best weights so far, every
+``sizes`` counts the units of each layer. Dense files have neither field.
+
+A checkpoint (``checkpoint.safetensors``) holds the full training state: weights, per-sample potentials, spikes and dual, the best weights so far, every
 random generator's state, and (in its JSON header) the settings, the iteration, the metrics history and a
 fingerprint of the training data. Both are written to a temporary file in the same folder, flushed to
 disk, renamed over the old one, and the folder is flushed, so a crash (even SIGKILL mid-write) leaves
