@@ -9,7 +9,7 @@ The public API::
 * :func:`predict` / :func:`forward` — the exact forward simulation of trained weights.
 * :func:`save_model` / :func:`load_model` — model files (safetensors + JSON, never pickle).
 * :func:`export_model` / :func:`to_nir` / :func:`to_nir_conv` / :func:`write_nir` — NIR export (dense
-  models, and convolutional networks from Python).
+  and convolutional models; convolutional networks train with :func:`admm_snn.conv_train.fit_conv`).
 * :func:`load_nmnist`, :func:`load_digits`, :class:`SpikeDataset`, :class:`FrameSettings`,
   :func:`stratified_split` — data.
 * :class:`SpikingADMMClassifier` — a scikit-learn estimator (features, spike frames or datasets).

@@ -33,6 +33,12 @@ def add_train_parser(sub) -> None:
                                    "digits, one hidden layer of 128, the default settings.")
     add_data_options(p)
     add_training_options(p)
+    p.add_argument("--arch", metavar="SPEC", default=None,
+                   help="train a convolutional network instead of a dense one, e.g. 12c5-p2-32c5-p2-128 (12 "
+                        "channels of 5x5 kernels, 2x2 sum pooling, 32 channels of 5x5, 2x2 pooling, a dense "
+                        "layer of 128; the output layer follows) on the dataset's (C, H, W) frames; not with "
+                        "--hidden. Single-process only: --nproc, --federated, --resume, --checkpoint-every, "
+                        "--report-samples and augmentation are refused (no shift augmentation by default)")
     p.add_argument("--budget-s", type=float, default=None, metavar="S",
                    help="stop once the training compute (initialisation and iterations, without the report) has "
                         "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
@@ -42,6 +48,8 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     import os
+    if getattr(args, "arch", None) is not None:
+        return cmd_train_conv(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .launch import run_worker
         return run_worker(args)
@@ -98,6 +106,105 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _refuse_with_arch(args) -> None:
+    """A one-line SettingsError for an option ``--arch`` runs do not support, naming the option."""
+    import os
+    from .errors import SettingsError
+    from .options import _given_options
+    given = _given_options(getattr(args, "argv", None) or [])
+    why = "convolutional networks (--arch) train in one process without checkpoints"
+    refused = [("--hidden", bool(args.hidden), "--arch names every hidden layer (e.g. --arch 12c5-p2-128)"),
+               ("torchrun (WORLD_SIZE > 1)", int(os.environ.get("WORLD_SIZE", "1")) > 1, why),
+               ("--nproc", args.nproc > 1, why),
+               ("--federated", bool(args.federated), why),
+               ("--resume", bool(args.resume), why),
+               ("--checkpoint-every", bool(args.checkpoint_every), why),
+               ("--augment-shift", bool(args.augment_shift), "shift augmentation is not implemented for --arch"),
+               ("--augment-groups", "augment_groups" in given, "there is no augmentation with --arch"),
+               ("--report-samples", args.report_samples is not None,
+                "--arch reports the training accuracy on every training sample")]
+    if args.augment_shift is not None and args.augment_shift < 0:
+        raise SettingsError(f"--augment-shift must be 0 (off) or a number of pixels >= 1, got {args.augment_shift}")
+    for name, bad, reason in refused:
+        if bad:
+            raise SettingsError(f"{name} is not supported with --arch: {reason}; leave it out")
+
+
+def cmd_train_conv(args) -> int:
+    """``admm-snn train --arch SPEC``: a convolutional network by conv_train.train_conv on the dataset's
+    (C, H, W) frames; the validation split picks the saved weights, the test split is reported."""
+    import time
+    from .arch import parse_arch
+    from .conv_network import accuracy_and_rates, output_shapes
+    from .conv_train import train_conv
+    from .data.options import load_splits
+    from .errors import SettingsError
+    from .train import VAL_SEED, report_indices
+    _refuse_with_arch(args)
+    parse_arch(args.arch)  # a bad string fails before any data is read
+    if args.budget_s is not None and not (0 < args.budget_s < float("inf")):
+        raise SettingsError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
+    if args.val_samples is not None and args.val_samples < 0:
+        raise SettingsError(f"--val-samples must be 0 (all) or a positive count, got {args.val_samples}")
+    device = check_device(args.device)
+    settings = admm_settings(args)
+    splits = load_splits(data_options(args))
+    shape = tuple(splits.train.sensor_shape)
+    units = output_shapes(args.arch, shape, splits.train.n_classes)  # a network that does not fit: one line
+    print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
+          f"({splits.info['test_source']}); network {args.arch} on {'x'.join(map(str, shape))} "
+          f"-> {' -> '.join('x'.join(map(str, u)) for u in units)}")
+    val = None
+    if splits.val is not None:
+        v, vl = splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels
+        idx = report_indices(v.shape[1], args.val_samples, VAL_SEED)
+        if idx is not None:
+            v, vl = v[:, idx], vl[idx]
+        val = (v.to(device), vl.to(device))
+    X = splits.train.time_major(dtype=splits.train.frames.dtype).to(device)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=settings.iterations, desc="admm conv", dynamic_ncols=True)
+
+    def progress(m):
+        if bar is not None and m["iteration"] > 0:
+            bar.set_postfix({k[:5]: round(m[k], 3) for k in ("train_accuracy", "val_accuracy") if k in m},
+                            refresh=False)
+            bar.update(1)
+    extra = {"data": splits.info["data"], "test_source": splits.info["test_source"], "augment": None}
+    t0 = time.perf_counter()
+    try:
+        result = train_conv(X, splits.train.labels.to(device), args.arch, shape, settings, args.out,
+                            n_classes=splits.train.n_classes, val=val, budget_s=args.budget_s, model_extra=extra,
+                            on_record=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    last = result.history[-1] if result.history else {}
+    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
+               "wall_s": round(wall, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    if val is not None:
+        summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
+                                        if h["iteration"] == result.best_iteration), None)
+    if splits.test is not None:
+        acc, rates = accuracy_and_rates(args.arch, shape, result.best_weights,
+                                        splits.test.time_major(device=device), splits.test.labels.to(device),
+                                        settings.lif)
+        summary["test_accuracy"] = acc
+        summary["test_firing_rate"] = rates
+        path = Path(args.out) / "summary.json"
+        full = json.loads(path.read_text())
+        full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
+        from .io import atomic_write_text
+        atomic_write_text(path, json.dumps(full, indent=2))
+    print(json.dumps(summary))
+    if "test_accuracy" in summary:
+        print(f"test accuracy: {summary['test_accuracy']:.4f}")
+    return 0
+
+
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model by forward simulation",
                        description="Simulate a trained network on a split and report accuracy and firing rate. "
@@ -124,6 +231,8 @@ def cmd_eval(args) -> int:
     if ds is None:
         from .errors import DataError
         raise DataError(f"split {args.split!r} is empty with these data options")
+    if model.get("arch"):
+        return _eval_conv(args, model, ds, device)
     if ds.n_inputs != model["sizes"][0]:
         from .errors import CheckpointError
         raise CheckpointError(f"{args.model} expects {model['sizes'][0]} inputs but the data has {ds.n_inputs}; "
@@ -144,11 +253,41 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_conv(args, model, ds, device) -> int:
+    """``admm-snn eval`` of a convolutional model: accuracy and firing rates of conv_network's forward
+    simulation on the split, after checking that its (C, H, W) frames are the model's input shape."""
+    from .conv_network import accuracy_and_rates
+    from .errors import CheckpointError
+    from .network import LIFParams
+    shape = tuple(model["input_shape"])
+    if tuple(ds.sensor_shape) != shape:
+        raise CheckpointError(f"{args.model} expects inputs of shape {'x'.join(map(str, shape))} but the data's are "
+                              f"{'x'.join(map(str, ds.sensor_shape))}; it is from another dataset")
+    if ds.n_classes != model["sizes"][-1]:
+        raise CheckpointError(f"{args.model} has {model['sizes'][-1]} outputs but the data has {ds.n_classes} "
+                              "classes; it is from another dataset")
+    params = LIFParams(model["delta"], model["theta"])
+    weights = [w.to(device) for w in model["weights"]]
+    acc, rates = accuracy_and_rates(model["arch"], shape, weights, ds.time_major(device=device),
+                                    ds.labels.to(device), params)
+    units = model["sizes"][1:-1]
+    overall = sum(r * n for r, n in zip(rates, units)) / max(sum(units), 1)
+    report = {"accuracy": acc, "n_samples": len(ds), "firing_rate": overall, "firing_rate_per_layer": rates,
+              "synaptic_ops_per_sample": None, "split": args.split, "sizes": model["sizes"],
+              "arch": model["arch"], "input_shape": list(shape)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.split} accuracy: {acc:.4f} on {len(ds)} samples; firing rate {overall:.4f}")
+    return 0
+
+
 def add_export_parser(sub) -> None:
     p = sub.add_parser(
         "export", help="export a trained model (NIR)",
         description="Write a model trained by 'admm-snn train' as a NIR graph (input -> Linear -> LIF -> ... -> "
-                    "Linear -> leaky output). NIR's LIF resets to v_reset while admm-snn subtracts the "
+                    "Linear -> leaky output; a convolutional model: input (C, H, W) -> [SumPool2d] -> Conv2d -> "
+                    "LIF -> ... -> Flatten -> Linear -> ...). NIR's LIF resets to v_reset while admm-snn subtracts the "
                     "threshold; the graph records this in node metadata, and admm_snn.export.import_snntorch "
                     "loads it into snnTorch with the exact admm-snn dynamics (see admm_snn.export).")
     p.add_argument("--model", required=True, metavar="DIR", help="folder (or model.safetensors) written by train")

@@ -205,3 +205,25 @@ def predict(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.
     for s in range(0, frames.shape[1], chunk):
         out.append(forward(net, input_shape, weights, frames[:, s:s + chunk], params).output[-1].argmax(dim=1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy_and_rates(layers, input_shape, weights: Sequence[torch.Tensor], frames: torch.Tensor,
+                       labels: torch.Tensor, params: LIFParams, chunk: int = 512) -> tuple[float, list[float]]:
+    """Accuracy of the forward simulation's predictions on (``frames``, ``labels``) and the mean firing
+    rate of every hidden layer (spikes per unit and time step), simulated ``chunk`` samples at a time."""
+    net = network_layers(layers, input_shape, weights[-1].shape[0] if len(weights) else 1)
+    frames = flat_frames(frames, net[0].in_shape)
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
+        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},), one per sample")
+    N = frames.shape[1]
+    if N == 0:
+        raise SettingsError("no samples to evaluate")
+    correct, sums = 0, [0.0] * (len(net) - 1)
+    for s in range(0, N, chunk):
+        trace = forward(net, input_shape, weights, frames[:, s:s + chunk], params)
+        pred = trace.output[-1].argmax(dim=1)
+        correct += int((pred == labels[s:s + chunk].to(pred.device)).sum())
+        for l, a in enumerate(trace.spikes):
+            sums[l] += float(a.to(torch.float64).mean(dim=(0, 2)).sum())
+    return correct / N, [v / N for v in sums]

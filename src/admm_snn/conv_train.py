@@ -1,28 +1,40 @@
-"""Training convolutional LIF networks with ADMM: one entry point, :func:`fit_conv` (no files, no CLI)."""
+"""Training convolutional LIF networks with ADMM: :func:`fit_conv` (no files, no CLI) and
+:func:`train_conv`, which also writes the run's folder (model, metrics, summary) like :func:`train.train`."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .errors import SettingsError
+from .errors import CheckpointError, SettingsError
+from .io import atomic_write_text, save_model
 
 
 @dataclass
 class ConvFitResult:
     """The final weights, the weights of the best validation accuracy (the final ones without
-    validation data), one history entry per iteration (iteration 0: the start), the state and problem."""
+    validation data), one history entry per iteration (iteration 0: the start), the state and problem;
+    ``best_iteration`` (the iteration of ``best_weights``), ``iterations`` (run), ``status`` ("finished",
+    or "budget" when ``budget_s`` stopped the run early) and ``compute_s`` (initialisation and iterations,
+    without the per-iteration report)."""
 
     weights: list
     best_weights: list
     history: list = field(default_factory=list)
     state: object = None
     problem: object = None
+    best_iteration: int = 0
+    iterations: int = 0
+    status: str = "finished"
+    compute_s: float = 0.0
+    wall_s: float = 0.0
 
 
 def _accuracy(weights, frames, labels, problem, settings) -> float:
@@ -31,14 +43,20 @@ def _accuracy(weights, frames, labels, problem, settings) -> float:
 
 def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
-             cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvFitResult:
+             cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
+             on_record=None) -> ConvFitResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
     (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
     (admm/conv_solver.py) for ``iterations`` iterations (default ``settings.iterations``).
 
     History entries: ``iteration``, ``train_accuracy`` (of the forward simulation, the output argmax),
     ``val_accuracy`` (with ``val`` = (frames, labels)), ``firing_rate`` (per hidden layer), ``seconds``
-    (the iteration's compute), ``cg`` (iterations and relative residual of each CG spike solve, by layer).
+    (the iteration's compute), ``wall_s`` (the compute so far, initialisation included), ``cg`` (iterations
+    and relative residual of each CG spike solve, by layer).
+
+    ``budget_s``: stop once the compute (initialisation plus iterations, without the report) has reached
+    this many seconds, after the iteration during which it was reached (the result's ``status`` is then
+    "budget"). ``on_record``: called with every history entry as it is made (e.g. to write it to a file).
     Bad arguments are one-line :class:`SettingsError`s."""
     settings = settings or ADMMSettings()
     if not isinstance(settings, ADMMSettings):
@@ -46,6 +64,9 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     iterations = settings.iterations if iterations is None else iterations
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise SettingsError(f"iterations={iterations!r} must be an integer >= 0")
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
+                                 or not budget_s > 0 or budget_s == float("inf")):
+        raise SettingsError(f"budget_s={budget_s!r} must be a finite number of seconds > 0 (or None: no budget)")
     if not isinstance(frames, torch.Tensor) or frames.dim() not in (3, 5):
         raise SettingsError(f"frames must be a tensor (T, N, C*H*W) or (T, N, C, H, W), not "
                             f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
@@ -73,21 +94,80 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     state = CS.init_state(X, y, problem, settings, generator, cache)
     history, best, best_score = [], [w.clone() for w in state.weights], -1.0
 
+    best_it, compute = 0, 0.0
+
     def record(it: int, seconds: float):
-        nonlocal best, best_score
+        nonlocal best, best_score, best_it
         m = {"iteration": it, "train_accuracy": _accuracy(state.weights, X, lab, problem, settings),
-             "firing_rate": [float(a.mean()) for a in state.spikes], "seconds": seconds,
+             "firing_rate": [float(a.mean()) for a in state.spikes], "seconds": seconds, "wall_s": compute,
              "cg": {l: list(v) for l, v in problem.cg_log.items()}}
         if val is not None:
             m["val_accuracy"] = _accuracy(state.weights, val[0], val[1], problem, settings)
         score = m.get("val_accuracy", m["train_accuracy"])
         if val is None or score > best_score:
-            best, best_score = [w.clone() for w in state.weights], score
+            best, best_score, best_it = [w.clone() for w in state.weights], score, it
         history.append(m)
+        if on_record is not None:
+            on_record(m)
 
-    record(0, time.perf_counter() - t0)
-    for it in range(1, iterations + 1):
+    compute = time.perf_counter() - t0
+    record(0, compute)
+    it = 0
+    while it < iterations and not (budget_s is not None and compute >= budget_s):
+        it += 1
         t0 = time.perf_counter()
         CS.iterate(state, X, y, problem, settings, cache, generator)
-        record(it, time.perf_counter() - t0)
-    return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem)
+        step = time.perf_counter() - t0
+        compute += step
+        record(it, step)
+    status = "budget" if it < iterations else "finished"
+    return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem,
+                         best_iteration=best_it, iterations=it, status=status, compute_s=compute)
+
+
+def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shape, settings: ADMMSettings,
+               out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
+               budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
+               cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvFitResult:
+    """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
+    as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
+    iteration 0, the start, included, appended as it is made), ``model.safetensors`` (the best-validation
+    weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
+    best iteration, times, status, unit counts, architecture, settings, the last history entry and
+    ``model_extra``), each written atomically. ``arch`` is the architecture string."""
+    from .train import _prepare_out  # the dense trainer's check that the folder is writable
+    if not isinstance(arch, str):
+        raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
+    labels = torch.as_tensor(labels)
+    if labels.numel():  # settings the conv solver does not implement fail before the folder is made
+        k = int(n_classes or int(labels.max()) + 1)
+        CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations), settings)
+    out = Path(out)
+    _prepare_out(out)
+    atomic_write_text(out / "metrics.jsonl", "")
+
+    def record(m: dict) -> None:
+        try:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(m) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"could not append to {out / 'metrics.jsonl'}: {exc.strerror or exc}; free "
+                                  "disk space or choose another --out") from None
+        if on_record is not None:
+            on_record(m)
+
+    t0 = time.perf_counter()
+    result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
+                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record)
+    wall = time.perf_counter() - t0
+    extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
+    input_shape = list(result.problem.input_shape)
+    save_model(out / "model.safetensors", result.best_weights, settings.delta, settings.theta, extra,
+               arch=arch, input_shape=input_shape)
+    summary = {"iterations": result.iterations, "best_iteration": result.best_iteration, "wall_s": wall,
+               "compute_s": result.compute_s, "status": result.status, "sizes": result.problem.sizes,
+               "arch": arch.strip(), "input_shape": input_shape, "settings": settings.to_dict(),
+               "final": result.history[-1] if result.history else None, **(model_extra or {})}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    result.wall_s = wall
+    return result

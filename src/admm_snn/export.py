@@ -251,8 +251,10 @@ def write_nir(graph, path: str | Path) -> None:
 
 
 def export_model(model: str | Path, out: str | Path, fmt: str = "nir", dt: float | None = None) -> dict:
-    """Read a model written by ``admm-snn train`` and write it as ``fmt`` (only "nir") to ``out``.
-    ``dt`` defaults to the model's frame width (N-MNIST ``bin_ms``) or 1 ms. Returns a short report."""
+    """Read a model written by ``admm-snn train`` and write it as ``fmt`` (only "nir") to ``out``: a dense
+    model by :func:`to_nir`, a convolutional one (its file records ``arch`` and ``input_shape``) by
+    :func:`to_nir_conv`. ``dt`` defaults to the model's frame width (N-MNIST ``bin_ms``) or 1 ms. Returns
+    a short report."""
     from .io import load_model
     if fmt != "nir":
         raise SettingsError(f"--format {fmt!r} is not supported; use --format nir")
@@ -261,10 +263,16 @@ def export_model(model: str | Path, out: str | Path, fmt: str = "nir", dt: float
         data = m["extra"].get("data") or {}
         bin_ms = data.get("bin_ms") if data.get("dataset") == "nmnist" else None
         dt = float(bin_ms) / 1000.0 if isinstance(bin_ms, (int, float)) and bin_ms > 0 else 1e-3
-    graph = to_nir(m["weights"], m["delta"], m["theta"], dt)
+    if m.get("arch"):
+        graph = to_nir_conv(m["arch"], m["input_shape"], m["weights"], m["delta"], m["theta"], dt)
+    else:
+        graph = to_nir(m["weights"], m["delta"], m["theta"], dt)
     write_nir(graph, out)
-    return {"out": str(out), "format": fmt, "sizes": m["sizes"], "dt": dt, "delta": m["delta"],
-            "theta": m["theta"], "nodes": len(graph.nodes)}
+    report = {"out": str(out), "format": fmt, "sizes": m["sizes"], "dt": dt, "delta": m["delta"],
+              "theta": m["theta"], "nodes": len(graph.nodes)}
+    if m.get("arch"):
+        report.update({"arch": m["arch"], "input_shape": list(m["input_shape"])})
+    return report
 
 
 def _neuron_nodes(graph) -> list[tuple[str, object]]:

@@ -1,8 +1,12 @@
 """Model files and checkpoints: safetensors tensors plus a JSON header, written atomically, never pickle.
 
 A model file (``model.safetensors``) holds the weights ``W1..WL`` and, as metadata, the format name and
-version, the layer sizes, δ, θ and the frame settings. A checkpoint (``checkpoint.safetensors``) holds
-the full training state: weights, per-sample potentials, spikes and dual, the best weights so far, every
+version, the layer sizes, δ, θ and the frame settings. A convolutional network's file also records its
+architecture string (``arch``, e.g. ``12c5-p2-32c5-p2-128``) and input shape (``input_shape``, C, H, W);
+its tensors are then kernels (C_out, C_in, k, k) and matrices, as :mod:`conv_network` uses them, and
+``sizes`` counts the units of each layer. Dense files have neither field.
+
+A checkpoint (``checkpoint.safetensors``) holds the full training state: weights, per-sample potentials, spikes and dual, the best weights so far, every
 random generator's state, and (in its JSON header) the settings, the iteration, the metrics history and a
 fingerprint of the training data. Both are written to a temporary file in the same folder, flushed to
 disk, renamed over the old one, and the folder is flushed, so a crash (even SIGKILL mid-write) leaves
@@ -155,17 +159,60 @@ def read_safetensors(path: Path, expected_format: str) -> tuple[dict, dict]:
     return tensors, metadata
 
 
-def save_model(path: Path, weights: list[torch.Tensor], delta: float, theta: float, extra: dict | None = None) -> None:
-    """Write the trained network: tensors W1..WL and the network settings as metadata."""
-    sizes = [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
-    meta = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "sizes": json.dumps(sizes),
+def save_model(path: Path, weights: list[torch.Tensor], delta: float, theta: float, extra: dict | None = None,
+               *, arch: str | None = None, input_shape=None) -> None:
+    """Write the trained network: tensors W1..WL and the network settings as metadata. A convolutional
+    network (:mod:`conv_network`) passes its architecture string ``arch`` and ``input_shape`` (C, H, W);
+    its weights are checked against them before anything is written."""
+    meta = {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
             "delta": repr(float(delta)), "theta": repr(float(theta)), "extra": json.dumps(extra or {})}
+    if arch is not None or input_shape is not None:
+        from .conv_network import check_weights, network_layers
+        if not isinstance(arch, str) or input_shape is None:
+            raise SettingsError("a convolutional model needs both arch (a string such as '12c5-p2-128') and "
+                                "input_shape (C, H, W)")
+        if not weights or weights[-1].dim() != 2:
+            raise SettingsError("the output layer's weights must be a matrix (n_L, n_{L-1})")
+        net = network_layers(arch, input_shape, int(weights[-1].shape[0]))
+        check_weights(net, weights)
+        sizes = [net[0].n_in] + [L.n_out for L in net]
+        meta["arch"] = arch.strip()
+        meta["input_shape"] = json.dumps([int(v) for v in net[0].in_shape])
+    else:
+        sizes = [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
+    meta["sizes"] = json.dumps(sizes)
     atomic_save({f"W{i + 1}": w.float() for i, w in enumerate(weights)}, meta, path)
 
 
+def _expected_shapes(path: Path, meta: dict, sizes: list[int]) -> tuple[list[tuple], str | None, tuple | None]:
+    """The weight shapes the header promises: (n_l, n_{l-1}) for a dense model; for a convolutional
+    one, those of :func:`conv_network.network_layers` of its ``arch`` and ``input_shape`` (whose unit
+    counts must be the header's ``sizes``). A header that does not describe a network is a one-line
+    CheckpointError naming the file and the field."""
+    if "arch" not in meta and "input_shape" not in meta:
+        return [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], None, None
+    from .conv_network import network_layers
+    try:
+        arch = meta["arch"]
+        shape = json.loads(meta["input_shape"])
+        net = network_layers(arch, shape, sizes[-1])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} has a damaged header (field {exc}); retrain or restore the file") from None
+    except SettingsError as exc:
+        raise CheckpointError(f"{path} has a damaged header (arch {meta.get('arch')!r}, input_shape "
+                              f"{meta.get('input_shape')}: {exc}); retrain or restore the file") from None
+    units = [net[0].n_in] + [L.n_out for L in net]
+    if units != sizes:
+        raise CheckpointError(f"{path}: the header's sizes {sizes} are not those of arch {arch!r} on inputs "
+                              f"{tuple(shape)} ({units}); the file is damaged")
+    return [tuple(L.weight_shape) for L in net], arch, tuple(int(v) for v in shape)
+
+
 def load_model(path: Path) -> dict:
-    """Read a model file: ``{"weights", "sizes", "delta", "theta", "extra"}``; refuses files whose
-    tensors do not match the recorded network."""
+    """Read a model file: ``{"weights", "sizes", "delta", "theta", "extra", "arch", "input_shape"}``
+    (``arch`` and ``input_shape`` are None for a dense network); refuses files whose tensors do not
+    match the recorded network (a convolutional one's kernels and matrices are checked against the
+    layer shapes of its architecture)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -190,15 +237,17 @@ def load_model(path: Path) -> dict:
     if extra_tensors:
         raise CheckpointError(f"{path} holds tensor(s) {', '.join(extra_tensors[:3])} that a {len(sizes) - 1}-layer "
                               "model does not have; the file is damaged or from another program")
-    for i, w in enumerate(weights):
-        if tuple(w.shape) != (sizes[i + 1], sizes[i]):
+    shapes, arch, input_shape = _expected_shapes(path, meta, sizes)
+    for i, (w, expected) in enumerate(zip(weights, shapes)):
+        if tuple(w.shape) != tuple(expected):
             raise CheckpointError(f"{path}: W{i + 1} has shape {tuple(w.shape)} but the header says "
-                                  f"({sizes[i + 1]}, {sizes[i]}); the file is from another network")
+                                  f"{tuple(expected)}; the file is from another network")
         if not w.dtype.is_floating_point:
             raise CheckpointError(f"{path}: W{i + 1} has dtype {w.dtype}, not floating point; the file is damaged")
         if not bool(torch.isfinite(w).all()):
             raise CheckpointError(f"{path}: W{i + 1} has NaN or infinite values; retrain or restore the file")
-    return {"weights": weights, "sizes": sizes, "delta": delta, "theta": theta, "extra": extra}
+    return {"weights": weights, "sizes": sizes, "delta": delta, "theta": theta, "extra": extra,
+            "arch": arch, "input_shape": input_shape}
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:

@@ -558,6 +558,9 @@ def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path
     from . import plots
     from ..io import load_model
     model = load_model(Path(model_path))
+    if model.get("arch"):
+        raise SettingsError(f"{model_path} is a convolutional model ({model['arch']}); the activity plot draws "
+                            "dense models only")
     splits = load_splits(data)
     ds = splits.test if splits.test is not None else splits.val
     if ds is None:
