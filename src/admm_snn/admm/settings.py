@@ -165,7 +165,9 @@ class ADMMSettings:
                  of a change of the targets above it, so through six layers of a 7-layer network the
                  output's signal reaches the first layer at about 1/64 of its size. γ < 1 lets it
                  through (every block stays the exact minimiser of the Lagrangian with these ρ_l;
-                 one-layer networks are unchanged). 1: one ρ for every layer (the paper's).
+                 one-layer networks are unchanged). 1: one ρ for every layer (the paper's). Default
+                 0.3: MNIST 5,000 images, 7 hidden layers, 10 iterations, best validation 0.9265 → 0.9375
+                 (the 1-layer network: 0.937); N-MNIST 3 / 5 layers unchanged within noise.
       penalty_cap ≥ 1: balancing and continuation keep ρ_l and β_l within a factor penalty_cap of
                  rho and beta (continuation stops at rho·penalty_cap, beta·penalty_cap).
       anderson   memory m of safeguarded type-II Anderson acceleration of the hidden weights
@@ -227,7 +229,7 @@ class ADMMSettings:
     rho_growth: float = 1.0
     beta_growth: float = 1.0
     penalty_cap: float = 1000.0
-    rho_decay: float = 1.0
+    rho_decay: float = 0.3
     anderson: int = 0
     reproject: int = 1
     l1: float = 0.0
@@ -300,7 +302,7 @@ class ADMMSettings:
                     step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
                     schedule="sequential", order="paper", output_solve="sweep", dual=True, warmup=5,
                     iterations=30, cross_dtype="float64", output_loss="square", target_gate=0.0,
-                    momentum=0.0)
+                    momentum=0.0, rho_decay=1.0)
         base.update(changes)
         return cls(**base)
 
