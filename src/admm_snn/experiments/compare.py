@@ -14,6 +14,12 @@ floor  random hidden weights and a least-squares readout: :func:`admm_snn.admm.s
 
 Every accuracy is that of the true forward simulation (:func:`admm_snn.network.predict`) of the weights.
 
+Conv rows (``CompareConfig.archs``, ``--arch SPEC``): the same three methods on the convolutional network
+SPEC, on the same split, seeds and budget, without augmentation: ADMM by :func:`admm_snn.conv_train.fit_conv`
+(the validation split choosing the iterate), BPTT by :func:`admm_snn.baselines.bptt.train_bptt_conv`, the
+floor by ``fit_conv`` with 0 iterations (conv ADMM's iteration 0); accuracies by
+:func:`admm_snn.conv_network.accuracy_and_rates`. Their runs carry ``arch`` (and ``depth`` None).
+
 Timing: ``train_s`` is training compute only. For ADMM it is the initialisation (the floor's time, when
 the ADMM run starts from the floor, capped by the part of the ADMM call not spent in iterations) plus the
 sum of the iteration times, without the per-iteration evaluation; for BPTT it is the sum of the epoch times, without the per-epoch validation. ``time_to_90``
