@@ -99,7 +99,7 @@ def add_compare_parser(subparsers) -> None:
     g = p.add_argument_group("comparison")
     g.add_argument("--depths", type=int, nargs="+", default=None, metavar="L",
                    help="numbers of hidden layers to compare (default " + " ".join(map(str, IMAGE_DEPTHS))
-                        + " for mnist, fashion-mnist, kmnist; " + " ".join(map(str, DEPTHS)) + " otherwise)")
+                        + " for mnist, fashion-mnist, kmnist; " + " ".join(map(str, DEPTHS)) + " otherwise; none with --arch)")
     g.add_argument("--arch", dest="archs", action="append", default=None, metavar="SPEC",
                    help="a convolutional row: ADMM (conv_train.fit_conv), BPTT (train_bptt_conv) and the floor on "
                         "the convolutional network SPEC, e.g. 12c5-p2-32c5-p2-128, with the same split, seeds and "

@@ -504,14 +504,12 @@ def results_markdown(results: dict) -> str:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
-    if not depths:
-        pass
-    elif cfg.get("augment_shift"):
+    if depths and cfg.get("augment_shift"):
         L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** Both methods train on shifted frames: the training samples move by new "
                  f"random offsets in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill; 16 fixed "
                  "random groups of samples, one offset per group and draw) at every ADMM re-projection and every BPTT "
                  "epoch after the first; validation and test frames are not moved (`--augment-shift 0`: none).")
-    else:
+    elif depths:
         L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** None (`--augment-shift 0`): both "
                  "methods train on the fixed frames.")
     if archs:
