@@ -99,7 +99,12 @@ def add_compare_parser(subparsers) -> None:
     g = p.add_argument_group("comparison")
     g.add_argument("--depths", type=int, nargs="+", default=None, metavar="L",
                    help="numbers of hidden layers to compare (default " + " ".join(map(str, IMAGE_DEPTHS))
-                        + " for mnist, fashion-mnist, kmnist; " + " ".join(map(str, DEPTHS)) + " otherwise)")
+                        + " for mnist, fashion-mnist, kmnist; " + " ".join(map(str, DEPTHS)) + " otherwise; none with --arch)")
+    g.add_argument("--arch", dest="archs", action="append", default=None, metavar="SPEC",
+                   help="a convolutional row: ADMM (conv_train.fit_conv), BPTT (train_bptt_conv) and the floor on "
+                        "the convolutional network SPEC, e.g. 12c5-p2-32c5-p2-128, with the same split, seeds and "
+                        "budget as the dense rows and no augmentation; repeat for more rows. With --arch and no "
+                        "--depths only conv rows are run; give --depths too for dense rows in the same tables")
     g.add_argument("--seeds", type=int, default=3, metavar="S",
                    help="seeds per depth and method; seed i uses --seed + i (default 3)")
     g.add_argument("--hidden-width", "--hidden", type=int, default=DEFAULT_HIDDEN, metavar="N",
@@ -147,8 +152,12 @@ def run_compare_command(args) -> int:
     if args.plot_model:
         plot_saved_model(args.plot_model, data, args.plot_sample, args.out)
         return 0
+    if args.archs:
+        from ..arch import parse_arch
+        for a in args.archs:
+            parse_arch(a)  # a bad --arch fails before any data is read
     if args.depths is None:
-        args.depths = list(IMAGE_DEPTHS if data.dataset in IMAGE_DATASETS else DEPTHS)
+        args.depths = [] if args.archs else list(IMAGE_DEPTHS if data.dataset in IMAGE_DATASETS else DEPTHS)
     if args.budget_s is not None:
         given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
         if "iterations" not in given:
@@ -160,7 +169,7 @@ def run_compare_command(args) -> int:
                            metrics_every=args.metrics_every, device=_device(args.device),
                            plot_sample=args.plot_sample, progress=args.progress, budget_s=args.budget_s,
                            report_samples=args.report_samples, val_samples=args.val_samples,
-                           augment_shift=args.augment_shift)
+                           augment_shift=args.augment_shift, archs=args.archs or [])
     run_compare(config, args.out, log=lambda msg: print(msg, flush=True))
     return 0
 

@@ -14,6 +14,12 @@ floor  random hidden weights and a least-squares readout: :func:`admm_snn.admm.s
 
 Every accuracy is that of the true forward simulation (:func:`admm_snn.network.predict`) of the weights.
 
+Conv rows (``CompareConfig.archs``, ``--arch SPEC``): the same three methods on the convolutional network
+SPEC, on the same split, seeds and budget, without augmentation: ADMM by :func:`admm_snn.conv_train.fit_conv`
+(the validation split choosing the iterate), BPTT by :func:`admm_snn.baselines.bptt.train_bptt_conv`, the
+floor by ``fit_conv`` with 0 iterations (conv ADMM's iteration 0); accuracies by
+:func:`admm_snn.conv_network.accuracy_and_rates`. Their runs carry ``arch`` (and ``depth`` None).
+
 Timing: ``train_s`` is training compute only. For ADMM it is the initialisation (the floor's time, when
 the ADMM run starts from the floor, capped by the part of the ADMM call not spent in iterations) plus the
 sum of the iteration times, without the per-iteration evaluation; for BPTT it is the sum of the epoch times, without the per-epoch validation. ``time_to_90``
@@ -69,14 +75,26 @@ class CompareConfig:
     report_samples: int | None = None
     val_samples: int | None = None
     augment_shift: int | None = None
-    """Shift augmentation for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
+    """Shift augmentation of the dense rows for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
     default 16 groups, seeded by each method's seed): ADMM redraws at every re-projection, BPTT at every
     epoch after the first; 0: off; None: :func:`admm_snn.data.augment.default_shift` of the sensor (1 on
-    MNIST and N-MNIST)."""
+    MNIST and N-MNIST). Conv rows (``archs``) never augment."""
+    archs: list[str] = field(default_factory=list)
+    """Convolutional architectures (:func:`admm_snn.arch.parse_arch` strings such as ``12c5-p2-32c5-p2-128``),
+    one row each next to the dense ``depths`` rows: ADMM by :func:`admm_snn.conv_train.fit_conv`, BPTT by
+    :func:`admm_snn.baselines.bptt.train_bptt_conv`, the floor by ``fit_conv`` with 0 iterations."""
 
     def __post_init__(self):
-        if not self.depths or any((not isinstance(d, int)) or d < 1 for d in self.depths):
+        self.depths, self.archs = list(self.depths or []), [str(a).strip() for a in (self.archs or [])]
+        if not self.depths and not self.archs:
+            raise SettingsError("nothing to compare: give depths (dense rows) or architectures (--arch, conv rows)")
+        if any((not isinstance(d, int)) or isinstance(d, bool) or d < 1 for d in self.depths):
             raise SettingsError(f"depths {self.depths} must be integers >= 1 (number of hidden layers)")
+        from ..arch import parse_arch
+        for a in self.archs:
+            parse_arch(a)  # a bad string: one line naming the part
+        if len(set(self.archs)) != len(self.archs):
+            raise SettingsError(f"architectures {self.archs} name one more than once; give each once")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise SettingsError(f"seeds={self.seeds!r} must be an integer >= 1")
         if not isinstance(self.hidden_width, int) or self.hidden_width < 1:
@@ -96,11 +114,14 @@ class CompareConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 0):
                 raise SettingsError(f"{name}={v!r} must be 0 (all) or a positive integer")
+        if self.archs and self.metrics_every != 1:
+            raise SettingsError(f"metrics_every={self.metrics_every} is not supported with conv rows (--arch): "
+                                "convolutional ADMM evaluates every iteration; leave it out")
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("depths", "seeds", "hidden_width", "methods", "metrics_every",
                                             "device", "plot_sample", "budget_s", "report_samples", "val_samples",
-                                            "augment_shift")}
+                                            "augment_shift", "archs")}
         d.update(data=self.data.to_dict(), admm=self.admm.to_dict(), bptt=asdict(self.bptt))
         return d
 
@@ -180,18 +201,26 @@ def run_admm(X, labels, val, test, hidden, settings: ADMMSettings, floor: dict |
 
 
 def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, device="cpu", progress=False,
-             budget_s=None, resample=None) -> dict:
-    from ..baselines.bptt import train_bptt
-    n_classes = int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
+             budget_s=None, resample=None, arch=None, input_shape=None) -> dict:
+    """BPTT of the dense network ``hidden`` (:func:`train_bptt`), or, with ``arch`` and ``input_shape``,
+    of that convolutional network (:func:`train_bptt_conv`); the same budget, epochs and selection."""
+    from ..baselines.bptt import train_bptt, train_bptt_conv
+    n_classes = _n_classes(labels, val, test)
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        res = train_bptt(X, labels, hidden, params, bptt_settings, val[0], val[1], device=device,
-                         progress=progress, n_classes=n_classes, budget_s=budget_s, resample=resample)
+        if arch is None:
+            res = train_bptt(X, labels, hidden, params, bptt_settings, val[0], val[1], device=device,
+                             progress=progress, n_classes=n_classes, budget_s=budget_s, resample=resample)
+        else:
+            res = train_bptt_conv(X, labels, arch, input_shape, params, bptt_settings, val[0], val[1],
+                                  device=device, progress=progress, n_classes=n_classes, budget_s=budget_s,
+                                  resample=resample)
         wall = time.perf_counter() - t0
     weights = [w.detach().cpu() for w in res.weights]
     curve = [(h["wall_s"], h["val_acc"]) for h in res.history]
     selected = max(h["val_acc"] for h in res.history)
-    te = evaluate(weights, test[0], test[1], params)
+    te = (evaluate(weights, test[0], test[1], params) if arch is None
+          else evaluate_conv(arch, input_shape, weights, test[0], test[1], params))
     n, bs = X.shape[1], bptt_settings.batch_size
     epochs = sum(min(1.0, h["batches"] * bs / n) if h.get("partial") else 1.0 for h in res.history)
     stopped = len(res.history) < bptt_settings.epochs or bool(res.history[-1].get("partial"))
@@ -203,6 +232,83 @@ def run_bptt(X, labels, val, test, hidden, bptt_settings, params: LIFParams, dev
            "bptt_peak_memory_mib": res.peak_memory_bytes / 2 ** 20,
            "history": [{k: h.get(k) for k in ("epoch", "wall_s", "train_loss", "train_acc", "val_acc", "partial",
                                               "batches")} for h in res.history]}
+    for f in FRACTIONS:
+        out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f)
+    return out
+
+
+# ------------------------------------------------------------------------------------ conv methods
+
+def _n_classes(labels, val, test) -> int:
+    return int(max(int(labels.max()), int(val[1].max()), int(test[1].max())) + 1)
+
+
+def evaluate_conv(arch, input_shape, weights, frames, labels, params: LIFParams) -> dict:
+    """:func:`admm_snn.conv_network.accuracy_and_rates` as :func:`common.evaluate`'s dict; synaptic
+    operations are not counted for convolutional networks (None)."""
+    from ..conv_network import accuracy_and_rates
+    acc, rates = accuracy_and_rates(arch, input_shape, [w.cpu() for w in weights], frames, labels, params)
+    return {"accuracy": acc, "firing_rate": rates, "synaptic_ops": None}
+
+
+def check_conv(arch, input_shape, n_classes: int, settings: ADMMSettings, methods) -> None:
+    """One-line :class:`SettingsError` before any training when the network ``arch`` does not fit inputs of
+    ``input_shape`` or the conv solver does not implement the settings ADMM (or the floor) would use."""
+    from ..admm import conv_solver as CS
+    problem = CS.conv_problem(arch, input_shape, n_classes)
+    if "admm" in methods:
+        CS.check_settings(problem, settings)
+    if "floor" in methods:
+        CS.check_settings(problem, floor_settings(settings))
+
+
+def run_floor_conv(X, labels, val, test, arch, input_shape, settings: ADMMSettings, device="cpu") -> dict:
+    """The conv floor: :func:`admm_snn.conv_train.fit_conv` with :func:`floor_settings` and 0 iterations
+    (random kernels and matrices, rate calibration when ``init_rate`` is set, a least-squares readout of the
+    forward hidden spikes): with the same settings and seed, conv ADMM's iteration 0."""
+    from ..conv_train import fit_conv
+    fs = floor_settings(settings)
+    with PeakMemory() as mem:
+        res = fit_conv(X.to(device), labels.to(device), arch, input_shape, fs, 0,
+                       n_classes=_n_classes(labels, val, test))
+        init_s = res.compute_s
+        weights = [w.detach().cpu() for w in res.weights]
+        del res
+    params = settings.lif
+    v = evaluate_conv(arch, input_shape, weights, val[0], val[1], params)
+    te = evaluate_conv(arch, input_shape, weights, test[0], test[1], params)
+    return {"method": "floor", "weights": weights, "train_s": init_s, "wall_s": init_s,
+            "val_accuracy": v["accuracy"], "test_accuracy": te["accuracy"], "firing_rate": te["firing_rate"],
+            "synaptic_ops": None, "curve": [(init_s, v["accuracy"])],
+            "time_to_90": init_s, "time_to_95": init_s, "peak_memory_mib": mem.bytes / 2 ** 20}
+
+
+def run_admm_conv(X, labels, val, test, arch, input_shape, settings: ADMMSettings, device="cpu",
+                  budget_s=None) -> dict:
+    """Conv ADMM: :func:`admm_snn.conv_train.fit_conv` for at most ``settings.iterations`` iterations within
+    ``budget_s``, the validation split choosing the iterate (iteration 0, the start, included). ``train_s``:
+    initialisation plus iterations, without the per-iteration evaluation."""
+    from ..conv_train import fit_conv
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        res = fit_conv(X.to(device), labels.to(device), arch, input_shape, settings,
+                       n_classes=_n_classes(labels, val, test), val=(val[0].to(device), val[1].to(device)),
+                       budget_s=budget_s)
+        wall = time.perf_counter() - t0
+        weights = [w.detach().cpu() for w in res.best_weights]
+        history = [{k: h.get(k) for k in ("iteration", "wall_s", "seconds", "train_accuracy", "val_accuracy",
+                                          "firing_rate")} for h in res.history]
+        init_s, compute_s = res.history[0]["wall_s"], res.compute_s
+        best_it, its, status = res.best_iteration, res.iterations, res.status
+        del res
+    curve = [(h["wall_s"], h["val_accuracy"]) for h in history]
+    selected = next(h["val_accuracy"] for h in history if h["iteration"] == best_it)
+    te = evaluate_conv(arch, input_shape, weights, test[0], test[1], settings.lif)
+    out = {"method": "admm", "weights": weights, "train_s": compute_s, "init_s": init_s, "wall_s": wall,
+           "best_iteration": best_it, "iterations": its, "status": status, "val_accuracy": selected,
+           "test_accuracy": te["accuracy"], "firing_rate": te["firing_rate"], "synaptic_ops": None,
+           "curve": curve, "peak_memory_mib": mem.bytes / 2 ** 20, "history": history,
+           "starts_at_floor": admm_starts_at_floor(settings)}
     for f in FRACTIONS:
         out[f"time_to_{round(f * 100)}"] = time_to_fraction(curve, selected, f)
     return out
@@ -230,17 +336,27 @@ def time_axis(runs: list[dict], budget_s: float | None) -> float:
     return max((r["train_s"] for r in runs), default=0.0)
 
 
-def summarise(runs: list[dict], depths, methods, budget_s: float | None = None) -> list[dict]:
-    """Mean and sample standard deviation (n − 1) over seeds, per method and depth; ``val_at`` holds the
-    validation accuracy reached within each of :data:`TIME_POINTS` × :func:`time_axis` seconds."""
+def row_key(r: dict):
+    """A run's or summary row's row of the tables: its architecture string (conv rows) or its depth."""
+    return r.get("arch") or r["depth"]
+
+
+def row_label(key) -> str:
+    return f"{key} (conv)" if isinstance(key, str) else str(key)
+
+
+def summarise(runs: list[dict], depths, methods, budget_s: float | None = None, archs=()) -> list[dict]:
+    """Mean and sample standard deviation (n − 1) over seeds, per method and row (each depth, then each
+    conv architecture of ``archs``); ``val_at`` holds the validation accuracy reached within each of
+    :data:`TIME_POINTS` × :func:`time_axis` seconds."""
     horizon = time_axis(runs, budget_s)
     rows = []
-    for depth in depths:
+    for key in [*depths, *archs]:
         for m in methods:
-            rs = [r for r in runs if r["method"] == m and r["depth"] == depth]
+            rs = [r for r in runs if r["method"] == m and row_key(r) == key]
             if not rs:
                 continue
-            row = {"method": m, "depth": depth, "seeds": len(rs)}
+            row = {"method": m, "depth": rs[0]["depth"], "arch": rs[0].get("arch"), "seeds": len(rs)}
             for k in SUMMARY_FIELDS:
                 row[k] = mean_std([r.get(k) for r in rs])
             n_layers = len(rs[0]["firing_rate"])
@@ -274,9 +390,10 @@ def _settings_lines(d: dict) -> str:
 
 def results_markdown(results: dict) -> str:
     cfg, split, summary = results["config"], results["split"], results["summary"]
-    methods, depths = cfg["methods"], cfg["depths"]
+    methods, depths, archs = cfg["methods"], cfg["depths"], cfg.get("archs") or []
+    keys = [*depths, *archs]
     data = cfg["data"]
-    by = {(r["method"], r["depth"]): r for r in summary}
+    by = {(r["method"], row_key(r)): r for r in summary}
     n_seeds = cfg["seeds"]
     nmnist = data["dataset"] == "nmnist"
     images = data["dataset"] not in ("nmnist", "digits")
@@ -289,14 +406,18 @@ def results_markdown(results: dict) -> str:
     L.append("")
     L.append(f"Test accuracy (%) of the forward-simulated network, mean ± std over {n_seeds} seed(s); "
              f"{split['n_train']} train / {split['n_val']} validation / {split['n_test']} test {unit} "
-             f"(test: {split['test_source']}); hidden layers of {cfg['hidden_width']} LIF neurons"
+             f"(test: {split['test_source']}); "
+             + (f"dense rows: hidden layers of {cfg['hidden_width']} LIF neurons" if depths else "")
+             + ("; " if depths and archs else "")
+             + ("conv rows (conv): the convolutional LIF network of that architecture string, "
+                "the same one for every method" if archs else "")
              + (f"; every ADMM and BPTT run had the same training-time budget of {budget:g} s." if budget else "."))
     L.append("")
     head = ["Hidden layers"] + [METHOD_NAMES[m] for m in methods] + ([METHOD_NAMES["paper"]] if nmnist else [])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "|".join(["---:"] * len(head)) + "|")
-    for d in depths:
-        cells = [str(d)] + [_pct(by[(m, d)]["test_accuracy"]) if (m, d) in by else "–" for m in methods]
+    for d in keys:
+        cells = [row_label(d)] + [_pct(by[(m, d)]["test_accuracy"]) if (m, d) in by else "–" for m in methods]
         if nmnist:
             cells.append(f"{100 * PAPER_NMNIST[d]:.1f}" if d in PAPER_NMNIST else "–")
         L.append("| " + " | ".join(cells) + " |")
@@ -313,13 +434,13 @@ def results_markdown(results: dict) -> str:
                                                                                "Iterations / epochs"]
         L.append("| " + " | ".join(head) + " |")
         L.append("|---|---:|" + "---:|" * (len(ts) + 2))
-        for d in depths:
+        for d in keys:
             for m in methods:
                 r = by.get((m, d))
                 if r is None:
                     continue
                 steps = {"admm": _num(r.get("iterations"), ".0f"), "bptt": _num(r.get("epochs"), ".2f")}.get(m, "–")
-                L.append("| " + " | ".join([METHOD_NAMES[m], str(d)]
+                L.append("| " + " | ".join([METHOD_NAMES[m], row_label(d)]
                                            + [_pct(r["val_at"][f"{f:g}"]) for f in TIME_POINTS]
                                            + [_num(r["train_s"]), steps]) + " |")
         L.append("")
@@ -331,13 +452,13 @@ def results_markdown(results: dict) -> str:
             "Peak memory (MiB)", "Firing rate per hidden layer", "SynOps / sample"]
     L.append("| " + " | ".join(head) + " |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---|---:|")
-    for d in depths:
+    for d in keys:
         for m in methods:
             r = by.get((m, d))
             if r is None:
                 continue
             rates = " / ".join(f"{x['mean']:.3f}" for x in r["firing_rate"] if x is not None)
-            L.append("| " + " | ".join([METHOD_NAMES[m], str(d), _pct(r["val_accuracy"]), _num(r["train_s"]),
+            L.append("| " + " | ".join([METHOD_NAMES[m], row_label(d), _pct(r["val_accuracy"]), _num(r["train_s"]),
                                         _num(r["time_to_90"]), _num(r["time_to_95"]),
                                         _num(r["peak_memory_mib"], ".0f"), rates,
                                         _num(r["synaptic_ops"], ",.0f")]) + " |")
@@ -383,13 +504,28 @@ def results_markdown(results: dict) -> str:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
-    if cfg.get("augment_shift"):
-        L.append(f"- **Augmentation.** Both methods train on shifted frames: the training samples move by new "
+    if depths and cfg.get("augment_shift"):
+        L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** Both methods train on shifted frames: the training samples move by new "
                  f"random offsets in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill; 16 fixed "
                  "random groups of samples, one offset per group and draw) at every ADMM re-projection and every BPTT "
                  "epoch after the first; validation and test frames are not moved (`--augment-shift 0`: none).")
-    else:
-        L.append("- **Augmentation.** None (`--augment-shift 0`): both methods train on the fixed frames.")
+    elif depths:
+        L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** None (`--augment-shift 0`): both "
+                 "methods train on the fixed frames.")
+    if archs:
+        L.append("- **Conv rows** (" + ", ".join(f"`{a}`" for a in archs) + "): the same split, validation subsample, "
+                 "seeds" + (", budget" if budget else "") + " and iteration/epoch caps as the dense rows, and no "
+                 "augmentation for either method (the convolutional trainers have no shift augmentation), so the "
+                 "conv and dense rows differ in augmentation whenever the dense rows are augmented. ADMM: "
+                 "`admm_snn.conv_train.fit_conv` (the conv ADMM solver, the same settings as the dense rows), the "
+                 "validation split choosing the iterate (iteration 0, the start, included; evaluated every "
+                 "iteration). BPTT: `admm_snn.baselines.bptt.train_bptt_conv` with the same architecture and BPTT "
+                 "settings. Floor: `fit_conv` with 0 iterations and the floor's settings (random kernels and "
+                 "matrices, a ridge least-squares readout of the forward hidden spikes)"
+                 + (", which is conv ADMM's iteration 0" if results.get("admm_starts_at_floor") else "")
+                 + ". Accuracy and firing rates: the forward simulation of `admm_snn.conv_network`; a conv row's "
+                 "firing rates are per hidden LIF layer (convolutions and dense layers, pooling is not a layer); "
+                 "synaptic operations are not counted for conv rows (–).")
     L.append(f"- **ADMM.** `admm_snn.train.train`, "
              + (f"at most {adm['iterations']} iterations within the budget" if budget else f"{adm['iterations']} iterations")
              + f", validation accuracy evaluated every {cfg['metrics_every']} iteration(s) and the best iteration "
@@ -427,7 +563,8 @@ def results_markdown(results: dict) -> str:
                  + (f"; uncommitted changes in {', '.join(dirty)}" if dirty else "") + ".")
     L.append(f"- **Run time** of the whole comparison: {results.get('total_s', 0) / 60:.1f} min.")
     L.append("")
-    L.append("Plots: `accuracy_vs_depth.png`, `accuracy_vs_time.png`, `admm_convergence.png`, `sample_activity.png`.")
+    if results.get("plots"):
+        L.append("Plots: " + ", ".join(f"`{name}`" for name in results["plots"]) + ".")
     L.append("")
     return "\n".join(L)
 
@@ -481,13 +618,16 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     log(f"data: {info['n_train']} train, {info['n_val']} val, {info['n_test']} test "
         f"({info['test_source']}), T={X.shape[0]}, {X.shape[2]} inputs; loaded in "
         f"{time.perf_counter() - t_start:.1f} s")
+    n_classes = _n_classes(labels, val, test)
+    for a in config.archs:  # a network that does not fit, or settings conv ADMM lacks: one line, before training
+        check_conv(a, sensor_shape, n_classes, config.admm, config.methods)
     params = config.admm.lif
     results = {"config": {**config.to_dict(), "augment_shift": shift}, "split": info, "environment": environment(),
                "paper": {str(k): v for k, v in PAPER_NMNIST.items()} if config.data.dataset == "nmnist" else {},
                "runs": [], "summary": [],
                "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
     best = None  # (val accuracy, weights, depth, seed) of the best ADMM run
-    total = len(config.depths) * config.seeds * len(config.methods)
+    total = (len(config.depths) + len(config.archs)) * config.seeds * len(config.methods)
     k = 0
     for depth in config.depths:
         hidden = [config.hidden_width] * depth
@@ -509,27 +649,46 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
                     r = run_bptt(X, labels, val, test, hidden, bs, params, config.device, config.progress,
                                  config.budget_s, _resampler(X, sensor_shape, shift, bs.seed))
-                k += 1
                 weights = r.pop("weights")
                 if m == "admm" and r["val_accuracy"] is not None and (best is None or r["val_accuracy"] > best[0]):
                     best = (r["val_accuracy"], weights, depth, seed)
-                r.update(depth=depth, seed=i)
-                results["runs"].append(r)
-                steps = (f", {r['iterations']} iterations" if m == "admm" else
-                         f", {r['epochs']:.2f} epochs" if m == "bptt" else "")
-                log(f"[{k}/{total}] {m:5s} depth {depth} seed {i}: test {r['test_accuracy']:.3f} val "
-                    f"{r['val_accuracy'] if r['val_accuracy'] is not None else float('nan'):.3f} train "
-                    f"{r['train_s']:.1f} s{steps} (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
-                    f"MiB, rates {[round(x, 3) for x in r['firing_rate']]}; elapsed "
-                    f"{(time.perf_counter() - t_start) / 60:.1f} min")
-                results["total_s"] = time.perf_counter() - t_start
-                write_json(out / "results.json", results)
-    results["summary"] = summarise(results["runs"], config.depths, config.methods, config.budget_s)
+                r.update(depth=depth, arch=None, seed=i)
+                k = _record(results, r, k, total, t0, t_start, out, log)
+    best_conv = None  # (val accuracy, weights, arch, seed) of the best conv ADMM run
+    for arch in config.archs:
+        for i in range(config.seeds):
+            seed = config.admm.seed + i
+            admm_s = config.admm.replace(seed=seed)
+            for m in config.methods:
+                t0 = time.perf_counter()
+                if m == "floor":
+                    r = run_floor_conv(X, labels, val, test, arch, sensor_shape, admm_s, config.device)
+                elif m == "admm":
+                    r = run_admm_conv(X, labels, val, test, arch, sensor_shape, admm_s, config.device,
+                                      config.budget_s)
+                else:
+                    bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
+                    r = run_bptt(X, labels, val, test, None, bs, params, config.device, config.progress,
+                                 config.budget_s, None, arch=arch, input_shape=sensor_shape)
+                weights = r.pop("weights")
+                if m == "admm" and (best_conv is None or r["val_accuracy"] > best_conv[0]):
+                    best_conv = (r["val_accuracy"], weights, arch, seed)
+                r.update(depth=None, arch=arch, seed=i)
+                k = _record(results, r, k, total, t0, t_start, out, log)
+    results["summary"] = summarise(results["runs"], config.depths, config.methods, config.budget_s, config.archs)
     files = []
-    files.append(plots.accuracy_vs_depth(results, out / "accuracy_vs_depth.png"))
+    if config.depths:
+        files.append(plots.accuracy_vs_depth(results, out / "accuracy_vs_depth.png"))
     files.append(plots.accuracy_vs_time(results, out / "accuracy_vs_time.png"))
-    if "admm" in config.methods:
+    if "admm" in config.methods and config.depths:
         files.append(plots.admm_convergence(results, out / "admm_convergence.png"))
+    if best_conv is not None:
+        from ..io import save_model
+        _, weights, arch, seed = best_conv
+        save_model(out / "best_admm_conv.safetensors", weights, params.delta, params.theta,
+                   {"settings": config.admm.replace(seed=seed).to_dict(), "data": config.data.to_dict(),
+                    "source": "admm-snn compare"}, arch=arch, input_shape=list(sensor_shape))
+        results["best_conv_model"] = {"arch": arch, "seed": seed, "model": "best_admm_conv.safetensors"}
     if best is not None:
         from ..io import save_model
         _, weights, depth, seed = best
@@ -550,6 +709,24 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     log(f"wrote {out / 'results.md'}, {out / 'results.json'} and {len(results['plots'])} plots in "
         f"{results['total_s'] / 60:.1f} min")
     return results
+
+
+def _record(results: dict, r: dict, k: int, total: int, t0: float, t_start: float, out: Path, log) -> int:
+    """Append run ``r`` to the results, log it and rewrite results.json; the number of runs done."""
+    k += 1
+    results["runs"].append(r)
+    m = r["method"]
+    where = f"depth {r['depth']}" if r.get("arch") is None else f"arch {r['arch']}"
+    steps = (f", {r['iterations']} iterations" if m == "admm" else
+             f", {r['epochs']:.2f} epochs" if m == "bptt" else "")
+    log(f"[{k}/{total}] {m:5s} {where} seed {r['seed']}: test {r['test_accuracy']:.3f} val "
+        f"{r['val_accuracy'] if r['val_accuracy'] is not None else float('nan'):.3f} train "
+        f"{r['train_s']:.1f} s{steps} (call {time.perf_counter() - t0:.1f} s), peak +{r['peak_memory_mib']:.0f} "
+        f"MiB, rates {[round(x, 3) for x in r['firing_rate']]}; elapsed "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min")
+    results["total_s"] = time.perf_counter() - t_start
+    write_json(out / "results.json", results)
+    return k
 
 
 def plot_saved_model(model_path, data: DataOptions, sample: int, out: str | Path, log=print) -> Path:

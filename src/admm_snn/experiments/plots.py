@@ -55,7 +55,7 @@ def accuracy_vs_depth(results: dict, path) -> Path | None:
     ax = fig.add_subplot()
     depths = results["config"]["depths"]
     for m in results["config"]["methods"]:
-        rows = [r for r in results["summary"] if r["method"] == m and r["test_accuracy"]]
+        rows = [r for r in results["summary"] if r["method"] == m and r["test_accuracy"] and not r.get("arch")]
         if not rows:
             continue
         ax.errorbar([r["depth"] for r in rows], [100 * r["test_accuracy"]["mean"] for r in rows],
@@ -77,22 +77,22 @@ def accuracy_vs_depth(results: dict, path) -> Path | None:
 
 
 def accuracy_vs_time(results: dict, path) -> Path | None:
-    """Validation accuracy against training time, one panel per depth, one curve per method (mean over
-    seeds); the floor is a single point (its fitting time)."""
-    depths = results["config"]["depths"]
+    """Validation accuracy against training time, one panel per depth (then per conv architecture), one
+    curve per method (mean over seeds); the floor is a single point (its fitting time)."""
+    depths = [*results["config"]["depths"], *(results["config"].get("archs") or [])]
     fig = _figure(figsize=(4 * len(depths), 3.6))
     if fig is None:
         return None
     axes = fig.subplots(1, len(depths), squeeze=False)[0]
     for ax, d in zip(axes, depths):
         for m in results["config"]["methods"]:
-            runs = [r for r in results["runs"] if r["method"] == m and r["depth"] == d]
+            runs = [r for r in results["runs"] if r["method"] == m and (r.get("arch") or r["depth"]) == d]
             ts, accs = _mean_curve([r["curve"] for r in runs])
             if not ts:
                 continue
             style = {"marker": "o", "markersize": 3} if len(ts) > 1 else {"marker": "D", "markersize": 6}
             ax.plot(ts, [100 * a for a in accs], color=COLORS[m], label=LABELS[m], **style)
-        ax.set_title(f"{d} hidden layer{'s' if d > 1 else ''}", fontsize=10)
+        ax.set_title(f"conv {d}" if isinstance(d, str) else f"{d} hidden layer{'s' if d > 1 else ''}", fontsize=10)
         ax.set_xlabel("training time (s)")
         budget = results["config"].get("budget_s")
         if budget:
