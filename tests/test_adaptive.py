@@ -41,7 +41,7 @@ def exact_settings(**kw):
     base = dict(rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0, eps=1e-9, ridge=1e-2, ridge_out=None,
                 dtype="float64", gram_dtype="float64", proximal=False, weight_step=1.0, momentum=0.0, step_rule="fixed",
                 spike_solver="free", reproject=0, init="uniform", grow_every=0,
-                output_loss="square", target_gate=0.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
+                output_loss="square", target_gate=0.0, rho_decay=1.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
     base.update(kw)
     return ADMMSettings(**base)
 
@@ -308,10 +308,14 @@ def test_continuation_reaches_its_cap():
 
 def test_continuation_in_training_reaches_the_cap_and_reports_it():
     X, lab, _ = _problem()
-    s = ADMMSettings(iterations=4, rho_growth=3.0, beta_growth=2.0, penalty_cap=10.0)
+    s = ADMMSettings(iterations=4, rho_growth=3.0, beta_growth=2.0, penalty_cap=10.0, rho_decay=1.0)
     res = train(X, lab, [8, 8], s, progress=False)
     assert [h["rho_layers"][0] for h in res.history] == pytest.approx([3.0, 9.0, 10.0, 10.0])
     assert [h["beta_layers"][1] for h in res.history] == pytest.approx([0.002, 0.004, 0.008, 0.01])
+    # with the penalty decaying by depth each layer grows from, and is capped relative to, its own ρ_l
+    res = train(X, lab, [8, 8], s.replace(rho_decay=0.5), progress=False)
+    assert [h["rho_layers"][0] for h in res.history] == pytest.approx([1.5, 4.5, 5.0, 5.0])
+    assert [h["rho_layers"][1] for h in res.history] == pytest.approx([3.0, 9.0, 10.0, 10.0])
 
 
 @pytest.mark.parametrize("bad", [dict(penalty_balance="yes"), dict(balance_mu=1.0), dict(balance_tau=0.5),

@@ -30,7 +30,8 @@ def _problem(arch, shape, n_out=3, N=12, T=6, seed=0, tol=1e-4, **changes):
     frames = (torch.rand(T, N, prob.sizes[0], generator=g) < 0.4).to(DT)
     labels = torch.arange(N) % n_out
     y = torch.nn.functional.one_hot(labels, n_out).to(DT)
-    settings = ADMMSettings(dtype="float64", grow_every=0, **changes)
+    # one ρ for every layer: the independent objectives below use settings.rho (per-layer ρ_l: test_adaptive.py)
+    settings = ADMMSettings(dtype="float64", grow_every=0, **{"rho_decay": 1.0, **changes})
     state = CS.init_state(frames, y, prob, settings, g, S.SolverCache())
     return prob, frames, y, settings, state, g
 

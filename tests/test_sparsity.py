@@ -287,7 +287,7 @@ def _exact_settings(**kw):
                 proximal=False, spike_solver="box", box_iterations=300, dual=False, warmup=100, iterations=4,
                 ridge=0.0, ridge_out=0.0, eps=1e-9, rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0,
                 dtype="float64", gram_dtype="float64", init="uniform", grow_every=0,
-                output_loss="square", target_gate=0.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
+                output_loss="square", target_gate=0.0, rho_decay=1.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
     base.update(kw)
     return ADMMSettings(**base)
 

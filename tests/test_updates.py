@@ -42,7 +42,7 @@ def make_settings(**kw):
     base = dict(rho=1.3, rho_out=2.1, beta=0.7, delta=0.9, theta=1.0, eps=1e-5, ridge=1e-2, dtype="float64",
                 gram_dtype="float64", box_iterations=400, proximal=False, weight_step=1.0, momentum=0.0, step_rule="fixed", ridge_out=None,
                 spike_solver="clip", reproject=0, grow_every=0,
-                output_loss="square", target_gate=0.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
+                output_loss="square", target_gate=0.0, rho_decay=1.0)  # the spec's one-hot loss; the hinge output is tested in test_hinge.py
     base.update(kw)
     return ADMMSettings(**base)
 
