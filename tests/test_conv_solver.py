@@ -209,3 +209,20 @@ def test_a_conv_network_learns_on_mnist(shared_data, tmp_path):
     assert train > 0.5 and train >= start_train + 0.03, (start_train, train)
     assert val > start_val, (start_val, val)
     assert per_iteration < 30
+
+
+def test_rate_calibration_on_a_sample_of_many_recordings():
+    """Above CS.CALIBRATION_SAMPLES samples the start calibrates on evenly spaced ones (the first hidden
+    layer then fires at the target rate on all samples within a few thousandths) and costs less."""
+    assert CS.calibration_samples(CS.CALIBRATION_SAMPLES) is None
+    idx = CS.calibration_samples(1000)
+    assert idx.numel() == CS.CALIBRATION_SAMPLES and int(idx[0]) == 0 and int(idx[-1]) < 1000
+    assert bool((idx[1:] > idx[:-1]).all())
+    arch, shape = SMALL
+    prob, frames, y, settings, state, g = _problem(arch, shape, N=3 * CS.CALIBRATION_SAMPLES, T=5, init_rate=0.08)
+    rate = float(state.spikes[0].mean())
+    assert abs(rate - 0.08) < 0.005, rate
+    # the same start on the sample alone fires at the target up to the bisection's resolution
+    sample = CS.calibration_samples(frames.shape[1])
+    sub = CS.init_state(frames[:, sample], y[sample], prob, settings, torch.Generator().manual_seed(0))
+    assert abs(float(sub.spikes[0].mean()) - 0.08) < 0.002
