@@ -335,7 +335,12 @@ def parallel_hidden(state: ADMMState, frames, y, problem: ConvProblem, settings:
             a_fwd, z_fwd = state.spikes[l].clone(), state.potentials[l].clone()
         update_spikes(state, frames, problem, settings, l, u)
         x = U.gated_targets(u, a_fwd, state.spikes[l], z_fwd, settings.theta, settings.target_gate) if gate else None
-        S.update_potentials_red_black(state, frames, settings, l, sl=slice(None), u=u)
+        # element-wise and separable over samples: in cache-sized blocks of samples (the same values)
+        T, N, width = u.shape
+        step = S.block_size(N, T, width, settings, u.device)
+        for start in range(0, N, step):
+            sl = slice(start, min(start + step, N))
+            S.update_potentials_red_black(state, frames, settings, l, sl=sl, u=u[:, sl])
         del u
         if learn:
             update_weights(state, frames, problem, settings, cache, l, x)
