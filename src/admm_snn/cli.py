@@ -82,17 +82,22 @@ def cmd_train(args) -> int:
                                 if resample is not None else None},
                    report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s,
                    resample=resample)
+    return _report(args, result, result.wall_s, val is not None, splits, device,
+                   lambda frames, labels: accuracy_and_rates([w.to(device) for w in result.weights], frames, labels,
+                                                             settings.lif))
+
+
+def _report(args, result, wall: float, has_val: bool, splits, device, accuracy) -> int:
+    """The training command's summary line (and the test accuracy, added to summary.json when the data has
+    a test split); ``accuracy(frames, labels)`` → (accuracy, per-layer firing rates) of the trained network."""
     last = result.history[-1] if result.history else {}
     summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
-               "wall_s": round(result.wall_s, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
-    if val is not None:
+               "wall_s": round(wall, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    if has_val:
         summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
                                         if h["iteration"] == result.best_iteration), None)
     if splits.test is not None:
-        import torch
-        acc, rates = accuracy_and_rates([w.to(device) for w in result.weights],
-                                        splits.test.time_major(device=device), splits.test.labels.to(device),
-                                        settings.lif)
+        acc, rates = accuracy(splits.test.time_major(device=device), splits.test.labels.to(device))
         summary["test_accuracy"] = acc
         summary["test_firing_rate"] = rates
         path = Path(args.out) / "summary.json"
@@ -182,27 +187,9 @@ def cmd_train_conv(args) -> int:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0
-    last = result.history[-1] if result.history else {}
-    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
-               "wall_s": round(wall, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
-    if val is not None:
-        summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
-                                        if h["iteration"] == result.best_iteration), None)
-    if splits.test is not None:
-        acc, rates = accuracy_and_rates(args.arch, shape, result.best_weights,
-                                        splits.test.time_major(device=device), splits.test.labels.to(device),
-                                        settings.lif)
-        summary["test_accuracy"] = acc
-        summary["test_firing_rate"] = rates
-        path = Path(args.out) / "summary.json"
-        full = json.loads(path.read_text())
-        full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
-        from .io import atomic_write_text
-        atomic_write_text(path, json.dumps(full, indent=2))
-    print(json.dumps(summary))
-    if "test_accuracy" in summary:
-        print(f"test accuracy: {summary['test_accuracy']:.4f}")
-    return 0
+    return _report(args, result, wall, val is not None, splits, device,
+                   lambda frames, labels: accuracy_and_rates(args.arch, shape, result.best_weights, frames, labels,
+                                                             settings.lif))
 
 
 def add_eval_parser(sub) -> None:

@@ -13,7 +13,7 @@ import torch
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .errors import CheckpointError, SettingsError
+from .errors import SettingsError
 from .io import atomic_write_text, save_model
 
 
@@ -135,7 +135,7 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
     weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
     best iteration, times, status, unit counts, architecture, settings, the last history entry and
     ``model_extra``), each written atomically. ``arch`` is the architecture string."""
-    from .train import _prepare_out  # the dense trainer's check that the folder is writable
+    from .train import _append_metrics, _prepare_out  # the dense trainer's folder check and metrics line
     if not isinstance(arch, str):
         raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
     labels = torch.as_tensor(labels)
@@ -147,12 +147,7 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
     atomic_write_text(out / "metrics.jsonl", "")
 
     def record(m: dict) -> None:
-        try:
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(m) + "\n")
-        except OSError as exc:
-            raise CheckpointError(f"could not append to {out / 'metrics.jsonl'}: {exc.strerror or exc}; free "
-                                  "disk space or choose another --out") from None
+        _append_metrics(out, m, "free disk space or choose another --out")
         if on_record is not None:
             on_record(m)
 

@@ -248,13 +248,13 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
 
 
-def _append_metrics(out: Path, m: dict) -> None:
+def _append_metrics(out: Path, m: dict,
+                    advice: str = "the last checkpoint is intact (free disk space, then resume with --resume)") -> None:
     try:
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(m) + "\n")
     except OSError as exc:
-        raise CheckpointError(f"could not append to {out / 'metrics.jsonl'}: {exc.strerror or exc}; the last "
-                              "checkpoint is intact (free disk space, then resume with --resume)") from None
+        raise CheckpointError(f"could not append to {out / 'metrics.jsonl'}: {exc.strerror or exc}; {advice}") from None
 
 
 def _prepare_out(out: Path) -> None:
