@@ -220,3 +220,25 @@ def test_bad_conv_runs_are_one_line_errors(digits_conv_model, tmp_path, name, ca
     for w in words:
         assert w in lines[0], f"{name}: {w!r} not in {lines[0]!r}"
     assert not (tmp_path / "x.nir").exists() and not (tmp_path / "o").exists()
+
+
+def test_interrupt_message_says_what_a_conv_run_keeps(monkeypatch, capsys):
+    """Ctrl-C: a dense run points at its checkpoint; a conv run, which writes none, says what it keeps."""
+    from admm_snn import cli
+
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    build = cli.build_parser
+
+    def parser_that_interrupts():
+        parser = build()
+        parser._subparsers._group_actions[0].choices["train"].set_defaults(func=interrupt)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_that_interrupts)
+    for argv, expected in ((["train", "--arch", "3c3-12"], "keep no checkpoint"),
+                           (["train"], "last checkpoint in the output folder is intact")):
+        assert cli.main(argv) == 130
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1

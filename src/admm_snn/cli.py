@@ -329,7 +329,11 @@ def main(argv=None) -> int:
         print(f"admm-snn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("admm-snn: interrupted; the last checkpoint in the output folder is intact", file=sys.stderr)
+        if getattr(args, "arch", None):  # convolutional runs keep no checkpoint (cli.md)
+            print("admm-snn: interrupted; convolutional runs keep no checkpoint: metrics.jsonl in the output "
+                  "folder holds the iterations so far", file=sys.stderr)
+        else:
+            print("admm-snn: interrupted; the last checkpoint in the output folder is intact", file=sys.stderr)
         return 130
 
 
