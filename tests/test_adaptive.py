@@ -14,6 +14,7 @@ acceleration (admm/penalties.py, admm/anderson.py).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
@@ -488,7 +489,9 @@ def test_features_off_give_the_solver_without_them_bitwise(preset):
     s = ADMMSettings(iterations=4, momentum=0.0) if preset == "default" else ADMMSettings.paper(iterations=4, warmup=1)
     y = torch.nn.functional.one_hot(lab, 3).float()
     states = []
-    for step in (S.iterate, reference_iterate):
+    # every layer's states updated (growth on the shallow network is tests/test_growth.py's)
+    every_layer = functools.partial(S.iterate, truncate=False)
+    for step in (every_layer, reference_iterate):
         gen, cache = torch.Generator().manual_seed(s.seed), S.SolverCache()
         state = S.init_state(X, y, [20, 8, 8, 3], s, gen, cache=cache)
         for _ in range(4):

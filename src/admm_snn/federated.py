@@ -364,7 +364,7 @@ class _ConsensusSolver:
         self.calls = 0
         S.update_weights, S.update_output_joint_weights = self.update_weights, self.update_output_joint_weights
         try:
-            S.iterate(state, frames, y, settings, cache, generator)
+            S.iterate(state, frames, y, settings, cache, generator, truncate=False)  # consensus indexes every layer
         finally:
             S.update_weights, S.update_output_joint_weights = self._orig_weights, self._orig_joint
         if self.calls < state.n_layers:

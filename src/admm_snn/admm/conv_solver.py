@@ -116,9 +116,8 @@ recordings, T = 10, one thread on a shared 2-core Xeon: 12c5-p2-32c5-p2-128 26.1
 
 
 def calibration_samples(n: int) -> torch.Tensor | None:
-    """i·n // k for i < k = :data:`CALIBRATION_SAMPLES`, evenly spaced (no random draw); None: all n ≤ k."""
-    k = CALIBRATION_SAMPLES
-    return None if n <= k else torch.arange(k, dtype=torch.int64) * n // k
+    """:func:`solver.calibration_indices` with k = :data:`CALIBRATION_SAMPLES`: evenly spaced, None for n ≤ k."""
+    return S.calibration_indices(n, k=CALIBRATION_SAMPLES)
 
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, problem: ConvProblem, params,
@@ -337,9 +336,7 @@ def parallel_hidden(state: ADMMState, frames, y, problem: ConvProblem, settings:
         x = U.gated_targets(u, a_fwd, state.spikes[l], z_fwd, settings.theta, settings.target_gate) if gate else None
         # element-wise and separable over samples: in cache-sized blocks of samples (the same values)
         T, N, width = u.shape
-        step = S.block_size(N, T, width, settings, u.device)
-        for start in range(0, N, step):
-            sl = slice(start, min(start + step, N))
+        for sl in S._chunks(N, S.block_size(N, T, width, settings, u.device)):
             S.update_potentials_red_black(state, frames, settings, l, sl=sl, u=u[:, sl])
         del u
         if learn:

@@ -79,7 +79,7 @@ def active(settings) -> bool:
 def depth_rho(settings, l: int, n_hidden: int) -> float:
     """The starting dynamics penalty of hidden layer l of ``n_hidden``: ρ_l = ρ·γ^(n−1−l), γ =
     ``rho_decay`` (the top hidden layer keeps ρ; γ = 1: ρ for every layer)."""
-    return settings.rho if settings.rho_decay == 1.0 else settings.rho * settings.rho_decay ** (n_hidden - 1 - l)
+    return settings.rho * settings.rho_decay ** (n_hidden - 1 - l)  # γ = 1: ρ·1.0 = ρ exactly
 
 
 def layer_penalties(state, settings, l: int) -> tuple[float, float]:
@@ -106,9 +106,8 @@ def ensure(state, settings) -> None:
         return
     n = state.n_layers - 1
     rho = torch.tensor([depth_rho(settings, l, n) for l in range(n)], dtype=torch.float64)
-    for key, value in ((RHO, rho), (BETA, settings.beta), (RHO_TARGET, rho), (BETA_TARGET, settings.beta)):
-        state.aux[key] = value.clone() if isinstance(value, torch.Tensor) else torch.full((n,), float(value),
-                                                                                         dtype=torch.float64)
+    beta = torch.full((n,), float(settings.beta), dtype=torch.float64)
+    state.aux.update({RHO: rho, BETA: beta, RHO_TARGET: rho.clone(), BETA_TARGET: beta.clone()})
     state.aux[CHANGES] = torch.zeros(1, dtype=torch.int64)
 
 
@@ -177,6 +176,7 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
     rho, beta = aux[RHO].tolist(), aux[BETA].tolist()
     rho_t, beta_t = aux[RHO_TARGET].tolist(), aux[BETA_TARGET].tolist()
     before = (list(rho), list(beta))
+    base = [depth_rho(settings, l, n) for l in range(n)]  # each layer's starting ρ_l, the centre of its caps
     if snap is not None:
         sums = reduce(residual_sums(state, frames, settings, snap, blocks)).cpu()
         count = sums[4].clamp_min(1.0)
@@ -185,7 +185,6 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
                            rms[2], torch.tensor(beta, dtype=torch.float64) * rms[3]])
         aux[RESIDUALS] = res
         mu, tau, tol = settings.balance_mu, settings.balance_tau, settings.balance_tolerance
-        base = [depth_rho(settings, l, n) for l in range(n)]  # each layer's starting ρ_l
         lo_b, hi_b = settings.beta / settings.penalty_cap, settings.beta * settings.penalty_cap
         for l in range(n):
             if settings.penalty_balance in ("rho", "both"):
@@ -197,9 +196,8 @@ def update(state, frames, settings, snap: dict | None, reduce, blocks) -> None:
                                 hi_b)
                 beta[l] = follow(beta[l], beta_t[l], tol)
     for l in range(n):
-        cap = depth_rho(settings, l, n) * settings.penalty_cap
-        rho[l] = grow(rho[l], settings.rho_growth, cap)
-        rho_t[l] = grow(rho_t[l], settings.rho_growth, cap)
+        rho[l] = grow(rho[l], settings.rho_growth, base[l] * settings.penalty_cap)
+        rho_t[l] = grow(rho_t[l], settings.rho_growth, base[l] * settings.penalty_cap)
         beta[l] = grow(beta[l], settings.beta_growth, settings.beta * settings.penalty_cap)
         beta_t[l] = grow(beta_t[l], settings.beta_growth, settings.beta * settings.penalty_cap)
     changed = sum(int(a != b) for a, b in zip(before[0] + before[1], rho + beta))

@@ -169,7 +169,7 @@ class ADMMSettings:
                  0.3: MNIST 5,000 images, 7 hidden layers, 10 iterations, best validation 0.9265 → 0.9375
                  (the 1-layer network: 0.937); N-MNIST 3 / 5 layers unchanged within noise.
       penalty_cap ≥ 1: balancing and continuation keep ρ_l and β_l within a factor penalty_cap of
-                 rho and beta (continuation stops at rho·penalty_cap, beta·penalty_cap).
+                 their start (ρ·rho_decay^(n−1−l) and beta; continuation stops at that start·penalty_cap).
       anderson   memory m of safeguarded type-II Anderson acceleration of the hidden weights
                  (0: off); an accelerated point that raises the residual ‖T(x) − x‖ of the ADMM map
                  is rejected for the plain step.

@@ -65,12 +65,13 @@ rate of 2,000 samples' spikes pins the scale as well as all samples' do (a bisec
 rate), at a fraction of the start's cost for large N (13,620 MNIST images: 6.9 s for all, under 1 s)."""
 
 
-def calibration_indices(n_total: int, n_local: int | None = None, start: int = 0) -> torch.Tensor | None:
-    """The samples of the rate calibration among ``n_total``: i·n_total // k for i < k =
-    :data:`CALIBRATION_SAMPLES` (evenly spaced, no random draw), as indices into this process's samples
+def calibration_indices(n_total: int, n_local: int | None = None, start: int = 0,
+                        k: int | None = None) -> torch.Tensor | None:
+    """The samples of the rate calibration among ``n_total``: i·n_total // k for i < k (default
+    :data:`CALIBRATION_SAMPLES`; evenly spaced, no random draw), as indices into this process's samples
     ``start .. start + n_local`` (None: every sample, when n_total ≤ k). The same global set for any
     split over processes, so a data-parallel start is the single-process one."""
-    k = CALIBRATION_SAMPLES
+    k = CALIBRATION_SAMPLES if k is None else k
     if n_total <= k:
         return None
     n_local = n_total if n_local is None else n_local
@@ -722,14 +723,90 @@ def forget_inputs(cache: SolverCache) -> None:
         del cache.extra[key]
 
 
+def copies_exactly(W: torch.Tensor, delta: float, theta: float, margin: float = 1e-3) -> bool:
+    """Whether a hidden layer with weights W = c·I copies every binary spike train of the layer below
+    (a_t = a_in,t for all t) in the forward simulation z_t = δ z_{t-1} + c a_in,t − θ a_{t-1}.
+
+    By induction on t: each earlier spike (in, then out) adds δ^(t-s-1) p to z_t, p = cδ − θ, so the
+    history H_t lies in [0, p/(1−δ)) for p ≥ 0 and in (p/(1−δ), 0] for p < 0. The copy is exact iff a
+    step without an input spike stays at or below θ (p/(1−δ) ≤ θ) and a step with one goes above it
+    (c + min(0, p/(1−δ)) > θ). Both are asked with a relative ``margin`` for rounding; δ = 1 never
+    copies (an unbounded history). δ = 0.95, θ = 1: c in [1.053, 1.105) (``identity_gain`` 1.1)."""
+    if W.dim() != 2 or W.shape[0] != W.shape[1] or not delta < 1.0:
+        return False
+    c = float(W[0, 0])
+    if not torch.equal(W, torch.diag(W.diagonal())) or not bool((W.diagonal() == c).all()):
+        return False
+    history = (c * delta - theta) / (1.0 - delta)
+    return history <= theta * (1 - margin) and c + min(0.0, history) > theta * (1 + margin)
+
+
+def grown_layers(state: ADMMState, settings: ADMMSettings) -> int:
+    """How many hidden layers iteration ``state.iteration`` trains: 1 + i // K with growth every K
+    iterations (:func:`frozen`), all of them without growth."""
+    n, K = state.n_layers - 1, settings.grow_every
+    return n if not K else min(n, 1 + state.iteration // K)
+
+
+def _truncatable(state: ADMMState, settings: ADMMSettings, grown: int) -> bool:
+    """Whether the hidden layers from ``grown`` up are exact copies (:func:`copies_exactly`) of the
+    layer below, so the network computes what its first ``grown`` hidden layers and the output compute,
+    and no extension keeps per-layer variables of every layer (per-layer penalties, Anderson, L1 split)."""
+    if not 1 <= grown < state.n_layers - 1 or P.active(settings) or settings.anderson or settings.l1:
+        return False
+    return all(copies_exactly(state.weights[l], settings.delta, settings.theta)
+               for l in range(grown, state.n_layers - 1))
+
+
+def _grow_states(state: ADMMState, frames, settings: ADMMSettings, l: int) -> None:
+    """The states of hidden layer l, just grown: its forward simulation from the spikes of layer l−1,
+    z_t = δ z_{t-1} + W_l a_{l-1,t} − θ a_{l,t-1} (the layer's states were not updated while the
+    iterations ran on the shallower network)."""
+    W = state.weights[l]
+    for sl in _blocks(state, frames, settings):
+        z = state.spikes[l - 1][:, sl].to(W.dtype) @ W.T
+        state.spikes[l][:, sl] = lif_recurrence(z, settings.lif)
+        state.potentials[l][:, sl] = z
+
+
+def truncated_view(state: ADMMState, grown: int) -> ADMMState:
+    """The network of the first ``grown`` hidden layers and the output layer: the same tensors (updated
+    in place through the view), the output fed by the spikes of hidden layer ``grown``."""
+    return ADMMState(state.weights[:grown] + state.weights[-1:], state.potentials[:grown] + state.potentials[-1:],
+                     state.spikes[:grown], state.dual, state.iteration, state.aux)
+
+
 def iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache,
-            generator: torch.Generator, redraw: Callable[[], None] | None = None) -> None:
+            generator: torch.Generator, redraw: Callable[[], None] | None = None, truncate: bool = True) -> None:
     """One full ADMM iteration in place: the block updates of the chosen schedule, the dual step after
     the warm-up, optional re-projection onto the forward simulation; checks for divergence.
 
     ``redraw``: called just before the re-projection; it replaces ``frames`` in place by a new draw of
     the training data (and must :func:`forget_inputs`), so the re-projection puts the states on the new
-    frames and the output block, the dual step and the next iteration see them."""
+    frames and the output block, the dual step and the next iteration see them.
+
+    Growth on the shallow network (``truncate``): while layer-by-layer growth (:func:`frozen`) keeps
+    the layers above the first g = :func:`grown_layers` at exact identity copies (:func:`copies_exactly`),
+    the deep network computes what its first g hidden layers and the output compute, so the iteration
+    runs on that network (:func:`truncated_view`: every block of it, none of the copies' states) and a
+    deep iteration during growth costs what a g-layer one does. A layer's states are formed when it
+    grows (:func:`_grow_states`). ``truncate=False``: every layer's states are updated, frozen or not."""
+    n = state.n_layers - 1
+    grown = grown_layers(state, settings)
+    if truncate and settings.grow_every and grown > 1 and state.iteration % settings.grow_every == 0 \
+            and _truncatable(state, settings, grown - 1):
+        _grow_states(state, frames, settings, grown - 1)  # the last iteration ran without this layer
+    if not (truncate and grown < n and _truncatable(state, settings, grown)):
+        return _iterate(state, frames, y, settings, cache, generator, redraw)
+    view = truncated_view(state, grown)
+    _iterate(view, frames, y, settings, cache, generator, redraw)
+    state.weights[:grown], state.weights[-1] = view.weights[:grown], view.weights[-1]
+    state.dual, state.iteration = view.dual, view.iteration
+
+
+def _iterate(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache,
+             generator: torch.Generator, redraw: Callable[[], None] | None = None) -> None:
+    """:func:`iterate` on every layer of ``state``."""
     if settings.schedule == "parallel":
         hidden, output = parallel_hidden, parallel_output
     else:
