@@ -50,16 +50,21 @@ def mnist_splits(a, encoding: str = "rate"):
                                    test_fraction=0.0), need_test=False)
 
 
+def training_data(a):
+    """One torch thread; (frames, labels) of the training split and (frames, labels) of the validation split."""
+    torch.set_num_threads(1)
+    splits = mnist_splits(a)
+    return ((splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels),
+            (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_arguments(ap, iterations=12)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=SETTING=VALUE,...")
     ap.add_argument("--out", default="runs/explore")
     a = ap.parse_args()
-    torch.set_num_threads(1)
-    splits = mnist_splits(a)
-    X, lab = splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels
-    val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels)
+    (X, lab), val = training_data(a)
     rows = []
     for text in a.variant or ["base="]:
         name, changes = parse_variant(text)

@@ -18,13 +18,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from admm_snn.admm import solver as S
 from admm_snn.admm.settings import ADMMSettings
 from admm_snn.train import train
 
-from explore import data_arguments, mnist_splits, parse_variant
+from explore import data_arguments, parse_variant, training_data
 
 
 def main() -> None:
@@ -35,10 +33,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["shallow", "every"], choices=["shallow", "every"])
     ap.add_argument("--out", default="runs/growth")
     a = ap.parse_args()
-    torch.set_num_threads(1)
-    splits = mnist_splits(a)
-    X, lab = splits.train.time_major(dtype=splits.train.frames.dtype), splits.train.labels
-    val = (splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels)
+    (X, lab), val = training_data(a)
     _, changes = parse_variant("x=" + a.set)
     settings = ADMMSettings(iterations=a.iterations, **changes)
     original = S.iterate
@@ -53,7 +48,7 @@ def main() -> None:
             S.iterate = original
         rows.append({"mode": mode, "hidden": a.hidden, "changes": changes,
                      "best_val": max(m["val_accuracy"] for m in r.history), "best_iteration": r.best_iteration,
-                     "iterations": len(r.history) - 1,
+                     "iterations": len(r.history),
                      "val_per_iteration": [m["val_accuracy"] for m in r.history],
                      "seconds_per_iteration": [round(m.get("seconds", float("nan")), 2) for m in r.history],
                      "seconds": round(time.perf_counter() - t0, 1)})
