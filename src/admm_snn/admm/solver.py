@@ -300,8 +300,7 @@ def frozen(state: ADMMState, settings: ADMMSettings, l: int) -> bool:
     1 + i // K hidden layers are trained; the layers above them keep their (identity) start weights, so
     the network computes what its trained lower layers compute, and a layer is "inserted" on top of
     them every K iterations. The output layer is always trained."""
-    K = settings.grow_every
-    return bool(K) and l < state.n_layers - 1 and l >= 1 + state.iteration // K
+    return grown_layers(state, settings) <= l < state.n_layers - 1
 
 
 def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: SolverCache, l: int,
@@ -734,9 +733,10 @@ def copies_exactly(W: torch.Tensor, delta: float, theta: float, margin: float = 
     copies (an unbounded history). δ = 0.95, θ = 1: c in [1.053, 1.105) (``identity_gain`` 1.1)."""
     if W.dim() != 2 or W.shape[0] != W.shape[1] or not delta < 1.0:
         return False
-    c = float(W[0, 0])
-    if not torch.equal(W, torch.diag(W.diagonal())) or not bool((W.diagonal() == c).all()):
+    c = W[0, 0]
+    if not torch.equal(W, c * torch.eye(W.shape[0], dtype=W.dtype, device=W.device)):
         return False
+    c = float(c)
     history = (c * delta - theta) / (1.0 - delta)
     return history <= theta * (1 - margin) and c + min(0.0, history) > theta * (1 + margin)
 
