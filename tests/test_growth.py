@@ -143,3 +143,30 @@ def test_resume_across_growth_is_bitwise(tmp_path):
         assert torch.equal(wa, wb)
     assert a.best_iteration == b.best_iteration
     assert [m["val_accuracy"] for m in a.history] == [m["val_accuracy"] for m in b.history]
+
+
+def test_report_during_growth_measures_the_deep_network():
+    """The per-iteration report after a shallow iteration fills the skipped copies with their forward
+    simulation (the states every other iteration gives them): no spike gap in any layer, the forward
+    simulation's rates, and the Lagrangian of the state whose copies carry the forward simulation's
+    states; the state itself is left as it was."""
+    from admm_snn.metrics import lagrangian_of
+    from admm_snn.train import iteration_metrics
+    X, labels, y = _problem(5)
+    s = ADMMSettings(grow_every=2)
+    a = S.init_state(X, y, [30, 16, 16, 16, 3], s, torch.Generator().manual_seed(0))
+    for k in range(5):
+        S.iterate(a, X, y, s, S.SolverCache(), torch.Generator().manual_seed(k))
+        before = [t.clone() for t in a.potentials + a.spikes]
+        m = iteration_metrics(a, X, y, labels, s)
+        trace = forward(a.weights, X, s.lif)
+        ref = _clone(a)
+        ref.potentials[:3], ref.spikes[:3] = trace.potentials[:3], trace.spikes[:3]
+        assert m["spike_gap"] == [0.0, 0.0, 0.0]
+        assert m["firing_rate"] == pytest.approx([float(t.double().mean()) for t in trace.spikes[:3]], abs=1e-12)
+        assert m["lagrangian"] == pytest.approx(lagrangian_of(ref, X, y, s)["lagrangian"], rel=1e-5)
+        for x, x_now in zip(before, a.potentials + a.spikes):
+            assert torch.equal(x, x_now)
+        if k < 3:  # the copies' own states are stale: the unfilled Lagrangian differs
+            assert lagrangian_of(a, X, y, s)["lagrangian"] != pytest.approx(m["lagrangian"], rel=1e-3)
+    assert not any(S.copies_exactly(w, s.delta, s.theta) for w in a.weights[1:3])  # every layer grew on the way

@@ -99,6 +99,7 @@ def report_sums(state, frames, y, labels, settings, val=None, sample=None, scale
         idx = sample.to(frames.device)
         state_m, frames, y, labels = _sample_state(state, sample), frames[:, idx], y[idx], labels[idx]
         scale = n_all / max(len(sample), 1) if scale is None else scale
+    state_m = S.copy_states_filled(state_m, frames, settings)  # the copies skipped by the shallow iteration
     sums, own = metric_sums(state_m, frames, y, labels, settings, val, lagrangian_of)
     if scale is not None:
         sums[0] *= scale

@@ -769,6 +769,27 @@ def _grow_states(state: ADMMState, frames, settings: ADMMSettings, l: int) -> No
         state.potentials[l][:, sl] = z
 
 
+def copy_states_filled(state: ADMMState, frames, settings: ADMMSettings) -> ADMMState:
+    """``state`` as the deep network computes it, for a report after an iteration that ran on the
+    shallow network (:func:`iterate`): the identity copies above the g = :func:`grown_layers` grown
+    hidden layers (whose states that iteration skipped, so they are stale) carry their forward
+    simulation from the layer below, z_t = δ z_{t-1} + W_l a_{l-1,t} − θ a_{l,t-1}, the states every
+    other iteration gives them (the re-projection, or :func:`_grow_states` when they grow). A new
+    state (new lists; the copies' tensors new), ``state`` unchanged; ``state`` itself when no layer
+    was skipped."""
+    n, K = state.n_layers - 1, settings.grow_every
+    g = min(n, 1 + max(state.iteration - 1, 0) // K) if K else n  # grown_layers of the iteration just run
+    if not (g < n and _truncatable(state, settings, g)):
+        return state
+    filled = ADMMState(list(state.weights), list(state.potentials), list(state.spikes), state.dual,
+                       state.iteration, state.aux)
+    for l in range(g, state.n_layers - 1):
+        filled.potentials[l] = torch.empty_like(state.potentials[l])
+        filled.spikes[l] = torch.empty_like(state.spikes[l])
+        _grow_states(filled, frames, settings, l)
+    return filled
+
+
 def truncated_view(state: ADMMState, grown: int) -> ADMMState:
     """The network of the first ``grown`` hidden layers and the output layer: the same tensors (updated
     in place through the view), the output fed by the spikes of hidden layer ``grown``."""
