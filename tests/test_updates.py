@@ -373,6 +373,41 @@ def test_clip_spike_update_is_clipped_unconstrained_minimiser(sizes, l):
             assert torch.equal(new.spikes[l2], state.spikes[l2])
 
 
+@pytest.mark.parametrize("solver", ["free", "clip"])
+@pytest.mark.parametrize("sizes,l", [([6, 9, 3], 0), ([5, 9, 4, 3], 0), ([4, 5, 11, 3], 1)])
+def test_spike_update_through_woodbury_is_the_exact_minimiser(sizes, l, solver):
+    """Where the next layer has fewer than half the neurons (updates.low_rank), the spike block is solved
+    through Woodbury's identity with k×k factors: still the exact (clipped) minimiser over all a_{l,t}."""
+    s = make_settings(spike_solver=solver)
+    state, frames, y = random_problem(30 + l, sizes)
+    assert U.low_rank(state.weights[l + 1], s.beta, solver)
+    assert isinstance(S._spike_setup(state, l, s)[4], U.WoodburyFactors)
+    f = spike_objective(state, frames, y, s, l)
+    a_star, _, _ = newton_minimiser(f, state.spikes[l].flatten())
+    new = clone_state(state)
+    S.update_spikes_all_t(new, frames, s, l)
+    expected = a_star if solver == "free" else a_star.clamp(0, 1)
+    assert torch.allclose(new.spikes[l].flatten(), expected, atol=1e-9)
+    chol = clone_state(state)  # the n×n Cholesky path gives the same spikes
+    S.update_spikes_all_t(chol, frames, s, l, setup=S._spike_setup(chol, l, s, low_rank_ok=False))
+    assert torch.allclose(new.spikes[l], chol.spikes[l], atol=1e-10)
+
+
+def test_woodbury_solve_in_float32_matches_float64_cholesky():
+    """The Woodbury solve with float32 right-hand sides (the library's default dtype) against the n×n
+    float64 Cholesky solve of both systems, at the default β = 1e-3 (the t = T system's diagonal)."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(10, 200, generator=g, dtype=torch.float64) / 200 ** 0.5 * 3
+    rhs = torch.randn(4, 50, 200, generator=g, dtype=torch.float64)
+    f = U.woodbury_factors(W.float(), 1.0, 0.3, 1.0, 1e-3)
+    M_inner, M_last = U.spike_matrices(W, 1.0, 0.3, 1.0, 1e-3)
+    expected = torch.cat([torch.linalg.solve(M_inner, rhs[:-1].reshape(-1, 200).T).T.reshape(3, 50, 200),
+                          torch.linalg.solve(M_last, rhs[-1].T).T[None]])
+    got = U.solve_spikes(None, None, rhs.float(), "free", factors=f)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize("solver", ["clip", "box"])
 @pytest.mark.parametrize("sizes,l", [([6, 3, 3], 0), ([5, 3, 3, 3], 0), ([5, 3, 3, 3], 1)])
 def test_spike_update_exact_when_minimiser_inside_box(sizes, l, solver):

@@ -82,13 +82,14 @@ def patches(a: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0, poo
 
 
 def patch_sums(a: torch.Tensor, x: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0,
-               pool_size: int = 1, pool_mode: str = "sum", dtype=torch.float64):
+               pool_size: int = 1, pool_mode: str = "sum", dtype=torch.float64, gram: bool = True):
     """(G, C) of the conv weight block for one block of rows: G = Σ PᵀP over positions and rows of the
     batch, C = Σ X P with X the targets (B, C_out, H', W') laid out as conv2d's output; both in ``dtype``.
-    Sums over time, samples, chunks and processes are plain additions of these."""
+    Sums over time, samples, chunks and processes are plain additions of these. ``gram`` False: G is
+    None (the caller keeps the Gram of inputs that do not change, such as the frames)."""
     P = patches(a, kernel, stride, padding, pool_size, pool_mode).to(dtype)
     X = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(dtype)
-    return P.T @ P, X.T @ P
+    return (P.T @ P if gram else None), X.T @ P
 
 
 def solve_conv_weights(G: torch.Tensor, C: torch.Tensor, shape: tuple, ridge: float,

@@ -98,6 +98,10 @@ def check_settings(problem: ConvProblem, settings: ADMMSettings) -> None:
         raise SettingsError("spike_solver='box' is not supported for spikes that feed a convolution; use free or clip")
 
 
+INPUT_PATCH_GRAM = ("conv-input-gram",)
+"""The cache key of the first conv layer's patch Gram of the frames (:func:`update_weights`)."""
+
+
 def flat(frames: torch.Tensor, problem: ConvProblem) -> torch.Tensor:
     """Frames (T, N, C·H·W) or (T, N, C, H, W) as (T, N, C·H·W)."""
     return CN.flat_frames(frames, problem.input_shape)
@@ -244,8 +248,12 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     h = heaviside(z, theta)
     if nxt.kind == "dense":
         W_eff = effective_matrix(nxt, W_next)
-        M_inner, M_last = U.spike_matrices(W_eff, theta, rho_l, rho_next, beta_l)
-        factors = (U.cholesky(M_inner, "spike-update matrix"), U.cholesky(M_last, "spike-update matrix"))
+        if U.low_rank(W_eff, beta_l, settings.spike_solver):  # k×k factors: no (C·H·W)² matrix
+            M_inner = M_last = None
+            factors = U.woodbury_factors(W_eff, theta, rho_l, rho_next, beta_l)
+        else:
+            M_inner, M_last = U.spike_matrices(W_eff, theta, rho_l, rho_next, beta_l)
+            factors = (U.cholesky(M_inner, "spike-update matrix"), U.cholesky(M_last, "spike-update matrix"))
         rhs = U.spike_rhs(W_eff, c, d_next, h, theta, rho_l, rho_next, beta_l, state.dual if dual_next else None)
         SP.rate_rhs(rhs, settings.rate_penalty)
         state.spikes[l].copy_(U.solve_spikes(M_inner, M_last, rhs, settings.spike_solver, settings.box_iterations,
@@ -274,13 +282,15 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     problem.cg_log[l] = log
 
 
-def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int = PATCH_ELEMENTS):
+def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int = PATCH_ELEMENTS,
+                gram: bool = True):
     """(G, C) of layer l's weight block over every time step and sample, in ``dtype``:
 
         conv:   G = Σ_{t,samples} P_tᵀ P_t,  C = Σ X_tᵀ P_t   (P_t the patches of pool(a_{l-1,t}), X_t the targets)
         dense:  G = Σ p_t p_tᵀ,  C = Σ x_t p_tᵀ  with p_t = flatten(pool(a_{l-1,t})) (updates.weight_statistics)
     ``inputs`` (T, N, n_{l-1}) flat, ``x`` (T, N, n_l) the targets. Conv sums are formed over blocks of
-    (t, sample) images whose patches hold about ``rows`` numbers."""
+    (t, sample) images whose patches hold about ``rows`` numbers. ``gram`` False (a conv layer): G is None
+    and only C is formed."""
     if layer.kind == "dense":
         pooled = layer.pooled(inputs).reshape(x.shape[0], x.shape[1], -1)
         return U.weight_statistics(pooled, x, dtype)
@@ -291,8 +301,10 @@ def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int =
     G = C = None
     for s in range(0, a.shape[0], step):
         g, c = CV.patch_sums(a[s:s + step], X[s:s + step], layer.kernel, layer.stride, layer.padding,
-                             layer.pool_size, layer.pool_mode, dtype)
-        G, C = (g, c) if G is None else (G.add_(g), C.add_(c))
+                             layer.pool_size, layer.pool_mode, dtype, gram)
+        C = c if C is None else C.add_(c)
+        if gram:
+            G = g if G is None else G.add_(g)
     return G, C
 
 
@@ -310,8 +322,14 @@ def update_weights(state: ADMMState, frames, problem: ConvProblem, settings: ADM
         x = U.targets(state.potentials[l], state.spikes[l], settings.delta, settings.theta)
     W_old = state.weights[l]
     inputs = state.layer_inputs(frames, l).to(W_old.dtype)
-    G, C = weight_sums(layer, inputs, x, S.DTYPES[settings.gram_dtype])
-    G, C = cache.reduce(G), cache.reduce(C)
+    # the first conv layer's patch Gram Σ PᵀP is that of the frames: formed once and kept in the cache
+    # (solver.forget_inputs drops it with the frames' other derived sums)
+    keep = l == 0 and layer.kind == "conv"
+    G_kept = cache.extra.get(INPUT_PATCH_GRAM) if keep else None
+    G, C = weight_sums(layer, inputs, x, S.DTYPES[settings.gram_dtype], gram=G_kept is None)
+    G, C = (G_kept if G_kept is not None else cache.reduce(G)), cache.reduce(C)
+    if keep:
+        cache.extra[INPUT_PATCH_GRAM] = G
     anchor = W_old if settings.proximal else None
     if layer.kind == "conv":
         W = CV.solve_conv_weights(G, C, tuple(W_old.shape), settings.ridge, anchor)

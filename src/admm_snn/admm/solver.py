@@ -340,11 +340,16 @@ def update_weights(state: ADMMState, frames, settings: ADMMSettings, cache: Solv
     state.weights[l] = W.to(state.weights[l].dtype)
 
 
-def _spike_setup(state, l, settings):
+def _spike_setup(state, l, settings, low_rank_ok: bool = True):
+    """(W_{l+1}, (ρ_l, ρ_{l+1}), M_inner, M_last, factors, whether l+1 is the output) of layer l's spike
+    block: the n×n matrices and their Cholesky factors, or, where the next layer is less than half as
+    wide (:func:`updates.low_rank`, and ``low_rank_ok``), no matrices and :class:`updates.WoodburyFactors`."""
     W_next = state.weights[l + 1]
     dual_next = l + 1 == state.n_layers - 1
     rho_l, beta_l = P.layer_penalties(state, settings, l)  # ρ_l, β_l (per layer when adapted)
     rhos = (rho_l, settings.output_rho if dual_next else P.layer_penalties(state, settings, l + 1)[0])
+    if low_rank_ok and U.low_rank(W_next, beta_l, settings.spike_solver):  # k×k factors, no n×n matrices
+        return W_next, rhos, None, None, U.woodbury_factors(W_next, settings.theta, *rhos, beta_l), dual_next
     M_inner, M_last = U.spike_matrices(W_next, settings.theta, rhos[0], rhos[1], beta_l)
     factors = (U.cholesky(M_inner, "spike-update matrix"), U.cholesky(M_last, "spike-update matrix"))
     return W_next, rhos, M_inner, M_last, factors, dual_next
@@ -585,7 +590,7 @@ def sequential_hidden(state, frames, y, settings, cache, generator) -> None:
     for l in layers:
         if paper:
             update_weights(state, frames, settings, cache, l)
-        W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings)
+        W_next, rhos, M_inner, M_last, factors, dual_next = _spike_setup(state, l, settings, low_rank_ok=False)
         rho_l, beta_l = P.layer_penalties(state, settings, l)
         z, a = state.potentials[l], state.spikes[l]
         u = _current_all(state, frames, l, settings, cache)
@@ -715,10 +720,12 @@ def take_weight_step(state: ADMMState, previous: list, settings: ADMMSettings) -
 
 def forget_inputs(cache: SolverCache) -> None:
     """Drop everything the cache derived from the training frames (input Gram, its factor and μ, the
-    frames' sparse form, the input layer's L1 factor), for frames that were replaced in place."""
+    frames' sparse form, the input layer's L1 factor, the first conv layer's patch Gram), for frames
+    that were replaced in place."""
     cache.input_gram = cache.input_gram_factor = cache.input_mu = None
     cache.frames_integer_max = None
-    for key in [k for k in cache.extra if isinstance(k, tuple) and k[0] in ("sparse-block", "l1_factor")]:
+    for key in [k for k in cache.extra if isinstance(k, tuple) and k[0] in ("sparse-block", "l1_factor",
+                                                                            "conv-input-gram")]:
         del cache.extra[key]
 
 

@@ -45,7 +45,8 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
                     density: float | None = None) -> dict:
     """Floating-point operations of one iteration, by part, counted from the shapes (a product of an
     (m×k) and a (k×n) matrix is 2mkn; a Cholesky solve with an n×n factor is 2n² per right-hand side; a
-    factorisation n³/3). Element-wise work (potentials, thresholds, clipping) is not counted. Parts in
+    factorisation n³/3; a spike block solved through Woodbury's identity, where the next layer has k < n/2
+    neurons, 4kn + 2k² per right-hand side). Element-wise work (potentials, thresholds, clipping) is not counted. Parts in
     the gram dtype are named ``*_gram``; the cross sums C = Σ x aᵀ, ``*_cross``, are in the gram dtype
     only when ``cross_dtype`` equals it (``total_gram`` counts them then). When the products with the
     frames use their CSR form (``input_format``, frames of ``density``), those products
@@ -67,8 +68,12 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
         if not cached:
             f["u"] += 2 * rows * m * n
         f["spike_rhs"] += 2 * K * nxt * n
-        f["spike_solve"] += 2 * K * n * n
-        f["spike_setup"] += 2 * nxt * n * n + 2 * n ** 3 / 3
+        if settings.spike_solver != "box" and settings.beta > 0 and 2 * nxt < n:  # Woodbury (updates.low_rank)
+            f["spike_solve"] += 2 * K * nxt * n * 2 + 2 * K * nxt * nxt  # W b, Wᵀ y and the k×k solves
+            f["spike_setup"] += 2 * nxt * nxt * n + 2 * nxt ** 3 / 3
+        else:
+            f["spike_solve"] += 2 * K * n * n
+            f["spike_setup"] += 2 * nxt * n * n + 2 * n ** 3 / 3
         if settings.spike_solver == "box":
             f["box"] += settings.box_iterations * 3 * 2 * K * n * n
         f["weights_cross"] += 2 * rows * m * n  # C = Σ x aᵀ
