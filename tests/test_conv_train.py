@@ -42,6 +42,20 @@ def test_fit_conv_is_deterministic_given_the_seed():
     assert not torch.equal(runs[0].weights[0], runs[2].weights[0])
 
 
+def test_every_conv_layer_trains_from_the_first_iteration():
+    """grow_every is for dense networks (deep layers that start as identity copies): a conv network starts
+    every layer at random, so growth would only freeze random layers. With growth on (the default 4) the
+    run is bitwise the run without it, and after one iteration every hidden layer has moved."""
+    g = torch.Generator().manual_seed(1)
+    frames = (torch.rand(5, 40, 2 * 8 * 8, generator=g) < 0.3).float()
+    labels = torch.arange(40) % 3
+    start = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(seed=2), 0).weights
+    grow, none = (fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(seed=2, grow_every=K), 1)
+                  for K in (4, 0))
+    assert all(torch.equal(a, b) for a, b in zip(grow.weights, none.weights))
+    assert all(not torch.equal(a, b) for a, b in zip(grow.weights[:2], start[:2]))
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(labels=torch.zeros(3, dtype=torch.long)), "labels have shape"),
     (dict(iterations=-1), "iterations"),

@@ -367,8 +367,12 @@ def iterate(state: ADMMState, frames, y, problem: ConvProblem, settings: ADMMSet
     (:func:`parallel_hidden`), the settings' weight step W_prev + η (W* − W_prev) (with momentum), the
     re-projection every ``reproject`` iterations, the dense output block on the flattened last hidden
     spikes (:func:`solver.parallel_output`), the dual step λ ← λ + ρ_L (z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T})
-    after the warm-up; checks for divergence."""
+    after the warm-up; checks for divergence. Every layer trains from the first iteration (no growth:
+    ``grow_every`` is for dense networks, whose deep layers start as identity copies)."""
     check_settings(problem, settings)
+    # no growth: every layer of a conv network starts at random (conv_network.init_weights), so a layer
+    # kept at its start would be a frozen random layer, not an identity copy (grow_every: dense only)
+    settings = settings.replace(grow_every=0)
     frames = flat(frames, problem)
     stepping = settings.steps_hidden_weights
     previous = [w.clone() for w in state.weights[:-1]] if stepping else None

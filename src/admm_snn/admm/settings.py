@@ -147,6 +147,8 @@ class ADMMSettings:
                  3 / 5 layers against 0.865 / 0.856 when every layer trains from the start. Default
                  4: MNIST 13,620 images, 120 s budget, test accuracy at 3 / 5 / 7 layers 96.5 / 96.7
                  / 96.7 against 96.0 / 95.7 / 95.4 with K = 2 (1 layer: 96.8; docs/compare.md).
+                 Dense networks only: a convolutional network starts every layer at random (no
+                 identity copies to grow from) and trains them all from the first iteration.
       reproject  every K iterations, after the hidden layers' updates and before the output block,
                  replace the hidden states (z, a) by the forward simulation of the current weights
                  (0: never). Keeps the relaxed states on the real network, so the readout is fitted to
