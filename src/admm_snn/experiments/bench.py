@@ -440,6 +440,9 @@ def plot(results: list[dict], path: Path) -> None:
 def run(args) -> int:
     import torch
     from ..errors import SettingsError
+    if getattr(args, "arch", None):  # a convolutional network: its own measurement (bench_conv.py)
+        from .bench_conv import run as run_conv
+        return run_conv(args)
     hidden = list(args.hidden)
     if args.depth is not None:
         if len(hidden) != 1:
@@ -513,7 +516,12 @@ def run(args) -> int:
 
 def child_main(argv: list[str]) -> int:
     """``python -m admm_snn.experiments.bench --child JSON``: one measurement, printed as one JSON line."""
-    print(json.dumps(measure(json.loads(argv[1]))))
+    cfg = json.loads(argv[1])
+    if cfg.get("kind") == "conv":
+        from .bench_conv import measure_conv
+        print(json.dumps(measure_conv(cfg)))
+        return 0
+    print(json.dumps(measure(cfg)))
     return 0
 
 

@@ -277,6 +277,10 @@ def _bench_arguments(p) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=[128], metavar="W",
                    help="hidden widths (default 128); one width with --depth D repeats it D times")
     p.add_argument("--depth", type=int, default=None, metavar="D", help="number of hidden layers")
+    p.add_argument("--arch", default=None, metavar="SPEC",
+                   help="a convolutional network on N-MNIST-shaped data (e.g. 8c5-p4-64): seconds per iteration, "
+                        "FLOPs by layer and the measured conv2d rate (experiments/bench_conv.py); --hidden, "
+                        "--schedules and --preset do not apply")
     p.add_argument("--schedules", nargs="+", default=["parallel", "sequential"],
                    choices=["parallel", "sequential"], help="which schedules (default both)")
     p.add_argument("--preset", choices=["default", "paper"], default="default",
