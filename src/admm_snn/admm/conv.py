@@ -86,10 +86,26 @@ def patch_sums(a: torch.Tensor, x: torch.Tensor, kernel: int, stride: int = 1, p
     """(G, C) of the conv weight block for one block of rows: G = Σ PᵀP over positions and rows of the
     batch, C = Σ X P with X the targets (B, C_out, H', W') laid out as conv2d's output; both in ``dtype``.
     Sums over time, samples, chunks and processes are plain additions of these. ``gram`` False: G is
-    None (the caller keeps the Gram of inputs that do not change, such as the frames)."""
+    None (the caller keeps the Gram of inputs that do not change, such as the frames) and C comes from
+    :func:`cross_sums` in x's dtype (no patches formed)."""
+    if not gram:
+        return None, cross_sums(a, x, kernel, stride, padding, pool_size, pool_mode).to(dtype)
     P = patches(a, kernel, stride, padding, pool_size, pool_mode).to(dtype)
     X = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(dtype)
-    return (P.T @ P if gram else None), X.T @ P
+    return P.T @ P, X.T @ P
+
+
+def cross_sums(a: torch.Tensor, x: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0,
+               pool_size: int = 1, pool_mode: str = "sum") -> torch.Tensor:
+    """C = Σ X P (C_out, C_in·k²) for one block of images, in x's dtype, without forming the patches P:
+    C[o, (i, u, v)] = Σ_{b, h, w} x[b, o, h, w] · pool(a)[b, i, h·s + u − p, w·s + v − p], the gradient of
+    the convolution with respect to its kernel (``torch.nn.grad.conv2d_weight``), flattened in unfold's
+    (C_in, k, k) order. The caller adds blocks of images in float64 (as the dense cross sums: products in
+    float32 over a block, sums of blocks in float64)."""
+    inputs = pool(a, pool_size, pool_mode).to(x.dtype)
+    shape = (x.shape[1], inputs.shape[1], kernel, kernel)
+    g = torch.nn.grad.conv2d_weight(inputs, shape, x, stride=stride, padding=padding)
+    return g.reshape(shape[0], -1)
 
 
 def solve_conv_weights(G: torch.Tensor, C: torch.Tensor, shape: tuple, ridge: float,

@@ -344,8 +344,9 @@ def measure(cfg: dict) -> dict:
             "data_bytes": data_bytes, "estimate": est, "breakdown": breakdown, "train_accuracy": acc}
 
 
-def _child(cfg: dict, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "admm_snn.experiments.bench", "--child", json.dumps(cfg)]
+def _child(cfg: dict, timeout: float, module: str = "admm_snn.experiments.bench") -> dict:
+    """One measurement in a child process (``python -m module --child JSON``), its record or an error."""
+    cmd = [sys.executable, "-m", module, "--child", json.dumps(cfg)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -440,9 +441,6 @@ def plot(results: list[dict], path: Path) -> None:
 def run(args) -> int:
     import torch
     from ..errors import SettingsError
-    if getattr(args, "arch", None):  # a convolutional network: its own measurement (bench_conv.py)
-        from .bench_conv import run as run_conv
-        return run_conv(args)
     hidden = list(args.hidden)
     if args.depth is not None:
         if len(hidden) != 1:
@@ -516,12 +514,7 @@ def run(args) -> int:
 
 def child_main(argv: list[str]) -> int:
     """``python -m admm_snn.experiments.bench --child JSON``: one measurement, printed as one JSON line."""
-    cfg = json.loads(argv[1])
-    if cfg.get("kind") == "conv":
-        from .bench_conv import measure_conv
-        print(json.dumps(measure_conv(cfg)))
-        return 0
-    print(json.dumps(measure(cfg)))
+    print(json.dumps(measure(json.loads(argv[1]))))
     return 0
 
 

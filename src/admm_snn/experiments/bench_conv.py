@@ -203,7 +203,7 @@ def run(args) -> int:
         cfg = {"kind": "conv", "N": N, "T": args.time_steps, "arch": args.arch, "set": overrides,
                "iterations": args.iterations, "frames": args.frames, "data_dir": args.data_dir,
                "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads}
-        r = _child(cfg, args.timeout)
+        r = _child(cfg, args.timeout, module="admm_snn.experiments.bench_conv")
         results.append(r)
         if "error" in r:
             print(f"N={N} {args.arch}: error: {r['error']}", flush=True)
@@ -218,3 +218,15 @@ def run(args) -> int:
                                                 "results": results}, indent=1))
     print((out / "bench.md").read_text())
     return 0
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m admm_snn.experiments.bench_conv --child JSON``: one measurement, one JSON line."""
+    import json
+    print(json.dumps(measure_conv(json.loads(argv[1]))))
+    return 0
+
+
+if __name__ == "__main__":  # the children of run(); the command is 'admm-snn bench --arch SPEC'
+    import sys
+    sys.exit(child_main(sys.argv[1:]))

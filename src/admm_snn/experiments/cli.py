@@ -256,6 +256,9 @@ def add_bench_parser(subparsers) -> None:
 
 
 def run_bench_command(args) -> int:
+    if args.arch:  # a convolutional network: its own measurement (experiments/bench_conv.py)
+        from .bench_conv import run as run_conv
+        return run_conv(args)
     from .bench import run
     return run(args)
 
@@ -268,7 +271,7 @@ def bench_main(argv=None) -> int:
         return bench.child_main(argv)
     p = argparse.ArgumentParser(prog="bench/speed.py", description=bench.__doc__.split("\n\n")[0])
     _bench_arguments(p)
-    return bench.run(p.parse_args(argv))
+    return run_bench_command(p.parse_args(argv))
 
 
 def _bench_arguments(p) -> None:
