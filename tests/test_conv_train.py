@@ -70,3 +70,34 @@ def test_fit_conv_bad_input_is_a_one_line_error(kwargs, needle):
     with pytest.raises(SettingsError) as e:
         fit_conv(**args)
     assert "\n" not in str(e.value) and needle in str(e.value)
+
+
+def test_a_conv_run_that_cannot_fit_stops_before_it_starts(monkeypatch):
+    """fit_conv estimates its memory (resources.estimate_conv_memory) and refuses, in one line naming the
+    estimate and what reduces it, a run the machine cannot hold; the estimate is printed through ``log``."""
+    from admm_snn import resources
+    from admm_snn.errors import ResourceError
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(4, 30, 2 * 8 * 8, generator=g) < 0.3).to(torch.uint8)
+    labels = torch.arange(30) % 3
+    lines = []
+    r = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(), 1, log=lines.append)
+    assert len(r.history) == 2 and len(lines) == 1 and lines[0].startswith("memory estimate:")
+    monkeypatch.setattr(resources, "available_memory", lambda device: 1 << 16)
+    with pytest.raises(ResourceError) as err:
+        fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(), 1)
+    assert "\n" not in str(err.value) and "needs about" in str(err.value) and "--time-steps" in str(err.value)
+
+
+def test_conv_memory_estimate_by_part():
+    """The state and working parts scale with T·N; the spike block below a narrower dense layer costs
+    k×k factors (Woodbury), the box solver's n×n matrices n² each."""
+    from admm_snn.resources import estimate_conv_memory
+    problem = CS.conv_problem("8c5-p4-64", (2, 34, 34), 10)
+    s = ADMMSettings()
+    a, b = (estimate_conv_memory(problem, 10, n, s, torch.uint8) for n in (100, 200))
+    assert b["state"] == 2 * a["state"] and b["working"] == 2 * a["working"] and b["frames"] == 2 * a["frames"]
+    box = estimate_conv_memory(problem, 10, 100, s.replace(spike_solver="box"), torch.uint8)
+    assert box["gram"] - a["gram"] == 4 * 7200 ** 2 * 4 + 4 * 64 ** 2 * 4 - 4 * 64 ** 2 * 8 - 4 * 10 ** 2 * 8
+    # 8 channels of 30×30 and 64 neurons, as floats: potentials of every layer, spikes of the hidden ones
+    assert a["state"] == 4 * (10 * 100 * (7200 + 64 + 10 + 7200 + 64) + 2 * 100 * 10)

@@ -182,7 +182,7 @@ def cmd_train_conv(args) -> int:
     try:
         result = train_conv(X, splits.train.labels.to(device), args.arch, shape, settings, args.out,
                             n_classes=splits.train.n_classes, val=val, budget_s=args.budget_s, model_extra=extra,
-                            on_record=progress)
+                            on_record=progress, log=None if args.quiet else print)
     finally:
         if bar is not None:
             bar.close()

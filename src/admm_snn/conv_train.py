@@ -15,6 +15,7 @@ from .admm import solver as S
 from .admm.settings import ADMMSettings
 from .errors import SettingsError
 from .io import atomic_write_text, save_model
+from .resources import check_conv_memory
 
 
 @dataclass
@@ -44,7 +45,7 @@ def _accuracy(weights, frames, labels, problem, settings) -> float:
 def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
              cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
-             on_record=None) -> ConvFitResult:
+             on_record=None, log=None) -> ConvFitResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
     (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
     (admm/conv_solver.py) for ``iterations`` iterations (default ``settings.iterations``).
@@ -57,6 +58,8 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     ``budget_s``: stop once the compute (initialisation plus iterations, without the report) has reached
     this many seconds, after the iteration during which it was reached (the result's ``status`` is then
     "budget"). ``on_record``: called with every history entry as it is made (e.g. to write it to a file).
+    Before the start, the memory the run needs is estimated (:func:`resources.check_conv_memory`; printed
+    through ``log`` when given) and a run that cannot fit stops with a one-line ResourceError.
     Bad arguments are one-line :class:`SettingsError`s."""
     settings = settings or ADMMSettings()
     if not isinstance(settings, ADMMSettings):
@@ -80,6 +83,8 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         raise SettingsError(f"label {int(labels.max())} is outside 0..{n_classes - 1} (n_classes={n_classes})")
     problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations)
     CS.check_settings(problem, settings)
+    check_conv_memory(problem, int(frames.shape[0]), int(frames.shape[1]), settings, str(frames.device), log,
+                      frames.dtype if frames.dtype in (torch.uint8, torch.bool) else None)
     dtype = S.DTYPES[settings.dtype]
     X = CS.flat(frames, problem)
     if X.dtype not in (torch.uint8, torch.bool):
@@ -128,13 +133,14 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
 def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shape, settings: ADMMSettings,
                out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
                budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
-               cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvFitResult:
+               cg_tol: float = 1e-4, cg_max_iterations: int = 100, log=None) -> ConvFitResult:
     """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
     as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
     iteration 0, the start, included, appended as it is made), ``model.safetensors`` (the best-validation
     weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
     best iteration, times, status, unit counts, architecture, settings, the last history entry and
-    ``model_extra``), each written atomically. ``arch`` is the architecture string."""
+    ``model_extra``), each written atomically. ``arch`` is the architecture string; ``log`` prints the
+    memory estimate (:func:`fit_conv`)."""
     from .train import _append_metrics, _prepare_out  # the dense trainer's folder check and metrics line
     if not isinstance(arch, str):
         raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
@@ -153,7 +159,7 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
 
     t0 = time.perf_counter()
     result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
-                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record)
+                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log)
     wall = time.perf_counter() - t0
     extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
     input_shape = list(result.problem.input_shape)

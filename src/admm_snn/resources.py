@@ -150,3 +150,64 @@ def check_memory(sizes, T, N, settings, device="cpu", log=None, frames_dtype=Non
                             f"{gib(est['state'])}, working {gib(est['working'])}) but only {gib(free)} is "
                             f"available on {device}; reduce it with " + "; ".join(hints))
     return est
+
+
+def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, device="cpu") -> dict:
+    """Bytes needed by a run of the convolutional solver (``conv_solver``), by part (b = bytes of the
+    state dtype, g = of the gram dtype, f = of the stored frames, R = T·N images, n_l the neurons of
+    layer l, n = the widest hidden layer; the conv solver does not chunk over samples):
+
+        frames     R·n_0·f, and the frames converted to the state dtype for the first layer's products
+                   (R·n_0·b) when they are stored in another dtype
+        state      potentials R·Σ_{l≥1} n_l + spikes R·Σ_{hidden} n_l + dual and targets 2·N·n_L (b)
+        working    the sweep's per-layer tensors for the widest layer (its currents, the gated targets'
+                   copies of its forward spikes and potentials, the targets, the spike block's
+                   right-hand side, d and h, the solution: 8·R·n·b) and the re-projection's new trace
+                   of every hidden layer (R·2·Σ_{hidden} n_l·b)
+        gram       per layer the weight block's Gram and factor (2·m²·g, m = C_in·k² or the pooled
+                   inputs) and the spike block's matrices: 4·k²·g through Woodbury's identity below a
+                   narrower layer (updates.low_rank), 4·n_l²·b for the n×n matrices and factors otherwise
+    """
+    b = BYTES[settings.dtype]
+    g = BYTES[settings.gram_dtype]
+    f = _frame_bytes(frames_dtype, b)
+    net = problem.net
+    sizes = problem.sizes
+    R = T * N
+    hidden = sizes[1:-1]
+    frames = R * sizes[0] * f + (R * sizes[0] * b if f != b else 0)
+    state = R * (sum(sizes[1:]) + sum(hidden)) * b + 2 * N * sizes[-1] * b
+    working = 8 * R * max(hidden, default=0) * b + 2 * R * sum(hidden) * b
+    gram = 0
+    for l, layer in enumerate(net):
+        m = layer.in_shape[0] * layer.kernel ** 2 if layer.kind == "conv" else _count(layer.pooled_shape)
+        gram += 2 * m * m * g
+        if l + 1 < len(net):
+            n, k = layer.n_out, net[l + 1].n_out
+            low = net[l + 1].kind == "dense" and settings.spike_solver != "box" and settings.beta > 0 and 2 * k < n
+            gram += 4 * k * k * g if low else (0 if net[l + 1].kind == "conv" else 4 * n * n * b)
+    total = frames + state + working + gram
+    return {"frames": frames, "state": state, "working": working, "gram": gram, "total": total}
+
+
+def check_conv_memory(problem, T: int, N: int, settings, device="cpu", log=None, frames_dtype=None) -> dict:
+    """:func:`estimate_conv_memory`, printed through ``log``; a one-line ResourceError if it cannot fit."""
+    est = estimate_conv_memory(problem, T, N, settings, frames_dtype, device)
+    free = available_memory(device)
+    if log is not None:
+        log(f"memory estimate: {gib(est['total'])} (frames {gib(est['frames'])}, state {gib(est['state'])}, "
+            f"gram {gib(est['gram'])}, working {gib(est['working'])}); available {gib(free)}")
+    if est["total"] > 0.9 * free:
+        raise ResourceError(f"this convolutional run needs about {gib(est['total'])} (frames {gib(est['frames'])}, "
+                            f"state {gib(est['state'])}, working {gib(est['working'])}) but only {gib(free)} is "
+                            f"available on {device}; the state and the working part scale with T·N·(neurons per "
+                            "layer): use fewer samples (--limit), fewer --time-steps, fewer channels or a larger "
+                            "stride or pooling in --arch")
+    return est
+
+
+def _count(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
