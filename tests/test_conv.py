@@ -60,15 +60,19 @@ def test_patches_give_the_convolution(cfg):
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_cross_sums_without_patches(cfg):
     """C = Σ X P from the convolution's kernel gradient (no patch matrix): equal to the patches' product in
-    float64, and within float32 rounding of it from float32 targets (the solver's dtype)."""
+    float64, the same with and without the Gram (so a run gives the same C whether the first layer's
+    Gram is kept or formed, as after a resume), and within float32 rounding of it from float32 targets."""
     C_in, H, C_out, k, s, p, q, mode = cfg
     g = torch.Generator().manual_seed(4)
     a = (torch.rand(5, C_in, H, H, generator=g) < 0.4).to(DT)
     x = CV.conv_forward(a, torch.randn(C_out, C_in, k, k, generator=g, dtype=DT), s, p, q, mode)
     x = x + torch.randn(x.shape, generator=g, dtype=DT)
-    _, C = CV.patch_sums(a, x, k, s, p, q, mode)
-    none, C64 = CV.patch_sums(a, x, k, s, p, q, mode, gram=False)
-    assert none is None and torch.allclose(C64, C, atol=1e-12, rtol=1e-12)
+    P = CV.patches(a, k, s, p, q, mode)
+    C = x.permute(0, 2, 3, 1).reshape(-1, C_out).T @ P
+    G64, C64 = CV.patch_sums(a, x, k, s, p, q, mode)
+    none, C64b = CV.patch_sums(a, x, k, s, p, q, mode, gram=False)
+    assert none is None and torch.equal(C64, C64b) and torch.allclose(C64, C, atol=1e-12, rtol=1e-12)
+    assert torch.allclose(G64, P.T @ P, atol=1e-12)
     _, C32 = CV.patch_sums(a.float(), x.float(), k, s, p, q, mode, gram=False)
     assert C32.dtype == torch.float64
     torch.testing.assert_close(C32, C, rtol=1e-5, atol=1e-5 * float(C.abs().max()))

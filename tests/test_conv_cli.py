@@ -98,6 +98,22 @@ def test_train_arch_on_the_bundled_digits_and_the_budget(tmp_path, capsys):
     assert len((budget / "metrics.jsonl").read_text().splitlines()) == summary["iterations"] + 1
 
 
+def test_conv_run_resumes_from_its_checkpoint(tmp_path, capsys):
+    """admm-snn train --arch writes a checkpoint (at the end, and every --checkpoint-every iterations) and
+    --resume trains on to more --iterations: the same weights as the uninterrupted run, one metrics line
+    per iteration, and the memory estimate printed before the start."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["train", *[x for x in DIGITS if x != "--quiet"], "--arch", "3c3-12"]
+    assert main([*argv, "--iterations", "3", "--out", str(a)]) == 0
+    assert "memory estimate:" in capsys.readouterr().out
+    assert main([*argv, "--iterations", "2", "--checkpoint-every", "1", "--out", str(b)]) == 0
+    assert (b / "checkpoint.safetensors").is_file()
+    assert main([*argv, "--iterations", "3", "--out", str(b), "--resume"]) == 0
+    wa, wb = load_model(a / "model.safetensors")["weights"], load_model(b / "model.safetensors")["weights"]
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb))
+    assert len((b / "metrics.jsonl").read_text().splitlines()) == 4
+
+
 def test_conv_model_file_round_trip_and_shape_checks(tmp_path):
     arch, shape = "4c3-p2-6c2-8", (2, 9, 9)
     W = init_weights(arch, shape, 10, 3.0, torch.Generator().manual_seed(0))
@@ -189,7 +205,6 @@ def _bad_cases(model, tmp):
         "nproc": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--nproc", "2"], ["--nproc"]),
         "federated": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--federated"], ["--federated"]),
         "resume": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--resume", "--out", str(tmp / "r")], ["--resume"]),
-        "checkpoints": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--checkpoint-every", "1"], ["--checkpoint-every"]),
         "augment shift": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "1"], ["--augment-shift"]),
         "augment groups": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-groups", "4"], ["--augment-groups"]),
         "report samples": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--report-samples", "10"], ["--report-samples"]),
@@ -203,7 +218,7 @@ def _bad_cases(model, tmp):
 
 
 CASE_NAMES = ["unreadable arch", "arch after dense", "kernel too large", "hidden and arch", "nproc", "federated",
-              "resume", "checkpoints", "augment shift", "augment groups", "report samples", "paper preset", "l1",
+              "resume", "augment shift", "augment groups", "report samples", "paper preset", "l1",
               "eval damaged header", "export damaged header", "eval other input shape"]
 
 
@@ -222,8 +237,8 @@ def test_bad_conv_runs_are_one_line_errors(digits_conv_model, tmp_path, name, ca
     assert not (tmp_path / "x.nir").exists() and not (tmp_path / "o").exists()
 
 
-def test_interrupt_message_says_what_a_conv_run_keeps(monkeypatch, capsys):
-    """Ctrl-C: a dense run points at its checkpoint; a conv run, which writes none, says what it keeps."""
+def test_interrupt_message_points_at_the_checkpoint(monkeypatch, capsys):
+    """Ctrl-C: a dense run and a conv run point at their last checkpoint."""
     from admm_snn import cli
 
     def interrupt(args):
@@ -237,7 +252,7 @@ def test_interrupt_message_says_what_a_conv_run_keeps(monkeypatch, capsys):
         return parser
 
     monkeypatch.setattr(cli, "build_parser", parser_that_interrupts)
-    for argv, expected in ((["train", "--arch", "3c3-12"], "keep no checkpoint"),
+    for argv, expected in ((["train", "--arch", "3c3-12"], "last checkpoint in the output folder is intact"),
                            (["train"], "last checkpoint in the output folder is intact")):
         assert cli.main(argv) == 130
         err = capsys.readouterr().err

@@ -101,3 +101,39 @@ def test_conv_memory_estimate_by_part():
     assert box["gram"] - a["gram"] == 4 * 7200 ** 2 * 4 + 4 * 64 ** 2 * 4 - 4 * 64 ** 2 * 8 - 4 * 10 ** 2 * 8
     # 8 channels of 30×30 and 64 neurons, as floats: potentials of every layer, spikes of the hidden ones
     assert a["state"] == 4 * (10 * 100 * (7200 + 64 + 10 + 7200 + 64) + 2 * 100 * 10)
+
+
+@pytest.mark.determinism
+def test_conv_resume_is_bitwise(tmp_path):
+    """A conv run interrupted after its checkpoint at iteration 2 and resumed to 4 iterations gives bitwise
+    the weights, best weights, history (apart from timings) and best iteration of the uninterrupted run;
+    a checkpoint of another architecture or other data is a one-line CheckpointError."""
+    from admm_snn.conv_train import train_conv
+    from admm_snn.errors import CheckpointError
+    g = torch.Generator().manual_seed(3)
+    frames = (torch.rand(4, 30, 2 * 8 * 8, generator=g) < 0.3).to(torch.uint8)
+    labels = torch.arange(30) % 3
+    val = ((torch.rand(4, 12, 2 * 8 * 8, generator=g) < 0.3).to(torch.uint8), torch.arange(12) % 3)
+    s = ADMMSettings(iterations=4, seed=1)
+    a = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, val=val)
+    fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, 2, val=val, out=tmp_path / "b", checkpoint_every=1)
+    b = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, val=val, out=tmp_path / "b", checkpoint_every=1,
+                 resume=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
+    assert all(torch.equal(x, y) for x, y in zip(a.best_weights, b.best_weights))
+    assert a.best_iteration == b.best_iteration and b.iterations == 4
+
+    def strip(h):
+        return [{k: v for k, v in m.items() if k not in ("seconds", "wall_s")} for m in h]
+    assert strip(a.history) == strip(b.history)
+    with pytest.raises(CheckpointError, match=r"is for a network .*\(or --arch\)"):
+        fit_conv(frames, labels, "3c3-p2-8", (2, 8, 8), s, val=val, out=tmp_path / "b", resume=True)
+    with pytest.raises(CheckpointError, match="arch=3c3-p2-6"):  # same units, another architecture
+        fit_conv(frames, labels, "3c3-a2-6", (2, 8, 8), s, val=val, out=tmp_path / "b", resume=True)
+    with pytest.raises(CheckpointError, match="other data"):
+        fit_conv(frames[:, :20], labels[:20], "3c3-p2-6", (2, 8, 8), s, val=val, out=tmp_path / "b", resume=True)
+    out = tmp_path / "c"  # train_conv: a resumed run's metrics file is the uninterrupted run's
+    train_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s.replace(iterations=2), out, val=val, checkpoint_every=1)
+    c = train_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, out, val=val, checkpoint_every=1, resume=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.weights, c.weights))
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5

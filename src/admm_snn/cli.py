@@ -117,13 +117,11 @@ def _refuse_with_arch(args) -> None:
     from .errors import SettingsError
     from .options import _given_options
     given = _given_options(getattr(args, "argv", None) or [])
-    why = "convolutional networks (--arch) train in one process without checkpoints"
+    why = "convolutional networks (--arch) train in one process"
     refused = [("--hidden", bool(args.hidden), "--arch names every hidden layer (e.g. --arch 12c5-p2-128)"),
                ("torchrun (WORLD_SIZE > 1)", int(os.environ.get("WORLD_SIZE", "1")) > 1, why),
                ("--nproc", args.nproc > 1, why),
                ("--federated", bool(args.federated), why),
-               ("--resume", bool(args.resume), why),
-               ("--checkpoint-every", bool(args.checkpoint_every), why),
                ("--augment-shift", bool(args.augment_shift), "shift augmentation is not implemented for --arch"),
                ("--augment-groups", "augment_groups" in given, "there is no augmentation with --arch"),
                ("--report-samples", args.report_samples is not None,
@@ -182,7 +180,8 @@ def cmd_train_conv(args) -> int:
     try:
         result = train_conv(X, splits.train.labels.to(device), args.arch, shape, settings, args.out,
                             n_classes=splits.train.n_classes, val=val, budget_s=args.budget_s, model_extra=extra,
-                            on_record=progress, log=None if args.quiet else print)
+                            on_record=progress, log=None if args.quiet else print,
+                            checkpoint_every=args.checkpoint_every or settings.iterations, resume=bool(args.resume))
     finally:
         if bar is not None:
             bar.close()
@@ -329,11 +328,7 @@ def main(argv=None) -> int:
         print(f"admm-snn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if getattr(args, "arch", None):  # convolutional runs keep no checkpoint (cli.md)
-            print("admm-snn: interrupted; convolutional runs keep no checkpoint: metrics.jsonl in the output "
-                  "folder holds the iterations so far", file=sys.stderr)
-        else:
-            print("admm-snn: interrupted; the last checkpoint in the output folder is intact", file=sys.stderr)
+        print("admm-snn: interrupted; the last checkpoint in the output folder is intact", file=sys.stderr)
         return 130
 
 

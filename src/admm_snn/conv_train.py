@@ -13,9 +13,10 @@ import torch
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .errors import SettingsError
-from .io import atomic_write_text, save_model
+from .errors import CheckpointError, SettingsError
+from .io import atomic_write_text, fingerprint, save_model
 from .resources import check_conv_memory
+from .train import CHECKPOINT, _append_metrics, _prepare_out, _write_metrics, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -45,7 +46,8 @@ def _accuracy(weights, frames, labels, problem, settings) -> float:
 def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
              cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
-             on_record=None, log=None) -> ConvFitResult:
+             on_record=None, log=None, out: str | Path | None = None, checkpoint_every: int = 0,
+             resume: bool = False, on_resume=None) -> ConvFitResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
     (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
     (admm/conv_solver.py) for ``iterations`` iterations (default ``settings.iterations``).
@@ -60,6 +62,11 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     "budget"). ``on_record``: called with every history entry as it is made (e.g. to write it to a file).
     Before the start, the memory the run needs is estimated (:func:`resources.check_conv_memory`; printed
     through ``log`` when given) and a run that cannot fit stops with a one-line ResourceError.
+    With ``out``, ``checkpoint.safetensors`` is written there every ``checkpoint_every`` iterations and
+    at the end (atomically; the dense trainer's format, the kernels as they are, the data fingerprint
+    naming the architecture), and ``resume`` continues from it: bitwise the weights, history and best
+    iteration of the uninterrupted run (``iterations`` may be raised to train further); ``on_resume`` is
+    called with the restored history (e.g. to rewrite a metrics file to it).
     Bad arguments are one-line :class:`SettingsError`s."""
     settings = settings or ADMMSettings()
     if not isinstance(settings, ADMMSettings):
@@ -95,11 +102,27 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     y = torch.nn.functional.one_hot(lab, n_classes).to(dtype)
     generator = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
+    if (resume or checkpoint_every) and out is None:
+        raise SettingsError("checkpoints and resume need an output folder (out=..., --out DIR)")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise SettingsError(f"checkpoint_every={checkpoint_every!r} must be an integer >= 0")
+    data_fp = f"{fingerprint(X, lab)}+arch={str(arch).strip() if isinstance(arch, str) else arch}"
+    shapes = [L.weight_shape for L in problem.net]
     t0 = time.perf_counter()
-    state = CS.init_state(X, y, problem, settings, generator, cache)
-    history, best, best_score = [], [w.clone() for w in state.weights], -1.0
-
-    best_it, compute = 0, 0.0
+    if resume:
+        r = load_checkpoint(Path(out), settings, problem.sizes, data_fp, X.device, weight_shapes=shapes)
+        if tuple(r.state.potentials[0].shape[:2]) != tuple(X.shape[:2]):
+            raise CheckpointError(f"{Path(out) / CHECKPOINT} holds states for {tuple(r.state.potentials[0].shape[:2])} "
+                                  f"(time steps, samples) but the data has {tuple(X.shape[:2])}")
+        generator.set_state(r.generator_state)
+        state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
+        compute = r.compute_s
+        if on_resume is not None:
+            on_resume(history)
+    else:
+        state = CS.init_state(X, y, problem, settings, generator, cache)
+        history, best, best_score = [], [w.clone() for w in state.weights], -1.0
+        best_it, compute = 0, 0.0
 
     def record(it: int, seconds: float):
         nonlocal best, best_score, best_it
@@ -115,9 +138,14 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         if on_record is not None:
             on_record(m)
 
-    compute = time.perf_counter() - t0
-    record(0, compute)
-    it = 0
+    if not resume:
+        compute = time.perf_counter() - t0
+        record(0, compute)
+    it = state.iteration
+
+    def save() -> None:
+        save_checkpoint(Path(out), state, best, best_it, history, generator, settings, problem.sizes, data_fp,
+                        best_score, compute, compute)
     while it < iterations and not (budget_s is not None and compute >= budget_s):
         it += 1
         t0 = time.perf_counter()
@@ -125,6 +153,9 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         step = time.perf_counter() - t0
         compute += step
         record(it, step)
+        last = it == iterations or (budget_s is not None and compute >= budget_s)
+        if checkpoint_every and (it % checkpoint_every == 0 or last):
+            save()
     status = "budget" if it < iterations else "finished"
     return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem,
                          best_iteration=best_it, iterations=it, status=status, compute_s=compute)
@@ -133,15 +164,16 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
 def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shape, settings: ADMMSettings,
                out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
                budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
-               cg_tol: float = 1e-4, cg_max_iterations: int = 100, log=None) -> ConvFitResult:
+               cg_tol: float = 1e-4, cg_max_iterations: int = 100, log=None, checkpoint_every: int = 0,
+               resume: bool = False) -> ConvFitResult:
     """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
     as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
     iteration 0, the start, included, appended as it is made), ``model.safetensors`` (the best-validation
     weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
     best iteration, times, status, unit counts, architecture, settings, the last history entry and
     ``model_extra``), each written atomically. ``arch`` is the architecture string; ``log`` prints the
-    memory estimate (:func:`fit_conv`)."""
-    from .train import _append_metrics, _prepare_out  # the dense trainer's folder check and metrics line
+    memory estimate; ``checkpoint_every`` and ``resume`` as in :func:`fit_conv` (the metrics file is then
+    rewritten to the restored history before the run goes on)."""
     if not isinstance(arch, str):
         raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
     labels = torch.as_tensor(labels)
@@ -149,8 +181,11 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
         k = int(n_classes or int(labels.max()) + 1)
         CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations), settings)
     out = Path(out)
+    if resume and not (out / CHECKPOINT).exists():
+        load_checkpoint(out, settings, [], "", "cpu")  # raises the "no checkpoint to resume from" error
     _prepare_out(out)
-    atomic_write_text(out / "metrics.jsonl", "")
+    if not resume:
+        atomic_write_text(out / "metrics.jsonl", "")
 
     def record(m: dict) -> None:
         _append_metrics(out, m, "free disk space or choose another --out")
@@ -159,7 +194,9 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
 
     t0 = time.perf_counter()
     result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
-                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log)
+                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log,
+                      out=out, checkpoint_every=checkpoint_every, resume=resume,
+                      on_resume=lambda history: _write_metrics(out, history))
     wall = time.perf_counter() - t0
     extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
     input_shape = list(result.problem.input_shape)

@@ -176,10 +176,11 @@ def _settings_difference(saved: dict, now: dict) -> str | None:
     return None
 
 
-def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -> Resumed:
+def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device, weight_shapes=None) -> Resumed:
     """Read ``out/checkpoint.safetensors`` and check it belongs to this run (same settings apart from the
     iteration count, same network, same data, same format version) and that every tensor has the shape
-    and dtype the run needs. Anything else is a one-line :class:`CheckpointError`."""
+    and dtype the run needs. Anything else is a one-line :class:`CheckpointError`. ``weight_shapes``:
+    the shape of every weight tensor when it is not (n_{l+1}, n_l) (a convolutional network's kernels)."""
     path = Path(out) / CHECKPOINT
     if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"there is no checkpoint to resume from in {out} ({CHECKPOINT} is missing); "
@@ -202,7 +203,7 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
                               "resume with the same settings or use a new --out")
     if saved_sizes != list(sizes):
         raise CheckpointError(f"{path} is for a network {saved_sizes}, this run is {list(sizes)}; resume with the "
-                              "same --hidden and dataset, or use a new --out")
+                              "same --hidden (or --arch) and dataset, or use a new --out")
     if meta.get("data") != data_fp:
         raise CheckpointError(f"{path} was trained on other data (fingerprint {meta.get('data')} != {data_fp}); "
                               "resume with the same dataset options")
@@ -226,8 +227,9 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device) -
 
     z0 = tensors.get("potentials.0")
     T, N = (int(z0.shape[0]), int(z0.shape[1])) if z0 is not None and z0.dim() == 3 else (-1, -1)
-    weights = [get(f"weights.{l}", (n[l + 1], n[l])) for l in range(L)]
-    best = [get(f"best.{l}", (n[l + 1], n[l])) for l in range(L)]
+    shapes = [tuple(w) for w in weight_shapes] if weight_shapes is not None else [(n[l + 1], n[l]) for l in range(L)]
+    weights = [get(f"weights.{l}", shapes[l]) for l in range(L)]
+    best = [get(f"best.{l}", shapes[l]) for l in range(L)]
     pots = [get(f"potentials.{l}", (T, N, n[l + 1])) for l in range(L)]
     spikes = [get(f"spikes.{l}", (T, N, n[l + 1])) for l in range(L - 1)]
     dual = get("dual", (N, n[-1]))

@@ -85,14 +85,15 @@ def patch_sums(a: torch.Tensor, x: torch.Tensor, kernel: int, stride: int = 1, p
                pool_size: int = 1, pool_mode: str = "sum", dtype=torch.float64, gram: bool = True):
     """(G, C) of the conv weight block for one block of rows: G = Σ PᵀP over positions and rows of the
     batch, C = Σ X P with X the targets (B, C_out, H', W') laid out as conv2d's output; both in ``dtype``.
-    Sums over time, samples, chunks and processes are plain additions of these. ``gram`` False: G is
-    None (the caller keeps the Gram of inputs that do not change, such as the frames) and C comes from
-    :func:`cross_sums` in x's dtype (no patches formed)."""
+    Sums over time, samples, chunks and processes are plain additions of these. C always comes from
+    :func:`cross_sums` (in x's dtype, then ``dtype``), so it is the same whether G is formed or not;
+    ``gram`` False: G is None (the caller keeps the Gram of inputs that do not change, such as the
+    frames) and no patch matrix is formed."""
+    C = cross_sums(a, x, kernel, stride, padding, pool_size, pool_mode).to(dtype)
     if not gram:
-        return None, cross_sums(a, x, kernel, stride, padding, pool_size, pool_mode).to(dtype)
+        return None, C
     P = patches(a, kernel, stride, padding, pool_size, pool_mode).to(dtype)
-    X = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(dtype)
-    return P.T @ P, X.T @ P
+    return P.T @ P, C
 
 
 def cross_sums(a: torch.Tensor, x: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0,
