@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .arch import size
 from .errors import ResourceError
 
 BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "bool": 1}
@@ -180,7 +181,7 @@ def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, d
     working = 8 * R * max(hidden, default=0) * b + 2 * R * sum(hidden) * b
     gram = 0
     for l, layer in enumerate(net):
-        m = layer.in_shape[0] * layer.kernel ** 2 if layer.kind == "conv" else _count(layer.pooled_shape)
+        m = layer.in_shape[0] * layer.kernel ** 2 if layer.kind == "conv" else size(layer.pooled_shape)
         gram += 2 * m * m * g
         if l + 1 < len(net):
             n, k = layer.n_out, net[l + 1].n_out
@@ -204,10 +205,3 @@ def check_conv_memory(problem, T: int, N: int, settings, device="cpu", log=None,
                             "layer): use fewer samples (--limit), fewer --time-steps, fewer channels or a larger "
                             "stride or pooling in --arch")
     return est
-
-
-def _count(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n

@@ -27,22 +27,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..arch import size
 from .bench import _peak_rss, _rss_now, _sync, cpu_model, make_data, matmul_rate
-
-
-def _size(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def conv_layer_flops(layer, rows: int) -> float:
     """2·(output elements)·(C_in·k²) of a conv layer on ``rows`` images; 2·rows·n_in·n_out of a dense
     layer (on its pooled inputs)."""
     if layer.kind == "conv":
-        return 2.0 * rows * _size(layer.out_shape) * layer.in_shape[0] * layer.kernel ** 2
-    return 2.0 * rows * _size(layer.pooled_shape) * layer.n_out
+        return 2.0 * rows * size(layer.out_shape) * layer.in_shape[0] * layer.kernel ** 2
+    return 2.0 * rows * size(layer.pooled_shape) * layer.n_out
 
 
 def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict | None = None) -> dict:
@@ -76,10 +70,10 @@ def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict 
                 f += 2.0 * positions * m * m  # G = Σ PᵀP (the first layer's is formed once)
             f += m ** 3 / 3 + 2.0 * m * m * layer.out_shape[0]
         else:
-            m = _size(layer.pooled_shape)
+            m = size(layer.pooled_shape)
             f += 2.0 * R * m * n + (2.0 * R * m * m if l > 0 else 0.0) + m ** 3 / 3 + 2.0 * m * m * n
         out[f"layer{l + 1}"] = f
-    m, n = _size(net[-1].pooled_shape), net[-1].n_out
+    m, n = size(net[-1].pooled_shape), net[-1].n_out
     out["output"] = 2.0 * N * m * m + 2.0 * N * m * n + 2.0 * R * m + m ** 3 / 3 + 2.0 * m * m * n \
         + 2.0 * R * m * n + 4.0 * T * R * n
     out["total"] = sum(out.values())
