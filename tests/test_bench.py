@@ -57,7 +57,7 @@ def test_conv_flops_count_the_products_of_the_shapes():
 def test_conv_measurement_and_report(tmp_path):
     from admm_snn.admm import conv_solver as CS
     from admm_snn.experiments import bench_conv as BC
-    cfg = {"kind": "conv", "N": 12, "T": 3, "arch": "4c5-p4-8", "set": {}, "iterations": 1, "frames": "uint8",
+    cfg = {"N": 12, "T": 3, "arch": "4c5-p4-8", "set": {}, "iterations": 1, "frames": "uint8",
            "data_dir": None, "cache_dir": str(tmp_path), "device": "cpu", "threads": None}
     r = BC.measure_conv(cfg)
     assert r["sizes"] == [2312, 4 * 30 * 30, 8, 10] and r["sec_per_iter"] > 0 and len(r["iteration_s"]) == 1

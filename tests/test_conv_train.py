@@ -137,3 +137,24 @@ def test_conv_resume_is_bitwise(tmp_path):
     c = train_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, out, val=val, checkpoint_every=1, resume=True)
     assert all(torch.equal(x, y) for x, y in zip(a.weights, c.weights))
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_conv_resume_from_a_damaged_generator_state_is_a_one_line_error(tmp_path):
+    """load_checkpoint checks the generator state for every caller (dense and conv runs alike)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from admm_snn.errors import CheckpointError
+    g = torch.Generator().manual_seed(5)
+    frames = (torch.rand(3, 12, 2 * 8 * 8, generator=g) < 0.3).to(torch.uint8)
+    labels = torch.arange(12) % 3
+    s = ADMMSettings(iterations=1)
+    fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, out=tmp_path, checkpoint_every=1)
+    path = tmp_path / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    tensors["generator"] = torch.zeros(7, dtype=torch.uint8)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="generator state is damaged") as err:
+        fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s.replace(iterations=2), out=tmp_path, resume=True)
+    assert "\n" not in str(err.value)

@@ -380,7 +380,7 @@ def test_spike_update_through_woodbury_is_the_exact_minimiser(sizes, l, solver):
     through Woodbury's identity with k×k factors: still the exact (clipped) minimiser over all a_{l,t}."""
     s = make_settings(spike_solver=solver)
     state, frames, y = random_problem(30 + l, sizes)
-    assert U.low_rank(state.weights[l + 1], s.beta, solver)
+    assert U.low_rank(state.weights[l + 1].shape, s.beta, solver)
     assert isinstance(S._spike_setup(state, l, s)[4], U.WoodburyFactors)
     f = spike_objective(state, frames, y, s, l)
     a_star, _, _ = newton_minimiser(f, state.spikes[l].flatten())

@@ -13,10 +13,10 @@ import torch
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .errors import CheckpointError, SettingsError
+from .errors import SettingsError
 from .io import atomic_write_text, fingerprint, save_model
 from .resources import check_conv_memory
-from .train import CHECKPOINT, _append_metrics, _prepare_out, _write_metrics, load_checkpoint, save_checkpoint
+from .train import _append_metrics, _prepare_out, _write_metrics, load_checkpoint, require_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -107,13 +107,10 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise SettingsError(f"checkpoint_every={checkpoint_every!r} must be an integer >= 0")
     data_fp = f"{fingerprint(X, lab)}+arch={str(arch).strip() if isinstance(arch, str) else arch}"
-    shapes = [L.weight_shape for L in problem.net]
     t0 = time.perf_counter()
     if resume:
-        r = load_checkpoint(Path(out), settings, problem.sizes, data_fp, X.device, weight_shapes=shapes)
-        if tuple(r.state.potentials[0].shape[:2]) != tuple(X.shape[:2]):
-            raise CheckpointError(f"{Path(out) / CHECKPOINT} holds states for {tuple(r.state.potentials[0].shape[:2])} "
-                                  f"(time steps, samples) but the data has {tuple(X.shape[:2])}")
+        r = load_checkpoint(Path(out), settings, problem.sizes, data_fp, X.device,
+                            weight_shapes=[L.weight_shape for L in problem.net], steps_samples=X.shape[:2])
         generator.set_state(r.generator_state)
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
         compute = r.compute_s
@@ -121,8 +118,7 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
             on_resume(history)
     else:
         state = CS.init_state(X, y, problem, settings, generator, cache)
-        history, best, best_score = [], [w.clone() for w in state.weights], -1.0
-        best_it, compute = 0, 0.0
+        history, best, best_score, best_it = [], [w.clone() for w in state.weights], -1.0, 0
 
     def record(it: int, seconds: float):
         nonlocal best, best_score, best_it
@@ -142,10 +138,6 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         compute = time.perf_counter() - t0
         record(0, compute)
     it = state.iteration
-
-    def save() -> None:
-        save_checkpoint(Path(out), state, best, best_it, history, generator, settings, problem.sizes, data_fp,
-                        best_score, compute, compute)
     while it < iterations and not (budget_s is not None and compute >= budget_s):
         it += 1
         t0 = time.perf_counter()
@@ -155,7 +147,8 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         record(it, step)
         last = it == iterations or (budget_s is not None and compute >= budget_s)
         if checkpoint_every and (it % checkpoint_every == 0 or last):
-            save()
+            save_checkpoint(Path(out), state, best, best_it, history, generator, settings, problem.sizes, data_fp,
+                            best_score, compute, compute)
     status = "budget" if it < iterations else "finished"
     return ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem,
                          best_iteration=best_it, iterations=it, status=status, compute_s=compute)
@@ -181,8 +174,8 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
         k = int(n_classes or int(labels.max()) + 1)
         CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations), settings)
     out = Path(out)
-    if resume and not (out / CHECKPOINT).exists():
-        load_checkpoint(out, settings, [], "", "cpu")  # raises the "no checkpoint to resume from" error
+    if resume:
+        require_checkpoint(out)
     _prepare_out(out)
     if not resume:
         atomic_write_text(out / "metrics.jsonl", "")

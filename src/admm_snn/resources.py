@@ -169,6 +169,7 @@ def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, d
                    inputs) and the spike block's matrices: 4·k²·g through Woodbury's identity below a
                    narrower layer (updates.low_rank), 4·n_l²·b for the n×n matrices and factors otherwise
     """
+    from .admm.updates import low_rank
     b = BYTES[settings.dtype]
     g = BYTES[settings.gram_dtype]
     f = _frame_bytes(frames_dtype, b)
@@ -185,7 +186,7 @@ def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, d
         gram += 2 * m * m * g
         if l + 1 < len(net):
             n, k = layer.n_out, net[l + 1].n_out
-            low = net[l + 1].kind == "dense" and settings.spike_solver != "box" and settings.beta > 0 and 2 * k < n
+            low = net[l + 1].kind == "dense" and low_rank((k, n), settings.beta, settings.spike_solver)
             gram += 4 * k * k * g if low else (0 if net[l + 1].kind == "conv" else 4 * n * n * b)
     total = frames + state + working + gram
     return {"frames": frames, "state": state, "working": working, "gram": gram, "total": total}

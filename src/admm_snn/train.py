@@ -176,15 +176,25 @@ def _settings_difference(saved: dict, now: dict) -> str | None:
     return None
 
 
-def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device, weight_shapes=None) -> Resumed:
-    """Read ``out/checkpoint.safetensors`` and check it belongs to this run (same settings apart from the
-    iteration count, same network, same data, same format version) and that every tensor has the shape
-    and dtype the run needs. Anything else is a one-line :class:`CheckpointError`. ``weight_shapes``:
-    the shape of every weight tensor when it is not (n_{l+1}, n_l) (a convolutional network's kernels)."""
+def require_checkpoint(out: Path) -> Path:
+    """``out/checkpoint.safetensors``, or the one-line :class:`CheckpointError` that there is none to
+    resume from (checked before a resumed run reads its data)."""
     path = Path(out) / CHECKPOINT
     if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"there is no checkpoint to resume from in {out} ({CHECKPOINT} is missing); "
                               "run without --resume to start afresh, or pass the --out of an earlier run")
+    return path
+
+
+def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device, weight_shapes=None,
+                    steps_samples=None) -> Resumed:
+    """Read ``out/checkpoint.safetensors`` and check it belongs to this run (same settings apart from the
+    iteration count, same network, same data, same format version) and that every tensor has the shape
+    and dtype the run needs and the generator state is one torch accepts. Anything else is a one-line
+    :class:`CheckpointError`. ``weight_shapes``: the shape of every weight tensor when it is not
+    (n_{l+1}, n_l) (a convolutional network's kernels); ``steps_samples``: the data's (T, N), which the
+    checkpointed states must have."""
+    path = require_checkpoint(out)
     tensors, meta = read_safetensors(path, CHECKPOINT_FORMAT)
     try:
         saved = json.loads(meta["settings"])
@@ -241,6 +251,13 @@ def load_checkpoint(out: Path, settings: ADMMSettings, sizes, data_fp, device, w
             if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
                 raise CheckpointError(f"{path}: tensor {key!r} has NaN or infinite values; delete it to start afresh")
             aux[key[len("aux."):]] = fresh(t, device)
+    if steps_samples is not None and (T, N) != tuple(steps_samples):
+        raise CheckpointError(f"{path} holds states for {(T, N)} (time steps, samples) but the data has "
+                              f"{tuple(steps_samples)}")
+    try:
+        torch.Generator().set_state(gen)
+    except RuntimeError:
+        raise CheckpointError(f"{path}: the generator state is damaged; delete it to start afresh") from None
     state = ADMMState(weights, pots, spikes, dual, it, aux)
     return Resumed(state, best, best_it, best_score, hist, gen, elapsed, compute)
 
@@ -417,8 +434,8 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise SettingsError("resume needs an output folder (--out DIR)")
-    if resume and not (out / CHECKPOINT).exists():
-        load_checkpoint(out, settings, sizes, "", device)  # raises the "no checkpoint to resume from" error
+    if resume:
+        require_checkpoint(out)
     if out is not None:
         _prepare_out(out)
     compact = frames.dtype in (torch.uint8, torch.bool)  # binary spike frames stay compact (exact)
@@ -460,15 +477,8 @@ def train(frames: torch.Tensor, labels: torch.Tensor, hidden: list[int], setting
     cache = S.SolverCache()
     remember_density(cache, density)
     if resume:
-        r = load_checkpoint(out, settings, sizes, data_fp, device)
-        if r.state.potentials[0].shape[:2] != X.shape[:2]:
-            raise CheckpointError(f"{out / CHECKPOINT} holds states for {tuple(r.state.potentials[0].shape[:2])} "
-                                  f"(time steps, samples) but the data has {tuple(X.shape[:2])}")
-        try:
-            generator.set_state(r.generator_state)
-        except RuntimeError:
-            raise CheckpointError(f"{out / CHECKPOINT}: the generator state is damaged; delete it to start "
-                                  "afresh") from None
+        r = load_checkpoint(out, settings, sizes, data_fp, device, steps_samples=X.shape[:2])
+        generator.set_state(r.generator_state)
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
         last_draw = state.iteration - state.iteration % settings.reproject if resample is not None else 0
         if last_draw:  # the frames the checkpointed states were projected on

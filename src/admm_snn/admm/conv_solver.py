@@ -248,7 +248,7 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     h = heaviside(z, theta)
     if nxt.kind == "dense":
         W_eff = effective_matrix(nxt, W_next)
-        if U.low_rank(W_eff, beta_l, settings.spike_solver):  # k×k factors: no (C·H·W)² matrix
+        if U.low_rank(W_eff.shape, beta_l, settings.spike_solver):  # k×k factors: no (C·H·W)² matrix
             M_inner = M_last = None
             factors = U.woodbury_factors(W_eff, theta, rho_l, rho_next, beta_l)
         else:

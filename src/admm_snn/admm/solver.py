@@ -348,7 +348,7 @@ def _spike_setup(state, l, settings, low_rank_ok: bool = True):
     dual_next = l + 1 == state.n_layers - 1
     rho_l, beta_l = P.layer_penalties(state, settings, l)  # ρ_l, β_l (per layer when adapted)
     rhos = (rho_l, settings.output_rho if dual_next else P.layer_penalties(state, settings, l + 1)[0])
-    if low_rank_ok and U.low_rank(W_next, beta_l, settings.spike_solver):  # k×k factors, no n×n matrices
+    if low_rank_ok and U.low_rank(W_next.shape, beta_l, settings.spike_solver):  # k×k factors, no n×n matrices
         return W_next, rhos, None, None, U.woodbury_factors(W_next, settings.theta, *rhos, beta_l), dual_next
     M_inner, M_last = U.spike_matrices(W_next, settings.theta, rhos[0], rhos[1], beta_l)
     factors = (U.cholesky(M_inner, "spike-update matrix"), U.cholesky(M_last, "spike-update matrix"))
@@ -748,11 +748,12 @@ def copies_exactly(W: torch.Tensor, delta: float, theta: float, margin: float = 
     return history <= theta * (1 - margin) and c + min(0.0, history) > theta * (1 + margin)
 
 
-def grown_layers(state: ADMMState, settings: ADMMSettings) -> int:
-    """How many hidden layers iteration ``state.iteration`` trains: 1 + i // K with growth every K
-    iterations (:func:`frozen`), all of them without growth."""
+def grown_layers(state: ADMMState, settings: ADMMSettings, iteration: int | None = None) -> int:
+    """How many hidden layers iteration i (``iteration``, default ``state.iteration``) trains: 1 + i // K
+    with growth every K iterations (:func:`frozen`), all of them without growth."""
     n, K = state.n_layers - 1, settings.grow_every
-    return n if not K else min(n, 1 + state.iteration // K)
+    i = state.iteration if iteration is None else iteration
+    return n if not K else min(n, 1 + i // K)
 
 
 def _truncatable(state: ADMMState, settings: ADMMSettings, grown: int) -> bool:
@@ -784,9 +785,8 @@ def copy_states_filled(state: ADMMState, frames, settings: ADMMSettings) -> ADMM
     other iteration gives them (the re-projection, or :func:`_grow_states` when they grow). A new
     state (new lists; the copies' tensors new), ``state`` unchanged; ``state`` itself when no layer
     was skipped."""
-    n, K = state.n_layers - 1, settings.grow_every
-    g = min(n, 1 + max(state.iteration - 1, 0) // K) if K else n  # grown_layers of the iteration just run
-    if not (g < n and _truncatable(state, settings, g)):
+    g = grown_layers(state, settings, max(state.iteration - 1, 0))  # those of the iteration just run
+    if not (g < state.n_layers - 1 and _truncatable(state, settings, g)):
         return state
     filled = ADMMState(list(state.weights), list(state.potentials), list(state.spikes), state.dual,
                        state.iteration, state.aux)

@@ -191,12 +191,13 @@ class WoodburyFactors(NamedTuple):
     factors: tuple
 
 
-def low_rank(W_next: torch.Tensor, beta: float, solver: str) -> bool:
-    """Whether the spike systems are solved through Woodbury's identity: the next layer has fewer than
+def low_rank(shape, beta: float, solver: str) -> bool:
+    """Whether the spike systems of a layer whose next layer's weights have ``shape`` (k, n) (the next
+    layer's neurons, this layer's) are solved through Woodbury's identity: the next layer has fewer than
     half as many neurons as this one (a hidden layer below the output, a conv layer below a pooled
     dense layer), β > 0 (so both systems are definite without WᵀW) and the solver needs no M (not "box").
     Per right-hand side that costs 4kn multiply-adds instead of the 2n² of the n×n triangular solves."""
-    k, n = W_next.shape
+    k, n = shape
     return solver != "box" and beta > 0 and 2 * k < n
 
 

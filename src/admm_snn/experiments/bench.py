@@ -53,6 +53,7 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
     count 2·nnz·n_1 (nnz = density·T·N·n_0) instead of 2·T·N·n_0·n_1. ``first``: add the input Gram (formed
     once, at the start of a run: solver.prepare_input_gram)."""
     from ..admm.sparse_inputs import uses_sparse
+    from ..admm.updates import low_rank
     L = len(sizes) - 1
     K = T * N
     sparse = uses_sparse(settings, density)
@@ -68,7 +69,7 @@ def iteration_flops(sizes: list[int], T: int, N: int, settings, first: bool = Fa
         if not cached:
             f["u"] += 2 * rows * m * n
         f["spike_rhs"] += 2 * K * nxt * n
-        if settings.spike_solver != "box" and settings.beta > 0 and 2 * nxt < n:  # Woodbury (updates.low_rank)
+        if low_rank((nxt, n), settings.beta, settings.spike_solver):  # Woodbury's identity
             f["spike_solve"] += 2 * K * nxt * n * 2 + 2 * K * nxt * nxt  # W b, Wᵀ y and the k×k solves
             f["spike_setup"] += 2 * nxt * nxt * n + 2 * nxt ** 3 / 3
         else:
@@ -438,6 +439,22 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def setting_overrides(items) -> dict:
+    """The ``--set NAME=VALUE`` options as a dict (JSON values, else the text); one-line SettingsError for
+    an item without ``=``."""
+    from ..errors import SettingsError
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise SettingsError(f"--set {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    return overrides
+
+
 def run(args) -> int:
     import torch
     from ..errors import SettingsError
@@ -446,15 +463,7 @@ def run(args) -> int:
         if len(hidden) != 1:
             raise SettingsError("--depth needs exactly one --hidden width")
         hidden = hidden * args.depth
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise SettingsError(f"--set {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = setting_overrides(args.set)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..admm.updates import low_rank
 from ..arch import size
 from .bench import _peak_rss, _rss_now, _sync, cpu_model, make_data, matmul_rate
 
@@ -58,7 +59,7 @@ def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict 
         else:
             k = nxt.n_out
             f += 2.0 * R * k * n  # Wᵀ c
-            if settings.spike_solver != "box" and settings.beta > 0 and 2 * k < n:
+            if low_rank((k, n), settings.beta, settings.spike_solver):
                 f += R * (4.0 * k * n + 2.0 * k * k) + 2.0 * k * k * n + 2 * k ** 3 / 3
             else:
                 f += R * 2.0 * n * n + 2.0 * k * n * n + 2 * n ** 3 / 3
@@ -175,26 +176,20 @@ def run(args) -> int:
     import json
     import torch
     from ..admm import conv_solver as CS
-    from .bench import _child
+    from .bench import _child, setting_overrides
     problem = CS.conv_problem(args.arch, (2, 34, 34), 10)  # a bad string: one line, before any child
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = setting_overrides(args.set)
     mm_rate = matmul_rate(args.device, "float32")
     conv_rates = {f"layer {l + 1} ({L.in_shape[0]}→{L.out_shape[0]}, {L.kernel}×{L.kernel})": conv_rate(L, args.device)
                   for l, L in enumerate(problem.net) if L.kind == "conv"}
     print(f"CPU: {cpu_model()}; torch CPU capability: {torch.backends.cpu.get_cpu_capability()}", flush=True)
     results = []
     for N in args.n:
-        cfg = {"kind": "conv", "N": N, "T": args.time_steps, "arch": args.arch, "set": overrides,
+        cfg = {"N": N, "T": args.time_steps, "arch": args.arch, "set": overrides,
                "iterations": args.iterations, "frames": args.frames, "data_dir": args.data_dir,
                "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads}
         r = _child(cfg, args.timeout, module="admm_snn.experiments.bench_conv")
