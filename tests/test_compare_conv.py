@@ -57,7 +57,9 @@ def test_conv_and_dense_rows_in_one_run(nmnist_root, tmp_path):
     md = (out / "results.md").read_text()
     table = md.split("\n\n")[2]
     assert f"| {ARCH} (conv) |" in table and "| 1 |" in table
-    assert "no augmentation for either method" in md and "train_bptt_conv" in md
+    # every row trains on shifted frames (the default 1 pixel on N-MNIST), conv rows as the dense ones
+    assert res["config"]["augment_shift"] == 1 and "Augmentation of every row" in md
+    assert "caps and augmentation as the dense rows" in md and "train_bptt_conv" in md
     from admm_snn.io import load_model
     model = load_model(out / "best_admm_conv.safetensors")
     assert model["arch"] == ARCH and list(model["input_shape"]) == [2, 34, 34]

@@ -205,8 +205,10 @@ def _bad_cases(model, tmp):
         "nproc": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--nproc", "2"], ["--nproc"]),
         "federated": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--federated"], ["--federated"]),
         "resume": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--resume", "--out", str(tmp / "r")], ["--resume"]),
-        "augment shift": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "1"], ["--augment-shift"]),
-        "augment groups": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-groups", "4"], ["--augment-groups"]),
+        "augment shift": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "-1"], ["--augment-shift"]),
+        "augment too far": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "4"], ["shift 4", "8x8"]),
+        "augment groups": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "1", "--augment-groups",
+                                    "-2"], ["--augment-groups"]),
         "report samples": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--report-samples", "10"], ["--report-samples"]),
         "paper preset": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--preset", "paper"], ["schedule", "convolutional"]),
         "l1": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--l1", "0.1"], ["l1", "convolutional"]),
@@ -218,7 +220,7 @@ def _bad_cases(model, tmp):
 
 
 CASE_NAMES = ["unreadable arch", "arch after dense", "kernel too large", "hidden and arch", "nproc", "federated",
-              "resume", "augment shift", "augment groups", "report samples", "paper preset", "l1",
+              "resume", "augment shift", "augment too far", "augment groups", "report samples", "paper preset", "l1",
               "eval damaged header", "export damaged header", "eval other input shape"]
 
 

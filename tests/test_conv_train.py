@@ -158,3 +158,65 @@ def test_conv_resume_from_a_damaged_generator_state_is_a_one_line_error(tmp_path
     with pytest.raises(CheckpointError, match="generator state is damaged") as err:
         fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s.replace(iterations=2), out=tmp_path, resume=True)
     assert "\n" not in str(err.value)
+
+
+def test_conv_shift_augmentation_projects_on_each_draw_and_forms_the_patch_gram_anew():
+    """With a resampler, every re-projection of conv ADMM is the forward simulation of draw k's frames
+    (iteration k), the first conv layer's patch Gram used in iteration k is that of draw k − 1's frames
+    (not the cached Gram of the original frames), and the caller's frames are left as they were."""
+    from admm_snn.admm import solver as S
+    from admm_snn.data.augment import ShiftResampler
+    from admm_snn.network import simulate
+    from admm_snn import conv_network as CN
+    g = torch.Generator().manual_seed(5)
+    frames = (torch.rand(4, 24, 2 * 8 * 8, generator=g) < 0.3).to(torch.float32)
+    labels = torch.arange(24) % 3
+    r = ShiftResampler(frames, (2, 8, 8), 1, seed=2, groups=0)
+    s = ADMMSettings(seed=1)
+    problem = CS.conv_problem("3c3-p2-6", (2, 8, 8), 3)
+    y = torch.nn.functional.one_hot(labels, 3).to(torch.float32)
+    X = frames.clone()
+    cache, gen = S.SolverCache(), torch.Generator().manual_seed(1)
+    state = CS.init_state(X, y, problem, s, gen, cache)
+    seen = []
+
+    def redraw():
+        k = state.iteration + 1
+        G = cache.extra[CS.INPUT_PATCH_GRAM]
+        expect, _ = CS.weight_sums(problem.net[0], r(k - 1), torch.zeros(4, 24, 3 * 6 * 6), S.DTYPES[s.gram_dtype])
+        seen.append(torch.allclose(G, expect, rtol=0, atol=1e-9))
+        X.copy_(r(k))
+        S.forget_inputs(cache)
+
+    for k in (1, 2, 3):
+        CS.iterate(state, X, y, problem, s, cache, gen, redraw=redraw)
+        trace = simulate(state.weights[:-1], r(k), s.lif, output=False, current=CN.currents(problem.net))
+        assert torch.equal(state.spikes[0], trace.spikes[0]) and torch.equal(state.spikes[1], trace.spikes[1])
+    assert seen == [True, True, True]
+    assert not torch.equal(r(1), r(0)) and not torch.equal(r(2), r(1))
+    res = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, 3, resample=r)
+    assert torch.equal(frames, r(0))  # fit_conv works on its own copy
+    assert all(torch.equal(a, b) for a, b in zip(res.weights, state.weights))
+
+
+@pytest.mark.determinism
+def test_conv_resume_with_shift_augmentation_is_bitwise(tmp_path):
+    """A resumed augmented conv run restores the draw its checkpoint was projected on: bitwise the
+    uninterrupted run (reproject every iteration and every second one)."""
+    from admm_snn.data.augment import ShiftResampler
+    g = torch.Generator().manual_seed(6)
+    frames = (torch.rand(4, 30, 2 * 8 * 8, generator=g) < 0.3).to(torch.uint8)
+    labels = torch.arange(30) % 3
+    r = ShiftResampler(frames, (2, 8, 8), 1, seed=4)
+    for reproject in (1, 2):
+        s = ADMMSettings(iterations=5, seed=1, reproject=reproject)
+        a = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, resample=r)
+        out = tmp_path / f"r{reproject}"
+        fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, 3, out=out, checkpoint_every=1, resample=r)
+        b = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s, out=out, checkpoint_every=1, resume=True, resample=r)
+        assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
+        assert [m["train_accuracy"] for m in a.history] == [m["train_accuracy"] for m in b.history]
+        plain = fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), s)
+        assert not torch.equal(plain.weights[0], a.weights[0])
+    with pytest.raises(SettingsError, match="re-projection"):
+        fit_conv(frames, labels, "3c3-p2-6", (2, 8, 8), ADMMSettings(reproject=0), 1, resample=r)

@@ -11,14 +11,15 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import AdmmSnnError
 
 # The option groups and their conversion into records live in options.py (shared with the launcher of
 # multi-process runs, launch.py); they are re-exported here for the command modules.
-from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_data_options,  # noqa: F401
-                      add_distributed_options, add_training_options, admm_settings, augment_shift, check_device,
-                      data_options, shift_resampler)
+from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_arch_options,  # noqa: F401
+                      add_data_options, add_distributed_options, add_training_options, admm_settings, augment_shift,
+                      check_device, data_options, shift_resampler)
 
 _device = check_device  # the name the command modules import
 
@@ -33,15 +34,7 @@ def add_train_parser(sub) -> None:
                                    "digits, one hidden layer of 128, the default settings.")
     add_data_options(p)
     add_training_options(p)
-    p.add_argument("--arch", metavar="SPEC", default=None,
-                   help="train a convolutional network instead of a dense one, e.g. 12c5-p2-32c5-p2-128 (12 "
-                        "channels of 5x5 kernels, 2x2 sum pooling, 32 channels of 5x5, 2x2 pooling, a dense "
-                        "layer of 128; the output layer follows) on the dataset's (C, H, W) frames; not with "
-                        "--hidden. Single-process only: --nproc, --federated, --resume, --checkpoint-every, "
-                        "--report-samples and augmentation are refused (no shift augmentation by default)")
-    p.add_argument("--budget-s", type=float, default=None, metavar="S",
-                   help="stop once the training compute (initialisation and iterations, without the report) has "
-                        "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc)")
+    add_arch_options(p)  # --arch --budget-s
     add_distributed_options(p)  # --nproc --backend --timeout --federated --partition --non-iid ...
     p.set_defaults(func=cmd_train)
 
@@ -115,48 +108,59 @@ def _refuse_with_arch(args) -> None:
     """A one-line SettingsError for an option ``--arch`` runs do not support, naming the option."""
     import os
     from .errors import SettingsError
-    from .options import _given_options
-    given = _given_options(getattr(args, "argv", None) or [])
-    why = "convolutional networks (--arch) train in one process"
+    parallel = max(args.nproc, int(os.environ.get("WORLD_SIZE", "1"))) > 1
+    no_checkpoints = "data-parallel convolutional runs do not checkpoint; train in one process to checkpoint and resume"
     refused = [("--hidden", bool(args.hidden), "--arch names every hidden layer (e.g. --arch 12c5-p2-128)"),
-               ("torchrun (WORLD_SIZE > 1)", int(os.environ.get("WORLD_SIZE", "1")) > 1, why),
-               ("--nproc", args.nproc > 1, why),
-               ("--federated", bool(args.federated), why),
-               ("--augment-shift", bool(args.augment_shift), "shift augmentation is not implemented for --arch"),
-               ("--augment-groups", "augment_groups" in given, "there is no augmentation with --arch"),
+               ("--federated", bool(args.federated), "federated training is implemented for dense networks only "
+                                                    "(--nproc N without --federated trains --arch data-parallel)"),
+               ("--resume with --nproc or torchrun", parallel and bool(args.resume), no_checkpoints),
+               ("--checkpoint-every with --nproc or torchrun", parallel and bool(args.checkpoint_every), no_checkpoints),
                ("--report-samples", args.report_samples is not None,
                 "--arch reports the training accuracy on every training sample")]
-    if args.augment_shift is not None and args.augment_shift < 0:
-        raise SettingsError(f"--augment-shift must be 0 (off) or a number of pixels >= 1, got {args.augment_shift}")
     for name, bad, reason in refused:
         if bad:
             raise SettingsError(f"{name} is not supported with --arch: {reason}; leave it out")
 
 
-def cmd_train_conv(args) -> int:
-    """``admm-snn train --arch SPEC``: a convolutional network by conv_train.train_conv on the dataset's
-    (C, H, W) frames; the validation split picks the saved weights, the test split is reported."""
-    import time
+def check_conv_options(args) -> tuple[int | None, str]:
+    """The checks of ``admm-snn train --arch`` that need no data, each a one-line SettingsError: the refused
+    options (:func:`_refuse_with_arch`), the architecture string, --augment-shift, --budget-s,
+    --val-samples and --device. Returns (the shift of :func:`augment_shift`, the device)."""
     from .arch import parse_arch
-    from .conv_network import accuracy_and_rates, output_shapes
-    from .conv_train import train_conv
-    from .data.options import load_splits
     from .errors import SettingsError
-    from .train import VAL_SEED, report_indices
     _refuse_with_arch(args)
+    shift = augment_shift(args)
     parse_arch(args.arch)  # a bad string fails before any data is read
     if args.budget_s is not None and not (0 < args.budget_s < float("inf")):
         raise SettingsError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
     if args.val_samples is not None and args.val_samples < 0:
         raise SettingsError(f"--val-samples must be 0 (all) or a positive count, got {args.val_samples}")
-    device = check_device(args.device)
-    settings = admm_settings(args)
-    splits = load_splits(data_options(args))
+    return shift, check_device(args.device)
+
+
+class ConvInputs(NamedTuple):
+    """What an --arch run trains on: the (C, H, W) ``shape``, the training frames ``X`` (time-major,
+    compact dtype kept), ``val`` (frames, labels: at most --val-samples of the validation split, or None),
+    the shift augmentation ``resample`` (or None) and the ``extra`` record of the model file."""
+    shape: tuple
+    X: object
+    val: tuple | None
+    resample: object
+    extra: dict
+
+
+def conv_inputs(args, splits, settings, shift, device: str, show: bool = True, processes: int = 1) -> ConvInputs:
+    """The inputs of an --arch run from its data splits; a network that does not fit the frames is a
+    one-line error; with ``show`` the data line is printed (naming ``processes`` when more than one)."""
+    from .conv_network import output_shapes
+    from .train import VAL_SEED, report_indices
     shape = tuple(splits.train.sensor_shape)
     units = output_shapes(args.arch, shape, splits.train.n_classes)  # a network that does not fit: one line
-    print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
-          f"({splits.info['test_source']}); network {args.arch} on {'x'.join(map(str, shape))} "
-          f"-> {' -> '.join('x'.join(map(str, u)) for u in units)}")
+    if show:
+        print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
+              f"({splits.info['test_source']}); network {args.arch} on {'x'.join(map(str, shape))} "
+              f"-> {' -> '.join('x'.join(map(str, u)) for u in units)}"
+              + (f"; {processes} processes" if processes > 1 else ""), flush=True)
     val = None
     if splits.val is not None:
         v, vl = splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels
@@ -165,30 +169,68 @@ def cmd_train_conv(args) -> int:
             v, vl = v[:, idx], vl[idx]
         val = (v.to(device), vl.to(device))
     X = splits.train.time_major(dtype=splits.train.frames.dtype).to(device)
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=settings.iterations, desc="admm conv", dynamic_ncols=True)
+    resample = shift_resampler(shift, args, X, shape, settings.seed)
+    extra = {"data": splits.info["data"], "test_source": splits.info["test_source"],
+             "augment": {"shift": resample.max_shift, "groups": resample.groups} if resample is not None else None}
+    return ConvInputs(shape, X, val, resample, extra)
+
+
+def conv_progress(settings, show: bool):
+    """(bar, on_record): a progress bar over the iterations updated by every history entry after the
+    start, or (None, None) without ``show``."""
+    if not show:
+        return None, None
+    from tqdm.auto import tqdm
+    bar = tqdm(total=settings.iterations, desc="admm conv", dynamic_ncols=True)
 
     def progress(m):
-        if bar is not None and m["iteration"] > 0:
+        if m["iteration"] > 0:
             bar.set_postfix({k[:5]: round(m[k], 3) for k in ("train_accuracy", "val_accuracy") if k in m},
                             refresh=False)
             bar.update(1)
-    extra = {"data": splits.info["data"], "test_source": splits.info["test_source"], "augment": None}
+    return bar, progress
+
+
+def report_conv(args, result, wall: float, inputs: ConvInputs, splits, device, settings) -> int:
+    """:func:`_report` of an --arch run: the summary line, and the test accuracy of the saved (best
+    validation) weights added to summary.json."""
+    from .conv_network import accuracy_and_rates
+    return _report(args, result, wall, inputs.val is not None, splits, device,
+                   lambda frames, labels: accuracy_and_rates(args.arch, inputs.shape, result.best_weights, frames,
+                                                             labels, settings.lif))
+
+
+def cmd_train_conv(args) -> int:
+    """``admm-snn train --arch SPEC``: a convolutional network by conv_train.train_conv on the dataset's
+    (C, H, W) frames; the validation split picks the saved weights, the test split is reported. With
+    --nproc N (or under torchrun) data-parallel: the options are checked here, then every process runs
+    :func:`launch.run_conv_worker` (distributed_conv.train_distributed_conv)."""
+    import os
+    import time
+    from .conv_train import train_conv
+    from .data.options import load_splits
+    shift, device = check_conv_options(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
+        from .launch import run_worker
+        return run_worker(args)
+    if args.nproc > 1:  # N local processes of python -m admm_snn.launch
+        from .launch import launch_local, worker_argv
+        return launch_local(args.nproc, worker_argv(args))
+    settings = admm_settings(args)
+    splits = load_splits(data_options(args))
+    inputs = conv_inputs(args, splits, settings, shift, device)
+    bar, progress = conv_progress(settings, show=not args.quiet)
     t0 = time.perf_counter()
     try:
-        result = train_conv(X, splits.train.labels.to(device), args.arch, shape, settings, args.out,
-                            n_classes=splits.train.n_classes, val=val, budget_s=args.budget_s, model_extra=extra,
-                            on_record=progress, log=None if args.quiet else print,
-                            checkpoint_every=args.checkpoint_every or settings.iterations, resume=bool(args.resume))
+        result = train_conv(inputs.X, splits.train.labels.to(device), args.arch, inputs.shape, settings, args.out,
+                            n_classes=splits.train.n_classes, val=inputs.val, budget_s=args.budget_s,
+                            model_extra=inputs.extra, on_record=progress, log=None if args.quiet else print,
+                            checkpoint_every=args.checkpoint_every or settings.iterations, resume=bool(args.resume),
+                            resample=inputs.resample)
     finally:
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - t0
-    return _report(args, result, wall, val is not None, splits, device,
-                   lambda frames, labels: accuracy_and_rates(args.arch, shape, result.best_weights, frames, labels,
-                                                             settings.lif))
+    return report_conv(args, result, time.perf_counter() - t0, inputs, splits, device, settings)
 
 
 def add_eval_parser(sub) -> None:

@@ -13,6 +13,7 @@ import torch
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
+from .data.augment import checked_draw
 from .errors import SettingsError
 from .io import atomic_write_text, fingerprint, save_model
 from .resources import check_conv_memory
@@ -47,7 +48,7 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
              cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
              on_record=None, log=None, out: str | Path | None = None, checkpoint_every: int = 0,
-             resume: bool = False, on_resume=None) -> ConvFitResult:
+             resume: bool = False, on_resume=None, resample=None) -> ConvFitResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
     (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
     (admm/conv_solver.py) for ``iterations`` iterations (default ``settings.iterations``).
@@ -67,6 +68,10 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     naming the architecture), and ``resume`` continues from it: bitwise the weights, history and best
     iteration of the uninterrupted run (``iterations`` may be raised to train further); ``on_resume`` is
     called with the restored history (e.g. to rewrite a metrics file to it).
+    ``resample``: data augmentation as in :func:`train.train`, a callable ``resample(k)`` giving the
+    training frames of draw k (:class:`admm_snn.data.augment.ShiftResampler`); at every re-projection the
+    frames become the next draw (the caller's stay as they are) and the first conv layer's patch Gram is
+    formed again from them; a resumed run restores the draw its checkpoint was made on.
     Bad arguments are one-line :class:`SettingsError`s."""
     settings = settings or ADMMSettings()
     if not isinstance(settings, ADMMSettings):
@@ -107,6 +112,14 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise SettingsError(f"checkpoint_every={checkpoint_every!r} must be an integer >= 0")
     data_fp = f"{fingerprint(X, lab)}+arch={str(arch).strip() if isinstance(arch, str) else arch}"
+    if resample is not None:
+        if not settings.reproject:
+            raise SettingsError("data augmentation (resample) needs re-projection (reproject >= 1)")
+        data_fp = f"{data_fp}+{getattr(resample, 'key', 'resample')}"
+        X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
+
+    def draw(k: int) -> None:
+        X.copy_(checked_draw(resample, k, X).to(device=X.device, dtype=X.dtype))
     t0 = time.perf_counter()
     if resume:
         r = load_checkpoint(Path(out), settings, problem.sizes, data_fp, X.device,
@@ -114,6 +127,9 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         generator.set_state(r.generator_state)
         state, best, best_it, history, best_score = r.state, r.best, r.best_iteration, r.history, r.best_score
         compute = r.compute_s
+        last_draw = state.iteration - state.iteration % settings.reproject if resample is not None else 0
+        if last_draw:  # the frames the checkpointed states were projected on
+            draw(last_draw)
         if on_resume is not None:
             on_resume(history)
     else:
@@ -134,6 +150,10 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         if on_record is not None:
             on_record(m)
 
+    def redraw() -> None:  # the frames of this iteration's draw, in place, before its re-projection
+        draw(state.iteration + 1)
+        S.forget_inputs(cache)
+
     if not resume:
         compute = time.perf_counter() - t0
         record(0, compute)
@@ -141,7 +161,7 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     while it < iterations and not (budget_s is not None and compute >= budget_s):
         it += 1
         t0 = time.perf_counter()
-        CS.iterate(state, X, y, problem, settings, cache, generator)
+        CS.iterate(state, X, y, problem, settings, cache, generator, redraw=redraw if resample is not None else None)
         step = time.perf_counter() - t0
         compute += step
         record(it, step)
@@ -158,15 +178,15 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
                out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
                budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
                cg_tol: float = 1e-4, cg_max_iterations: int = 100, log=None, checkpoint_every: int = 0,
-               resume: bool = False) -> ConvFitResult:
+               resume: bool = False, resample=None) -> ConvFitResult:
     """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
     as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
     iteration 0, the start, included, appended as it is made), ``model.safetensors`` (the best-validation
     weights, with ``arch`` and ``input_shape``: :func:`io.save_model`) and ``summary.json`` (iterations,
     best iteration, times, status, unit counts, architecture, settings, the last history entry and
     ``model_extra``), each written atomically. ``arch`` is the architecture string; ``log`` prints the
-    memory estimate; ``checkpoint_every`` and ``resume`` as in :func:`fit_conv` (the metrics file is then
-    rewritten to the restored history before the run goes on)."""
+    memory estimate; ``checkpoint_every``, ``resume`` and ``resample`` as in :func:`fit_conv` (on resume the
+    metrics file is rewritten to the restored history before the run goes on)."""
     if not isinstance(arch, str):
         raise SettingsError(f"arch must be an architecture string such as '12c5-p2-128', not {type(arch).__name__}")
     labels = torch.as_tensor(labels)
@@ -189,7 +209,7 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
     result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
                       cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log,
                       out=out, checkpoint_every=checkpoint_every, resume=resume,
-                      on_resume=lambda history: _write_metrics(out, history))
+                      on_resume=lambda history: _write_metrics(out, history), resample=resample)
     wall = time.perf_counter() - t0
     extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
     input_shape = list(result.problem.input_shape)

@@ -119,17 +119,19 @@ recordings, T = 10, one thread on a shared 2-core Xeon: 12c5-p2-32c5-p2-128 26.1
 256; 8c5-p4-64 12.2 s / 5.7 s)."""
 
 
-def calibration_samples(n: int) -> torch.Tensor | None:
-    """:func:`solver.calibration_indices` with k = :data:`CALIBRATION_SAMPLES`: evenly spaced, None for n ≤ k."""
-    return S.calibration_indices(n, k=CALIBRATION_SAMPLES)
+def calibration_samples(n: int, n_local: int | None = None, start: int = 0) -> torch.Tensor | None:
+    """:func:`solver.calibration_indices` with k = :data:`CALIBRATION_SAMPLES`: evenly spaced, None for n ≤ k;
+    with ``n_local``, ``start``: the part of that global set among this process's samples start.. (as
+    indices into them)."""
+    return S.calibration_indices(n, n_local, start, k=CALIBRATION_SAMPLES)
 
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, problem: ConvProblem, params,
-                    target: float, steps: int = 14) -> list[torch.Tensor]:
+                    target: float, steps: int = 14, reduce=lambda t: t) -> list[torch.Tensor]:
     """:func:`state.calibrate_rates` with the layers' operators A_l (the current A_l(sW) a = s·A_l(W) a is
     linear in the scale s): each hidden layer's weights scaled, bottom up, to the mean firing rate
-    ``target`` on ``frames``."""
-    return calibrate(weights, frames, params, target, steps=steps,
+    ``target`` on ``frames``; ``reduce`` sums the spike and unit counts over processes."""
+    return calibrate(weights, frames, params, target, reduce=reduce, steps=steps,
                      current=CN.currents(problem.net))
 
 
@@ -151,11 +153,15 @@ def _forward_states(state, frames, problem, settings) -> None:
 
 
 def init_state(frames: torch.Tensor, y: torch.Tensor, problem: ConvProblem, settings: ADMMSettings,
-               generator: torch.Generator, cache: S.SolverCache | None = None) -> ADMMState:
+               generator: torch.Generator, cache: S.SolverCache | None = None,
+               shard: tuple[int, int] | None = None) -> ADMMState:
     """The starting point, as :func:`solver.init_state`: ``init="forward"`` draws random weights
     (:func:`conv_network.init_weights` with ``init_gain``), rate-calibrates the hidden layers
     (``init_rate``), takes the states of their forward simulation and fits the output block to them;
-    ``init="uniform"``: W = 0, z and a uniform in [0, 1), λ = 0. ``y``: one-hot targets (N, n_L)."""
+    ``init="uniform"``: W = 0, z and a uniform in [0, 1), λ = 0. ``y``: one-hot targets (N, n_L).
+    ``shard`` = (start, n_total): these frames are samples start.. of n_total (data-parallel): the
+    calibration takes this process's part of the one-process subsample (:func:`calibration_samples`)
+    and sums its spike counts over processes with ``cache.reduce``."""
     check_settings(problem, settings)
     frames = flat(frames, problem)
     dtype, device = S.DTYPES[settings.dtype], frames.device
@@ -170,9 +176,10 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, problem: ConvProblem, sett
         weights = CN.init_weights(problem.net, problem.input_shape, sizes[-1], settings.init_gain, generator,
                                   dtype, device)
         if settings.init_rate is not None:
-            sample = calibration_samples(N)
+            start, n_total = shard if shard is not None else (0, N)
+            sample = calibration_samples(n_total, N, start)
             weights = calibrate_rates(weights, frames if sample is None else frames[:, sample.to(device)], problem,
-                                      settings.lif, settings.init_rate)
+                                      settings.lif, settings.init_rate, reduce=(cache or S.SolverCache()).reduce)
         pots = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:]]
         spikes = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:-1]]
     state = ADMMState(weights, pots, spikes, torch.zeros(N, sizes[-1], dtype=dtype, device=device), 0)
@@ -224,7 +231,7 @@ def spike_rhs_conv(layer_next, W_next, c, d_next, h, theta, rho_own, rho_next, b
 
 
 def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMMSettings, l: int,
-                  u: torch.Tensor) -> None:
+                  u: torch.Tensor, cache: S.SolverCache | None = None) -> None:
     """a_l for all t, the exact minimiser of its block (given everything else), u = A_l a_{l-1}:
 
         t < T:  (ρ_{l+1} AᵀA + (ρ_l θ² + β) I) a_t = b_t,    t = T:  (ρ_{l+1} AᵀA + β I) a_T = b_T [+ W_Lᵀλ]
@@ -233,7 +240,9 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     :func:`updates.solve_spikes`, any spike solver). Next layer conv: b by :func:`spike_rhs_conv`, the
     systems divided by ρ_{l+1} and solved by CG (:func:`conv.solve_spikes_cg`) from the current spikes to
     the relative residual ``problem.cg_tol`` per (t, sample); then clipped to [0, 1] unless the spike
-    solver is "free". The rate penalty γ Σ a shifts b by −γ."""
+    solver is "free". The rate penalty γ Σ a shifts b by −γ. ``cache.reduce`` (data-parallel: a sum over
+    processes) makes every process run CG until every row of every process has converged, as one
+    process on all the samples does."""
     delta, theta = settings.delta, settings.theta
     nxt, W_next = problem.net[l + 1], state.weights[l + 1]
     dual_next = l + 1 == state.n_layers - 1
@@ -273,7 +282,8 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
             continue
         b = rhs[rows].reshape((n_t * N,) + img) / rho_next
         x0 = a[rows].reshape((n_t * N,) + img)
-        res = CV.solve_spikes_cg(b, op, diag, x0=x0, tol=problem.cg_tol, max_iterations=problem.cg_max_iterations)
+        res = CV.solve_spikes_cg(b, op, diag, x0=x0, tol=problem.cg_tol, max_iterations=problem.cg_max_iterations,
+                                 reduce=cache.reduce if cache is not None else None)
         sol = res.x.reshape(n_t, N, -1)
         if settings.spike_solver != "free":
             sol = sol.clamp(0.0, 1.0)
@@ -283,14 +293,15 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
 
 
 def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int = PATCH_ELEMENTS,
-                gram: bool = True):
+                gram: bool = True, cross_dtype=None):
     """(G, C) of layer l's weight block over every time step and sample, in ``dtype``:
 
         conv:   G = Σ_{t,samples} P_tᵀ P_t,  C = Σ X_tᵀ P_t   (P_t the patches of pool(a_{l-1,t}), X_t the targets)
         dense:  G = Σ p_t p_tᵀ,  C = Σ x_t p_tᵀ  with p_t = flatten(pool(a_{l-1,t})) (updates.weight_statistics)
     ``inputs`` (T, N, n_{l-1}) flat, ``x`` (T, N, n_l) the targets. Conv sums are formed over blocks of
     (t, sample) images whose patches hold about ``rows`` numbers. ``gram`` False (a conv layer): G is None
-    and only C is formed."""
+    and only C is formed. ``cross_dtype``: the dtype of a conv layer's cross products (default x's; the
+    settings' ``cross_dtype``), each block's targets converted to it."""
     if layer.kind == "dense":
         pooled = layer.pooled(inputs).reshape(x.shape[0], x.shape[1], -1)
         return U.weight_statistics(pooled, x, dtype)
@@ -300,7 +311,8 @@ def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int =
     step = max(1, rows // max(per_image, 1))
     G = C = None
     for s in range(0, a.shape[0], step):
-        g, c = CV.patch_sums(a[s:s + step], X[s:s + step], layer.kernel, layer.stride, layer.padding,
+        x_block = X[s:s + step] if cross_dtype is None else X[s:s + step].to(cross_dtype)
+        g, c = CV.patch_sums(a[s:s + step], x_block, layer.kernel, layer.stride, layer.padding,
                              layer.pool_size, layer.pool_mode, dtype, gram)
         C = c if C is None else C.add_(c)
         if gram:
@@ -326,7 +338,8 @@ def update_weights(state: ADMMState, frames, problem: ConvProblem, settings: ADM
     # (solver.forget_inputs drops it with the frames' other derived sums)
     keep = l == 0 and layer.kind == "conv"
     G_kept = cache.extra.get(INPUT_PATCH_GRAM) if keep else None
-    G, C = weight_sums(layer, inputs, x, S.DTYPES[settings.gram_dtype], gram=G_kept is None)
+    G, C = weight_sums(layer, inputs, x, S.DTYPES[settings.gram_dtype], gram=G_kept is None,
+                       cross_dtype=S.DTYPES[settings.cross_product_dtype])
     G, C = (G_kept if G_kept is not None else cache.reduce(G)), cache.reduce(C)
     if keep:
         cache.extra[INPUT_PATCH_GRAM] = G
@@ -350,7 +363,7 @@ def parallel_hidden(state: ADMMState, frames, y, problem: ConvProblem, settings:
         gate = settings.target_gate > 0 and learn
         if gate:
             a_fwd, z_fwd = state.spikes[l].clone(), state.potentials[l].clone()
-        update_spikes(state, frames, problem, settings, l, u)
+        update_spikes(state, frames, problem, settings, l, u, cache)
         x = U.gated_targets(u, a_fwd, state.spikes[l], z_fwd, settings.theta, settings.target_gate) if gate else None
         # element-wise and separable over samples: in cache-sized blocks of samples (the same values)
         T, N, width = u.shape
@@ -362,13 +375,17 @@ def parallel_hidden(state: ADMMState, frames, y, problem: ConvProblem, settings:
 
 
 def iterate(state: ADMMState, frames, y, problem: ConvProblem, settings: ADMMSettings, cache: S.SolverCache,
-            generator: torch.Generator) -> None:
+            generator: torch.Generator, redraw=None) -> None:
     """One ADMM iteration in place, as :func:`solver.iterate` with the parallel schedule: the hidden sweep
     (:func:`parallel_hidden`), the settings' weight step W_prev + η (W* − W_prev) (with momentum), the
     re-projection every ``reproject`` iterations, the dense output block on the flattened last hidden
     spikes (:func:`solver.parallel_output`), the dual step λ ← λ + ρ_L (z_{L,T} − δ z_{L,T-1} − W_L a_{L-1,T})
     after the warm-up; checks for divergence. Every layer trains from the first iteration (no growth:
-    ``grow_every`` is for dense networks, whose deep layers start as identity copies)."""
+    ``grow_every`` is for dense networks, whose deep layers start as identity copies).
+
+    ``redraw``: called just before the re-projection (data augmentation, as in :func:`solver.iterate`); it
+    replaces ``frames`` in place by a new draw and drops what the cache derived from the old one, so the
+    re-projection, the output block and the next iteration's blocks all see the new frames."""
     check_settings(problem, settings)
     # no growth: every layer of a conv network starts at random (conv_network.init_weights), so a layer
     # kept at its start would be a frozen random layer, not an identity copy (grow_every: dense only)
@@ -380,6 +397,8 @@ def iterate(state: ADMMState, frames, y, problem: ConvProblem, settings: ADMMSet
     if stepping:
         S.take_weight_step(state, previous, settings)
     if settings.reproject and (state.iteration + 1) % settings.reproject == 0:
+        if redraw is not None:
+            redraw()
         reproject(state, frames, problem, settings)
     S.parallel_output(state, frames, y, settings, cache, generator)
     if settings.dual and state.iteration >= settings.warmup:

@@ -103,7 +103,7 @@ def add_compare_parser(subparsers) -> None:
     g.add_argument("--arch", dest="archs", action="append", default=None, metavar="SPEC",
                    help="a convolutional row: ADMM (conv_train.fit_conv), BPTT (train_bptt_conv) and the floor on "
                         "the convolutional network SPEC, e.g. 12c5-p2-32c5-p2-128, with the same split, seeds and "
-                        "budget as the dense rows and no augmentation; repeat for more rows. With --arch and no "
+                        "budget and augmentation as the dense rows; repeat for more rows. With --arch and no "
                         "--depths only conv rows are run; give --depths too for dense rows in the same tables")
     g.add_argument("--seeds", type=int, default=3, metavar="S",
                    help="seeds per depth and method; seed i uses --seed + i (default 3)")
@@ -115,7 +115,7 @@ def add_compare_parser(subparsers) -> None:
                         f"and epoch caps become {BUDGET_CAP_ITERATIONS} unless --iterations/--bptt-epochs are given "
                         "(default: no budget)")
     g.add_argument("--augment-shift", type=int, default=None, metavar="S",
-                   help="shift augmentation for ADMM and BPTT alike: the training samples move by new random offsets "
+                   help="shift augmentation for ADMM and BPTT alike, dense and conv rows: the training samples move by new random offsets "
                         "in [-S, S]^2 pixels (16 fixed groups of samples, one offset per group and draw) at every ADMM "
                         "re-projection and every BPTT epoch after the first (default: 1 on sensors of at least 16x16 "
                         "pixels such as MNIST and N-MNIST, 0 on smaller ones; 0: off)")

@@ -15,7 +15,7 @@ floor  random hidden weights and a least-squares readout: :func:`admm_snn.admm.s
 Every accuracy is that of the true forward simulation (:func:`admm_snn.network.predict`) of the weights.
 
 Conv rows (``CompareConfig.archs``, ``--arch SPEC``): the same three methods on the convolutional network
-SPEC, on the same split, seeds and budget, without augmentation: ADMM by :func:`admm_snn.conv_train.fit_conv`
+SPEC, on the same split, seeds, budget and shift augmentation as the dense rows: ADMM by :func:`admm_snn.conv_train.fit_conv`
 (the validation split choosing the iterate), BPTT by :func:`admm_snn.baselines.bptt.train_bptt_conv`, the
 floor by ``fit_conv`` with 0 iterations (conv ADMM's iteration 0); accuracies by
 :func:`admm_snn.conv_network.accuracy_and_rates`. Their runs carry ``arch`` (and ``depth`` None).
@@ -75,10 +75,10 @@ class CompareConfig:
     report_samples: int | None = None
     val_samples: int | None = None
     augment_shift: int | None = None
-    """Shift augmentation of the dense rows for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
+    """Shift augmentation of every row for ADMM and BPTT alike (:class:`admm_snn.data.augment.ShiftResampler` with its
     default 16 groups, seeded by each method's seed): ADMM redraws at every re-projection, BPTT at every
     epoch after the first; 0: off; None: :func:`admm_snn.data.augment.default_shift` of the sensor (1 on
-    MNIST and N-MNIST). Conv rows (``archs``) never augment."""
+    MNIST and N-MNIST), dense and conv rows (``archs``) alike."""
     archs: list[str] = field(default_factory=list)
     """Convolutional architectures (:func:`admm_snn.arch.parse_arch` strings such as ``12c5-p2-32c5-p2-128``),
     one row each next to the dense ``depths`` rows: ADMM by :func:`admm_snn.conv_train.fit_conv`, BPTT by
@@ -284,16 +284,17 @@ def run_floor_conv(X, labels, val, test, arch, input_shape, settings: ADMMSettin
 
 
 def run_admm_conv(X, labels, val, test, arch, input_shape, settings: ADMMSettings, device="cpu",
-                  budget_s=None) -> dict:
+                  budget_s=None, resample=None) -> dict:
     """Conv ADMM: :func:`admm_snn.conv_train.fit_conv` for at most ``settings.iterations`` iterations within
-    ``budget_s``, the validation split choosing the iterate (iteration 0, the start, included). ``train_s``:
-    initialisation plus iterations, without the per-iteration evaluation."""
+    ``budget_s``, the validation split choosing the iterate (iteration 0, the start, included), with the
+    shift augmentation ``resample`` (None: none). ``train_s``: initialisation plus iterations, without the
+    per-iteration evaluation."""
     from ..conv_train import fit_conv
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         res = fit_conv(X.to(device), labels.to(device), arch, input_shape, settings,
                        n_classes=_n_classes(labels, val, test), val=(val[0].to(device), val[1].to(device)),
-                       budget_s=budget_s)
+                       budget_s=budget_s, resample=resample)
         wall = time.perf_counter() - t0
         weights = [w.detach().cpu() for w in res.best_weights]
         history = [{k: h.get(k) for k in ("iteration", "wall_s", "seconds", "train_accuracy", "val_accuracy",
@@ -504,19 +505,17 @@ def results_markdown(results: dict) -> str:
         L.append(f"- **Budget.** ADMM {adm['iterations']} iterations and BPTT {cfg['bptt']['epochs']} epochs (library "
                  f"defaults: {lib_it} and {lib_ep}), chosen so that the whole comparison fits in 30 minutes on this "
                  "machine; methods still improving at the end are under-trained (see `accuracy_vs_time.png`).")
-    if depths and cfg.get("augment_shift"):
-        L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** Both methods train on shifted frames: the training samples move by new "
+    if cfg.get("augment_shift"):
+        L.append(f"- **Augmentation{' of every row' if archs else ''}.** Both methods train on shifted frames: the training samples move by new "
                  f"random offsets in [−{cfg['augment_shift']}, {cfg['augment_shift']}]² pixels (zero fill; 16 fixed "
                  "random groups of samples, one offset per group and draw) at every ADMM re-projection and every BPTT "
                  "epoch after the first; validation and test frames are not moved (`--augment-shift 0`: none).")
-    elif depths:
-        L.append(f"- **Augmentation{' of the dense rows' if archs else ''}.** None (`--augment-shift 0`): both "
+    else:
+        L.append(f"- **Augmentation{' of every row' if archs else ''}.** None (`--augment-shift 0`): both "
                  "methods train on the fixed frames.")
     if archs:
         L.append("- **Conv rows** (" + ", ".join(f"`{a}`" for a in archs) + "): the same split, validation subsample, "
-                 "seeds" + (", budget" if budget else "") + " and iteration/epoch caps as the dense rows, and no "
-                 "augmentation for either method (the convolutional trainers have no shift augmentation), so the "
-                 "conv and dense rows differ in augmentation whenever the dense rows are augmented. ADMM: "
+                 "seeds" + (", budget" if budget else "") + ", iteration/epoch caps and augmentation as the dense rows. ADMM: "
                  "`admm_snn.conv_train.fit_conv` (the conv ADMM solver, the same settings as the dense rows), the "
                  "validation split choosing the iterate (iteration 0, the start, included; evaluated every "
                  "iteration). BPTT: `admm_snn.baselines.bptt.train_bptt_conv` with the same architecture and BPTT "
@@ -665,11 +664,12 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
                     r = run_floor_conv(X, labels, val, test, arch, sensor_shape, admm_s, config.device)
                 elif m == "admm":
                     r = run_admm_conv(X, labels, val, test, arch, sensor_shape, admm_s, config.device,
-                                      config.budget_s)
+                                      config.budget_s, _resampler(X, sensor_shape, shift, seed))
                 else:
                     bs = config.bptt.__class__(**{**asdict(config.bptt), "seed": config.bptt.seed + i})
                     r = run_bptt(X, labels, val, test, None, bs, params, config.device, config.progress,
-                                 config.budget_s, None, arch=arch, input_shape=sensor_shape)
+                                 config.budget_s, _resampler(X, sensor_shape, shift, bs.seed), arch=arch,
+                                 input_shape=sensor_shape)
                 weights = r.pop("weights")
                 if m == "admm" and (best_conv is None or r["val_accuracy"] > best_conv[0]):
                     best_conv = (r["val_accuracy"], weights, arch, seed)
