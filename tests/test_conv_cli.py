@@ -202,7 +202,8 @@ def _bad_cases(model, tmp):
         "arch after dense": (lambda: ["train", *DIGITS, "--arch", "16-4c3"], ["4c3"]),
         "kernel too large": (lambda: ["train", *DIGITS, "--arch", "4c9"], ["4c9", "8x8"]),
         "hidden and arch": (lambda: ["train", *DIGITS, "--hidden", "6", "--arch", "3c3-12"], ["--hidden", "--arch"]),
-        "nproc": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--nproc", "2"], ["--nproc"]),
+        "nproc resume": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--nproc", "2", "--resume"],
+                         ["--resume", "--nproc"]),
         "federated": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--federated"], ["--federated"]),
         "resume": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--resume", "--out", str(tmp / "r")], ["--resume"]),
         "augment shift": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--augment-shift", "-1"], ["--augment-shift"]),
@@ -219,7 +220,7 @@ def _bad_cases(model, tmp):
     }
 
 
-CASE_NAMES = ["unreadable arch", "arch after dense", "kernel too large", "hidden and arch", "nproc", "federated",
+CASE_NAMES = ["unreadable arch", "arch after dense", "kernel too large", "hidden and arch", "nproc resume", "federated",
               "resume", "augment shift", "augment too far", "augment groups", "report samples", "paper preset", "l1",
               "eval damaged header", "export damaged header", "eval other input shape"]
 

@@ -11,7 +11,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 from .errors import AdmmSnnError
 
@@ -19,7 +18,8 @@ from .errors import AdmmSnnError
 # multi-process runs, launch.py); they are re-exported here for the command modules.
 from .options import (DATA_FIELDS, DEFAULT_HIDDEN, add_admm_options, add_arch_options,  # noqa: F401
                       add_data_options, add_distributed_options, add_training_options, admm_settings, augment_shift,
-                      check_device, data_options, shift_resampler)
+                      check_conv_options, check_device, conv_inputs, conv_progress, data_options, report_conv,
+                      report_run, shift_resampler)
 
 _device = check_device  # the name the command modules import
 
@@ -75,129 +75,9 @@ def cmd_train(args) -> int:
                                 if resample is not None else None},
                    report_samples=args.report_samples, val_samples=args.val_samples, budget_s=args.budget_s,
                    resample=resample)
-    return _report(args, result, result.wall_s, val is not None, splits, device,
-                   lambda frames, labels: accuracy_and_rates([w.to(device) for w in result.weights], frames, labels,
-                                                             settings.lif))
-
-
-def _report(args, result, wall: float, has_val: bool, splits, device, accuracy) -> int:
-    """The training command's summary line (and the test accuracy, added to summary.json when the data has
-    a test split); ``accuracy(frames, labels)`` → (accuracy, per-layer firing rates) of the trained network."""
-    last = result.history[-1] if result.history else {}
-    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
-               "wall_s": round(wall, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
-    if has_val:
-        summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
-                                        if h["iteration"] == result.best_iteration), None)
-    if splits.test is not None:
-        acc, rates = accuracy(splits.test.time_major(device=device), splits.test.labels.to(device))
-        summary["test_accuracy"] = acc
-        summary["test_firing_rate"] = rates
-        path = Path(args.out) / "summary.json"
-        full = json.loads(path.read_text())
-        full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
-        from .io import atomic_write_text
-        atomic_write_text(path, json.dumps(full, indent=2))
-    print(json.dumps(summary))
-    if "test_accuracy" in summary:
-        print(f"test accuracy: {summary['test_accuracy']:.4f}")
-    return 0
-
-
-def _refuse_with_arch(args) -> None:
-    """A one-line SettingsError for an option ``--arch`` runs do not support, naming the option."""
-    import os
-    from .errors import SettingsError
-    parallel = max(args.nproc, int(os.environ.get("WORLD_SIZE", "1"))) > 1
-    no_checkpoints = "data-parallel convolutional runs do not checkpoint; train in one process to checkpoint and resume"
-    refused = [("--hidden", bool(args.hidden), "--arch names every hidden layer (e.g. --arch 12c5-p2-128)"),
-               ("--federated", bool(args.federated), "federated training is implemented for dense networks only "
-                                                    "(--nproc N without --federated trains --arch data-parallel)"),
-               ("--resume with --nproc or torchrun", parallel and bool(args.resume), no_checkpoints),
-               ("--checkpoint-every with --nproc or torchrun", parallel and bool(args.checkpoint_every), no_checkpoints),
-               ("--report-samples", args.report_samples is not None,
-                "--arch reports the training accuracy on every training sample")]
-    for name, bad, reason in refused:
-        if bad:
-            raise SettingsError(f"{name} is not supported with --arch: {reason}; leave it out")
-
-
-def check_conv_options(args) -> tuple[int | None, str]:
-    """The checks of ``admm-snn train --arch`` that need no data, each a one-line SettingsError: the refused
-    options (:func:`_refuse_with_arch`), the architecture string, --augment-shift, --budget-s,
-    --val-samples and --device. Returns (the shift of :func:`augment_shift`, the device)."""
-    from .arch import parse_arch
-    from .errors import SettingsError
-    _refuse_with_arch(args)
-    shift = augment_shift(args)
-    parse_arch(args.arch)  # a bad string fails before any data is read
-    if args.budget_s is not None and not (0 < args.budget_s < float("inf")):
-        raise SettingsError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
-    if args.val_samples is not None and args.val_samples < 0:
-        raise SettingsError(f"--val-samples must be 0 (all) or a positive count, got {args.val_samples}")
-    return shift, check_device(args.device)
-
-
-class ConvInputs(NamedTuple):
-    """What an --arch run trains on: the (C, H, W) ``shape``, the training frames ``X`` (time-major,
-    compact dtype kept), ``val`` (frames, labels: at most --val-samples of the validation split, or None),
-    the shift augmentation ``resample`` (or None) and the ``extra`` record of the model file."""
-    shape: tuple
-    X: object
-    val: tuple | None
-    resample: object
-    extra: dict
-
-
-def conv_inputs(args, splits, settings, shift, device: str, show: bool = True, processes: int = 1) -> ConvInputs:
-    """The inputs of an --arch run from its data splits; a network that does not fit the frames is a
-    one-line error; with ``show`` the data line is printed (naming ``processes`` when more than one)."""
-    from .conv_network import output_shapes
-    from .train import VAL_SEED, report_indices
-    shape = tuple(splits.train.sensor_shape)
-    units = output_shapes(args.arch, shape, splits.train.n_classes)  # a network that does not fit: one line
-    if show:
-        print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
-              f"({splits.info['test_source']}); network {args.arch} on {'x'.join(map(str, shape))} "
-              f"-> {' -> '.join('x'.join(map(str, u)) for u in units)}"
-              + (f"; {processes} processes" if processes > 1 else ""), flush=True)
-    val = None
-    if splits.val is not None:
-        v, vl = splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels
-        idx = report_indices(v.shape[1], args.val_samples, VAL_SEED)
-        if idx is not None:
-            v, vl = v[:, idx], vl[idx]
-        val = (v.to(device), vl.to(device))
-    X = splits.train.time_major(dtype=splits.train.frames.dtype).to(device)
-    resample = shift_resampler(shift, args, X, shape, settings.seed)
-    extra = {"data": splits.info["data"], "test_source": splits.info["test_source"],
-             "augment": {"shift": resample.max_shift, "groups": resample.groups} if resample is not None else None}
-    return ConvInputs(shape, X, val, resample, extra)
-
-
-def conv_progress(settings, show: bool):
-    """(bar, on_record): a progress bar over the iterations updated by every history entry after the
-    start, or (None, None) without ``show``."""
-    if not show:
-        return None, None
-    from tqdm.auto import tqdm
-    bar = tqdm(total=settings.iterations, desc="admm conv", dynamic_ncols=True)
-
-    def progress(m):
-        if m["iteration"] > 0:
-            bar.set_postfix({k[:5]: round(m[k], 3) for k in ("train_accuracy", "val_accuracy") if k in m},
-                            refresh=False)
-            bar.update(1)
-    return bar, progress
-
-
-def report_conv(args, result, wall: float, inputs: ConvInputs, splits, device, settings) -> int:
-    """:func:`_report` of an --arch run: the summary line, and the test accuracy of the saved (best
-    validation) weights added to summary.json."""
-    from .conv_network import accuracy_and_rates
-    return _report(args, result, wall, inputs.val is not None, splits, device,
-                   lambda frames, labels: accuracy_and_rates(args.arch, inputs.shape, result.best_weights, frames,
-                                                             labels, settings.lif))
+    return report_run(args, result, result.wall_s, val is not None, splits, device,
+                      lambda frames, labels: accuracy_and_rates([w.to(device) for w in result.weights], frames,
+                                                                labels, settings.lif))
 
 
 def cmd_train_conv(args) -> int:

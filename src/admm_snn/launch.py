@@ -1,7 +1,8 @@
 """The launcher of multi-process runs: ``python -m admm_snn.launch`` (under torchrun or with ``--nproc N``).
 
 Turns command-line options into the records the library takes (:class:`ADMMSettings`, the data splits,
-a device name) and calls :func:`admm_snn.distributed.train_distributed` (data-parallel) or
+a device name) and calls :func:`admm_snn.distributed.train_distributed` (data-parallel),
+:func:`admm_snn.distributed_conv.train_distributed_conv` (data-parallel, ``--arch``) or
 :func:`admm_snn.federated.train_federated` (``--federated``) in every process. Part of the command-line
 layer, with :mod:`admm_snn.cli` and :mod:`admm_snn.options`; ``admm-snn train --nproc N`` starts the
 same processes::
@@ -27,8 +28,9 @@ from pathlib import Path
 
 from .distributed import connect, train_distributed
 from .errors import AdmmSnnError, SettingsError
-from .options import (DEFAULT_HIDDEN, add_data_options, add_distributed_options, add_training_options,
-                      admm_settings, augment_shift, check_device, data_options, shift_resampler)
+from .options import (DEFAULT_HIDDEN, add_arch_options, add_data_options, add_distributed_options,
+                      add_training_options, admm_settings, augment_shift, check_conv_options, check_device,
+                      conv_inputs, conv_progress, data_options, report_conv, shift_resampler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "torchrun or with --nproc N.")
     add_data_options(p)
     add_training_options(p, distributed=True)  # the same options as admm-snn train
+    add_arch_options(p)  # --arch: a convolutional network, data-parallel (run_conv_worker)
     add_distributed_options(p)
     return p
 
@@ -162,17 +165,65 @@ def _load_worker_data(args, comm_rank: int):
     return load_splits(opts, need_test=comm_rank == 0)
 
 
+def _worker_device(args) -> str:
+    """--device, checked; ``cuda`` means this process's cuda:LOCAL_RANK."""
+    device = check_device(args.device)
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return device
+
+
+def run_conv_worker(args) -> int:
+    """One process of a data-parallel convolutional run (``--arch``, rank from the environment):
+    :func:`distributed_conv.train_distributed_conv` on the dataset's (C, H, W) frames, every rank with all
+    the data (each keeps its shard); rank 0 prints and writes what ``admm-snn train --arch`` does in one
+    process (without the checkpoint: data-parallel runs do not checkpoint)."""
+    import time
+    from .distributed_conv import train_distributed_conv
+    rank = int(os.environ.get("RANK", 0))
+    shift, _ = check_conv_options(args)
+    device = _worker_device(args)
+    settings = admm_settings(args)
+    # every rank loads the data and checks the network before the rendezvous (as run_worker)
+    splits = _load_worker_data(args, rank)
+    inputs = conv_inputs(args, splits, settings, shift, "cpu", show=rank == 0,
+                         processes=int(os.environ.get("WORLD_SIZE", 1)))
+    comm = connect(args.backend, args.timeout, device=device)
+    try:
+        bar, progress = conv_progress(settings, show=comm.is_main and not args.quiet)
+        t0 = time.perf_counter()
+        try:
+            result = train_distributed_conv(inputs.X, splits.train.labels, args.arch, inputs.shape, settings,
+                                            n_classes=splits.train.n_classes, val=inputs.val, out=args.out,
+                                            comm=comm, device=device, budget_s=args.budget_s,
+                                            model_extra=inputs.extra, on_record=progress,
+                                            log=print if comm.is_main and not args.quiet else None,
+                                            resample=inputs.resample)
+        finally:
+            if bar is not None:
+                bar.close()
+        if comm.is_main:
+            report_conv(args, result, time.perf_counter() - t0, inputs, splits, device, settings)
+        return 0
+    finally:
+        comm.close()
+
+
 def run_worker(args) -> int:
-    """One process of a distributed or federated run (rank from the environment)."""
+    """One process of a distributed or federated run (rank from the environment); ``--arch``:
+    :func:`run_conv_worker`."""
     from .train import accuracy_and_rates
+    if getattr(args, "arch", None) is not None:
+        return run_conv_worker(args)
     rank = int(os.environ.get("RANK", 0))
     shift = augment_shift(args)
     if args.checkpoint_every or args.resume:
         raise SettingsError("--checkpoint-every and --resume are not supported with --nproc/torchrun runs yet; "
                             "run single-process to checkpoint")
-    device = check_device(args.device)
-    if device.startswith("cuda") and device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if getattr(args, "budget_s", None) is not None:
+        raise SettingsError("--budget-s is for single-process dense runs (and --arch runs); leave it out with "
+                            "--nproc/torchrun or --federated")
+    device = _worker_device(args)
     settings = admm_settings(args)
     hidden = args.hidden or [DEFAULT_HIDDEN]
     # Every rank loads the data before the rendezvous (the framing cache is written atomically, so

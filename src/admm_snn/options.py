@@ -1,8 +1,9 @@
 """The command line's options and how they become the library's records.
 
 Option groups shared by ``admm-snn train``/``eval``/``compare``/``sweep`` and by the distributed launcher
-(``python -m admm_snn.launch``), and the functions that turn parsed options into :class:`ADMMSettings`,
-:class:`DataOptions` and a checked device name. This module is part of the command-line layer: the
+(``python -m admm_snn.launch``), the functions that turn parsed options into :class:`ADMMSettings`,
+:class:`DataOptions` and a checked device name, and what the training command and the launcher's workers
+share: the summary a run prints (:func:`report_run`) and the checks and inputs of an ``--arch`` run. This module is part of the command-line layer: the
 library (network, ADMM engine, ``train``, ``distributed``, ``federated``) never imports it.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_HIDDEN = 128
 # admm_snn.data.options.DATASETS, written out so that building the parser does not import the data readers
@@ -238,6 +242,21 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
 
 
 
+def add_arch_options(p: argparse.ArgumentParser) -> None:
+    """--arch and --budget-s: ``admm-snn train`` and the workers of ``python -m admm_snn.launch``."""
+    p.add_argument("--arch", metavar="SPEC", default=None,
+                   help="train a convolutional network instead of a dense one, e.g. 12c5-p2-32c5-p2-128 (12 "
+                        "channels of 5x5 kernels, 2x2 sum pooling, 32 channels of 5x5, 2x2 pooling, a dense "
+                        "layer of 128; the output layer follows) on the dataset's (C, H, W) frames; not with "
+                        "--hidden, --federated or --report-samples; with --nproc N (or torchrun) data-parallel, "
+                        "without checkpoints (--checkpoint-every, --resume); shift augmentation (--augment-shift, "
+                        "--augment-groups) as for dense networks")
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="stop once the training compute (initialisation and iterations, without the report) has "
+                        "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc "
+                        "for dense networks; with --arch --nproc the slowest process's seconds count)")
+
+
 def augment_shift(args) -> int | None:
     """The shift augmentation of a training command: --augment-shift; None where it is left out (the
     default then follows the sensor: :func:`admm_snn.data.augment.default_shift`), 0 with --preset paper
@@ -317,6 +336,131 @@ def add_distributed_options(p: argparse.ArgumentParser, nproc_default: int = 1) 
     g.add_argument("--block-tol", type=float, default=None, metavar="TOL",
                    help="federated: stop a block's rounds when the consensus weights change by less than TOL "
                         "relative (default: admm_snn.federated.DEFAULT_BLOCK_TOL)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training commands: the report, and the parts of an --arch run shared by admm-snn train and the launcher
+# ----------------------------------------------------------------------------------------------------
+
+def report_run(args, result, wall: float, has_val: bool, splits, device, accuracy) -> int:
+    """The training command's summary line (and the test accuracy, added to summary.json when the data has
+    a test split); ``accuracy(frames, labels)`` → (accuracy, per-layer firing rates) of the trained network."""
+    last = result.history[-1] if result.history else {}
+    summary = {"best_iteration": result.best_iteration, "iterations": result.iterations, "status": result.status,
+               "wall_s": round(wall, 2), "train_accuracy": last.get("train_accuracy"), "val_accuracy": None}
+    if has_val:
+        summary["val_accuracy"] = next((h["val_accuracy"] for h in result.history
+                                        if h["iteration"] == result.best_iteration), None)
+    if splits.test is not None:
+        acc, rates = accuracy(splits.test.time_major(device=device), splits.test.labels.to(device))
+        summary["test_accuracy"] = acc
+        summary["test_firing_rate"] = rates
+        path = Path(args.out) / "summary.json"
+        full = json.loads(path.read_text())
+        full.update({"test_accuracy": acc, "test_firing_rate": rates, "split": splits.info})
+        from .io import atomic_write_text
+        atomic_write_text(path, json.dumps(full, indent=2))
+    print(json.dumps(summary))
+    if "test_accuracy" in summary:
+        print(f"test accuracy: {summary['test_accuracy']:.4f}")
+    return 0
+
+
+def refuse_with_arch(args) -> None:
+    """A one-line SettingsError for an option ``--arch`` runs do not support, naming the option."""
+    import os
+    from .errors import SettingsError
+    parallel = max(args.nproc, int(os.environ.get("WORLD_SIZE", "1"))) > 1
+    no_checkpoints = "data-parallel convolutional runs do not checkpoint; train in one process to checkpoint and resume"
+    refused = [("--hidden", bool(args.hidden), "--arch names every hidden layer (e.g. --arch 12c5-p2-128)"),
+               ("--federated", bool(args.federated), "federated training is implemented for dense networks only "
+                                                    "(--nproc N without --federated trains --arch data-parallel)"),
+               ("--resume with --nproc or torchrun", parallel and bool(args.resume), no_checkpoints),
+               ("--checkpoint-every with --nproc or torchrun", parallel and bool(args.checkpoint_every),
+                no_checkpoints),
+               ("--report-samples", args.report_samples is not None,
+                "--arch reports the training accuracy on every training sample")]
+    for name, bad, reason in refused:
+        if bad:
+            raise SettingsError(f"{name} is not supported with --arch: {reason}; leave it out")
+
+
+def check_conv_options(args) -> tuple[int | None, str]:
+    """The checks of ``admm-snn train --arch`` that need no data, each a one-line SettingsError: the refused
+    options (:func:`refuse_with_arch`), the architecture string, --augment-shift, --budget-s,
+    --val-samples and --device. Returns (the shift of :func:`augment_shift`, the device)."""
+    from .arch import parse_arch
+    from .errors import SettingsError
+    refuse_with_arch(args)
+    shift = augment_shift(args)
+    parse_arch(args.arch)  # a bad string fails before any data is read
+    if args.budget_s is not None and not (0 < args.budget_s < float("inf")):
+        raise SettingsError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
+    if args.val_samples is not None and args.val_samples < 0:
+        raise SettingsError(f"--val-samples must be 0 (all) or a positive count, got {args.val_samples}")
+    return shift, check_device(args.device)
+
+
+class ConvInputs(NamedTuple):
+    """What an --arch run trains on: the (C, H, W) ``shape``, the training frames ``X`` (time-major,
+    compact dtype kept), ``val`` (frames, labels: at most --val-samples of the validation split, or None),
+    the shift augmentation ``resample`` (or None) and the ``extra`` record of the model file."""
+    shape: tuple
+    X: object
+    val: tuple | None
+    resample: object
+    extra: dict
+
+
+def conv_inputs(args, splits, settings, shift, device: str, show: bool = True, processes: int = 1) -> ConvInputs:
+    """The inputs of an --arch run from its data splits; a network that does not fit the frames is a
+    one-line error; with ``show`` the data line is printed (naming ``processes`` when more than one)."""
+    from .conv_network import output_shapes
+    from .train import VAL_SEED, report_indices
+    shape = tuple(splits.train.sensor_shape)
+    units = output_shapes(args.arch, shape, splits.train.n_classes)  # a network that does not fit: one line
+    if show:
+        print(f"data: {splits.info['n_train']} train, {splits.info['n_val']} val, {splits.info['n_test']} test "
+              f"({splits.info['test_source']}); network {args.arch} on {'x'.join(map(str, shape))} "
+              f"-> {' -> '.join('x'.join(map(str, u)) for u in units)}"
+              + (f"; {processes} processes" if processes > 1 else ""), flush=True)
+    val = None
+    if splits.val is not None:
+        v, vl = splits.val.time_major(dtype=splits.val.frames.dtype), splits.val.labels
+        idx = report_indices(v.shape[1], args.val_samples, VAL_SEED)
+        if idx is not None:
+            v, vl = v[:, idx], vl[idx]
+        val = (v.to(device), vl.to(device))
+    X = splits.train.time_major(dtype=splits.train.frames.dtype).to(device)
+    resample = shift_resampler(shift, args, X, shape, settings.seed)
+    extra = {"data": splits.info["data"], "test_source": splits.info["test_source"],
+             "augment": {"shift": resample.max_shift, "groups": resample.groups} if resample is not None else None}
+    return ConvInputs(shape, X, val, resample, extra)
+
+
+def conv_progress(settings, show: bool):
+    """(bar, on_record): a progress bar over the iterations updated by every history entry after the
+    start, or (None, None) without ``show``."""
+    if not show:
+        return None, None
+    from tqdm.auto import tqdm
+    bar = tqdm(total=settings.iterations, desc="admm conv", dynamic_ncols=True)
+
+    def progress(m):
+        if m["iteration"] > 0:
+            bar.set_postfix({k[:5]: round(m[k], 3) for k in ("train_accuracy", "val_accuracy") if k in m},
+                            refresh=False)
+            bar.update(1)
+    return bar, progress
+
+
+def report_conv(args, result, wall: float, inputs: ConvInputs, splits, device, settings) -> int:
+    """:func:`report_run` of an --arch run: the summary line, and the test accuracy of the saved (best
+    validation) weights added to summary.json."""
+    from .conv_network import accuracy_and_rates
+    return report_run(args, result, wall, inputs.val is not None, splits, device,
+                      lambda frames, labels: accuracy_and_rates(args.arch, inputs.shape, result.best_weights, frames,
+                                                                labels, settings.lif))
 
 
 def check_device(name: str) -> str:

@@ -131,12 +131,17 @@ class CGResult:
 
 
 def solve_spikes_cg(b: torch.Tensor, apply_AtA, beta_over_rho: float, x0: torch.Tensor | None = None,
-                    tol: float = 1e-6, max_iterations: int = 200) -> CGResult:
+                    tol: float = 1e-6, max_iterations: int = 200, reduce=None) -> CGResult:
     """x = (c I + AᵀA)^{-1} b with c = β/ρ (+ θ² for t < T, as the caller's spike block says), by
     conjugate gradients on every system of the batch at once (each row of the batch its own system:
     separate step lengths per row). ``apply_AtA(x)`` = Aᵀ(A x). Stops when every row's relative residual
     is at most ``tol`` or after ``max_iterations``; the matrix is symmetric positive definite for c > 0,
-    so CG converges (in at most n steps in exact arithmetic)."""
+    so CG converges (in at most n steps in exact arithmetic).
+
+    ``reduce``: sums a tensor over processes (data-parallel runs, each with its part of the rows): the
+    iterations go on while the number of rows above ``tol``, summed over processes, is > 0, so every
+    process runs as many iterations as one process on all the rows, and each row gets the same iterates.
+    The returned residual is this process's rows' largest."""
     if not beta_over_rho > 0:
         raise SettingsError(f"the spike block's diagonal {beta_over_rho} must be > 0 for CG")
     B = b.shape[0]
@@ -153,8 +158,15 @@ def solve_spikes_cg(b: torch.Tensor, apply_AtA, beta_over_rho: float, x0: torch.
     rr = rowdot(r, r)
     bnorm = rowdot(b, b).sqrt().clamp_min(1e-300)
     shape = (B,) + (1,) * (b.dim() - 1)
+
+    def going(rr) -> bool:  # some row (of any process) is above the tolerance
+        ratio = rr.sqrt() / bnorm
+        if reduce is None:
+            return float(ratio.max()) > tol
+        return float(reduce((ratio > tol).sum().to(torch.float64))) > 0
+
     it = 0
-    while it < max_iterations and float((rr.sqrt() / bnorm).max()) > tol:
+    while it < max_iterations and going(rr):
         Mp = M(p)
         alpha = rr / rowdot(p, Mp).clamp_min(1e-300)
         x = x + alpha.view(shape) * p
