@@ -233,8 +233,8 @@ def add_training_options(p: argparse.ArgumentParser, distributed: bool = False) 
     a.add_argument("--augment-shift", type=int, default=None, metavar="S",
                    help="shift augmentation: at every re-projection the training samples' frames move by new "
                         "random offsets in [-S, S]^2 pixels (zero fill), seeded by --seed (default: 1 on sensors of "
-                        "at least 16x16 pixels such as MNIST and N-MNIST, 0 on smaller ones; 0: off; --preset paper, "
-                        "federated and --arch runs do not augment)")
+                        "at least 16x16 pixels such as MNIST and N-MNIST, 0 on smaller ones; 0: off; --preset paper "
+                        "and federated runs do not augment; --arch runs do)")
     a.add_argument("--augment-groups", type=int, default=16, metavar="K",
                    help="with --augment-shift: the samples form K fixed random groups that move together (a new "
                         "offset per group and draw), so each draw's input Gram is summed from the K groups' Grams "
