@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Robustness of ADMM, BPTT and the floor to shifts of the input distribution: the models of one
 ``admm-snn compare`` setting (same split, budget, augmentation; dense networks), evaluated on the held-out
-test split as recorded and under perturbations that a new recording session or new writers bring:
+test split as recorded and under perturbations that new recording conditions or new writers bring:
 
 - ``drop p``: every event kept with probability 1 − p (binomial thinning of each frame's counts);
 - ``noise r``: an extra event at every input and step with probability r (background activity);
@@ -13,7 +13,7 @@ test split as recorded and under perturbations that a new recording session or n
 - ``first K``: the first K frames only, i.e. the output read at t = K instead of T (how early the
   network's evidence is there).
 
-The official N-MNIST test recordings are other writers' digits, recorded in another session; none is here,
+The official N-MNIST test recordings are other writers' digits, recorded apart from the training ones; none is here,
 so this is a proxy: a method whose accuracy falls more under these perturbations has learned features
 that are tied to the exact training distribution.
 

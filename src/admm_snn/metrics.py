@@ -20,6 +20,7 @@ import torch
 
 from .admm.lagrangian import lagrangian_terms, residual_sums
 from .admm.penalties import adaptive_metrics, lagrangian_penalties
+from .admm.updates import loss_times
 from .network import LIFParams, forward
 
 
@@ -53,7 +54,9 @@ def lagrangian_of(state, frames, y, settings) -> dict:
     rate and L1 terms)."""
     return lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), settings.lif,
                             settings.output_rho, rate_penalty=settings.rate_penalty, l1=settings.l1,
-                            l1_penalty=settings.l1_penalty)
+                            l1_penalty=settings.l1_penalty,
+                            loss_times=loss_times(frames.shape[0], settings.loss_steps)
+                            if settings.loss_steps > 1 else None)
 
 
 def metric_sums(state, frames, y, labels, settings, val=None, lagrangian=None) -> tuple[list[float], float]:

@@ -13,7 +13,7 @@ from .updates import targets
 
 def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rho: float, beta: float,
                      params: LIFParams, rho_out: float | None = None, rate_penalty: float = 0.0,
-                     l1: float = 0.0, l1_penalty: float = 10.0) -> dict:
+                     l1: float = 0.0, l1_penalty: float = 10.0, loss_times: list[int] | None = None) -> dict:
     """Each term of
 
         L = ‖z_{L,T} − y‖² + Σ_{l<L} Σ_t [(ρ/2)‖z_{l,t} − δ z_{l,t-1} − W_l a_{l-1,t} + θ a_{l,t-1}‖²
@@ -23,7 +23,8 @@ def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rh
 
     summed over samples, as Python floats: ``loss``, ``dynamics`` (per layer), ``spike`` (per hidden
     layer), ``dual``, ``rate`` (γ = ``rate_penalty``), ``l1`` (per layer; nonzero only for layers with a
-    split in ``state.aux`` and ``l1`` > 0, with λ1_l = κ_l·l1/l1_penalty) and their total ``lagrangian``."""
+    split in ``state.aux`` and ``l1`` > 0, with λ1_l = κ_l·l1/l1_penalty) and their total ``lagrangian``. With ``loss_times`` 𝒯 (the steps
+    of ADMMSettings.loss_steps) the loss is Σ_{t∈𝒯} ‖z_{L,t} − y‖²."""
     # rho and beta may also be sequences of one value per hidden layer (ρ_l, β_l of admm/penalties.py);
     # then the output uses rho_out, which must be given
     delta, theta = params.delta, params.theta
@@ -43,7 +44,9 @@ def lagrangian_terms(state: ADMMState, frames: torch.Tensor, y: torch.Tensor, rh
             spk.append(0.5 * beta_l * float(((a - heaviside(state.potentials[l], theta)) ** 2).sum()))
         else:
             dual_term = float((state.dual * res[-1]).sum())
-    loss = float(((state.potentials[-1][-1] - y) ** 2).sum())
+    z_out = state.potentials[-1]
+    loss = float(((z_out[-1] - y) ** 2).sum()) if loss_times is None else \
+        float(((z_out[loss_times] - y.unsqueeze(0)) ** 2).sum())
     rate = sparsity.rate_value(state.spikes, rate_penalty)
     split = sparsity.lagrangian_split_terms(state, l1, l1_penalty)
     total = loss + sum(dyn) + sum(spk) + dual_term + rate + sum(split)

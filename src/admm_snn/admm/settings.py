@@ -101,7 +101,14 @@ class ADMMSettings:
                  samples that are still wrong. Measured (bench/learning.py, means of 3 seeds): MNIST
                  5,000 images, 784-128-10, best validation 0.879 → 0.905; N-MNIST 1,000 recordings,
                  best validation 0.888 → 0.916, test 0.834 → 0.856.
-      margin     the margin m > 0 of the true class's target.
+      loss_steps K ≥ 1: the output loss on K time steps 𝒯 spread evenly over the T frames and ending
+                 at T (updates.loss_times; T = 30, K = 3: t = 10, 20, 30), Σ_{t∈𝒯} ‖z_{L,t} − τ_t‖² with
+                 τ_t in the margin set (hinge) or y (square), instead of the last step alone (K = 1).
+                 The prediction stays argmax z_{L,T}; the loss at earlier steps asks the hidden layers
+                 for evidence before the end of the recording. The output block stays exact: rounds of
+                 τ_t ← proj(z_t) and (W_L, z_L) jointly given τ (a generalised least squares,
+                 updates.loss_weighting). Needs output_solve="joint" and no dual, L1 split of the
+                 output or federated consensus.
       margin_rounds rounds, per output block, of τ ← proj(W_L S) (the exact minimiser given the
                  readout) and the joint (W_L, z_L) solve given τ: block coordinate descent of the
                  readout's squared-hinge ridge regression, warm-started from the previous readout (at
@@ -248,6 +255,7 @@ class ADMMSettings:
     output_loss: str = "hinge"
     margin: float = 1.0
     margin_rounds: int = 10
+    loss_steps: int = 1
     target_gate: float = 5.0
     momentum: float = 0.5
 
@@ -283,6 +291,15 @@ class ADMMSettings:
             raise SettingsError(f"target_gate={self.target_gate} must be a finite number >= 0")
         if not isinstance(self.margin_rounds, int) or self.margin_rounds < 1:
             raise SettingsError(f"margin_rounds={self.margin_rounds!r} must be an integer >= 1")
+        if isinstance(self.loss_steps, bool) or not isinstance(self.loss_steps, int) or self.loss_steps < 1:
+            raise SettingsError(f"loss_steps={self.loss_steps!r} must be an integer >= 1")
+        if self.loss_steps > 1:
+            for name, bad, need in (("output_solve", self.output_solve != "joint", "joint"),
+                                    ("dual", self.dual, "false"),
+                                    ("l1_output", self.l1_output and self.l1 > 0, "false (or l1 = 0)")):
+                if bad:
+                    raise SettingsError(f"loss_steps={self.loss_steps} needs {name}={need}, "
+                                        f"not {getattr(self, name)!r}")
         for name in ("iterations", "warmup", "reproject", "box_iterations", "anderson", "grow_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -310,7 +327,7 @@ class ADMMSettings:
                     step_rule="fixed", spike_solver="clip", reproject=0, init="uniform",
                     schedule="sequential", order="paper", output_solve="sweep", dual=True, warmup=5,
                     iterations=30, cross_dtype="float64", output_loss="square", target_gate=0.0,
-                    momentum=0.0, rho_decay=1.0)
+                    momentum=0.0, rho_decay=1.0, loss_steps=1)
         base.update(changes)
         return cls(**base)
 

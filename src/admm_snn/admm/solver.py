@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import SettingsError
 from ..network import heaviside, leaky_recurrence, lif_recurrence
 from . import gram as GR
 from . import sparse_inputs as SI
@@ -450,18 +451,26 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
     state.weights[-1] = W.to(state.weights[-1].dtype)
 
 
+def loss_times(settings: ADMMSettings, T: int) -> list[int] | None:
+    """The output loss's steps 𝒯 (:func:`updates.loss_times`), None for the loss at T alone (loss_steps 1)."""
+    return U.loss_times(T, settings.loss_steps) if settings.loss_steps > 1 else None
+
+
 def update_output(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache) -> None:
-    """Output potentials: the exact joint T×T solve, or red-black sweeps of the spec's step 4."""
+    """Output potentials: the exact joint T×T solve, or red-black sweeps of the spec's step 4. ``y``: the
+    targets (N, n_L), or (|𝒯|, N, n_L) with ``loss_steps`` > 1 (one per loss step)."""
     L = state.n_layers
     T = frames.shape[0]
+    times = loss_times(settings, T)
     for sl in _blocks(state, frames, settings):
         u = state.layer_inputs(frames, L - 1)[:, sl].to(state.weights[-1].dtype) @ state.weights[-1].T
         if settings.output_solve in ("joint", "potentials"):
             if cache.output_system is None:
                 cache.output_system = U.output_system(T, settings.delta, settings.output_rho, torch.float64,
-                                                      u.device)
-            state.potentials[-1][:, sl] = U.solve_output_potentials(u, y[sl], state.dual[sl], settings.delta,
-                                                                    settings.output_rho, cache.output_system)
+                                                      u.device, times)
+            state.potentials[-1][:, sl] = U.solve_output_potentials(
+                u, y[sl] if times is None else y[:, sl], state.dual[sl], settings.delta, settings.output_rho,
+                cache.output_system, times)
         else:
             z = state.potentials[-1][:, sl]
             for parity in (0, 1):
@@ -544,6 +553,11 @@ def parallel_output(state, frames, y, settings, cache, generator, start: bool = 
     convex problem; tests/test_hinge.py), then the potentials given the last τ. At the ``start`` (a
     random readout) the first round's targets are y itself, a point of the margin set. ``joint``
     replaces :func:`update_output_joint_weights` (the federated consensus block)."""
+    if settings.loss_steps > 1:
+        if joint is not None:
+            raise SettingsError("loss_steps > 1 is not supported by the federated consensus output block")
+        multistep_output(state, frames, y, settings, cache, start)
+        return
     joint = joint or (lambda *a, **k: update_output_joint_weights(*a, **k))
     hinge = settings.output_loss == "hinge"
     if settings.output_solve == "joint":
@@ -561,6 +575,45 @@ def parallel_output(state, frames, y, settings, cache, generator, start: bool = 
         targets = readout_targets(state, frames, y, settings) if hinge and not start else y
         update_weights(state, frames, settings, cache, state.n_layers - 1)
     update_output(state, frames, targets, settings, cache)
+
+
+def multistep_output(state, frames, y, settings, cache, start: bool = False) -> None:
+    """The output block with the loss at the steps 𝒯 = :func:`loss_times` (``loss_steps`` > 1), exact
+    block coordinate descent of the jointly convex
+
+        F(W_L, z_L, τ) = (ρ_L/2) Σ_t ‖z_t − δ z_{t-1} − W_L a_{L-1,t}‖² + Σ_{t∈𝒯} ‖z_t − τ_t‖² + (ρ_L μ/2)‖W_L‖²
+    over τ (hinge: τ_t in the margin set, τ_t ← proj(z_t), separable and exact; square: τ_t = y) and over
+    (W_L, z_L) jointly given τ: W_L by the generalised least squares of τ on the leaky sums S_t with the
+    weighting Q of :func:`updates.loss_weighting` (the potentials eliminated), then z_L by the T×T solve
+    with the loss at 𝒯 (:func:`update_output`). ``margin_rounds`` rounds; the first τ: y at the ``start``,
+    else proj of the forward readout W_L S_t. Sums per block of samples, reduced through ``cache``."""
+    T, L = frames.shape[0], state.n_layers
+    times = U.loss_times(T, settings.loss_steps)
+    gdt, wdt = DTYPES[settings.gram_dtype], state.weights[-1].dtype
+    a = state.layer_inputs(frames, L - 1)
+    blocks = list(_blocks(state, frames, settings))
+    Lq = U.loss_weighting(T, settings.delta, settings.output_rho, times, gdt, a.device)
+    sums = [U.leaky_sums_at(a[:, sl].to(gdt), settings.delta, times) for sl in blocks]
+    white = [U.whitened(S_, Lq) for S_ in sums]
+    hinge = settings.output_loss == "hinge"
+    K, N = len(times), y.shape[0]
+    y_t = y.unsqueeze(0).expand(K, N, y.shape[1])
+    if hinge and not start:  # τ_t = proj(W_L S_t): the forward readout at every loss step
+        W = state.weights[-1]
+        tau = torch.cat([U.margin_targets(S_.to(wdt) @ W.T, y_t[:, sl], settings.margin)
+                         for S_, sl in zip(sums, blocks)], dim=1)
+    else:
+        tau = y_t.clone()
+    G = cache.reduce(sum(U.multistep_gram(w_) for w_ in white))
+    rounds = settings.margin_rounds if hinge else 1
+    for r in range(rounds):
+        C = cache.reduce(sum(U.multistep_cross(w_, tau[:, sl], Lq) for w_, sl in zip(white, blocks)))
+        W, _ = U.solve_weights(G, C, settings.output_ridge)
+        state.weights[-1] = W.to(wdt)
+        if hinge and r < rounds - 1:
+            update_output(state, frames, tau, settings, cache)
+            tau = U.margin_targets(state.potentials[-1][times].to(y.dtype), y_t, settings.margin)
+    update_output(state, frames, tau, settings, cache)
 
 
 def _time_order(T: int, generator: torch.Generator) -> list[int]:

@@ -12,6 +12,8 @@ Per-layer "targets" (the spec's shorthand x_{l,t}, what W_l a_{l-1,t} should equ
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import torch
@@ -437,28 +439,95 @@ def update_output_potentials_at(z, u, y, dual, t, delta, rho):
     return torch.where((t == T - 1).view(-1, 1, 1), final, inner)
 
 
-def output_system(T: int, delta: float, rho: float, dtype, device):
-    """Cholesky factor of the T×T matrix A = ρ DᵀD + 2 e_T e_Tᵀ of the joint output solve, with D the
-    bidiagonal (Dz)_t = z_t − δ z_{t-1}. A is tridiagonal and the same for every sample and neuron."""
+def loss_times(T: int, steps: int = 1) -> list[int]:
+    """The output loss's time steps 𝒯 (0-based, ascending): K = min(steps, T) steps spread evenly over the
+    T frames and ending at the last, t_j = T − 1 − ⌊j·T/K + ½⌋ for j = 0..K−1 (K = 1: [T − 1], the loss
+    on z_{L,T} alone; T = 30, K = 3: [9, 19, 29])."""
+    K = max(1, min(int(steps), int(T)))
+    return sorted({T - 1 - math.floor(j * T / K + 0.5) for j in range(K)})
+
+
+def output_system(T: int, delta: float, rho: float, dtype, device, times: list[int] | None = None):
+    """Cholesky factor of the T×T matrix A = ρ DᵀD + 2 Σ_{t∈𝒯} e_t e_tᵀ of the joint output solve, with D
+    the bidiagonal (Dz)_t = z_t − δ z_{t-1} and 𝒯 = ``times`` (None: the last step only). A is
+    tridiagonal and the same for every sample and neuron."""
     D = torch.eye(T, dtype=dtype, device=device) - delta * torch.diag(torch.ones(T - 1, dtype=dtype, device=device), -1)
     A = rho * D.T @ D
-    A[-1, -1] += 2.0
+    for t in ([T - 1] if times is None else times):
+        A[t, t] += 2.0
     return D, cholesky(A, "output system")
 
 
-def solve_output_potentials(u, y, dual, delta, rho, system=None):
+def solve_output_potentials(u, y, dual, delta, rho, system=None, times: list[int] | None = None):
     """All output potentials z_{L,1..T} at once: the exact minimiser of
 
         (ρ/2) ‖D z − u‖² + ‖z_T − y‖² + ⟨λ, (D z)_T⟩   →   (ρ DᵀD + 2 e_T e_Tᵀ) z = ρ Dᵀu + 2 y e_T − λ Dᵀe_T
-    for every sample and output neuron (u = W_L a_{L-1}, shape (T, N, n_L)).
+    for every sample and output neuron (u = W_L a_{L-1}, shape (T, N, n_L)). With ``times`` 𝒯 (a
+    ``system`` built with the same times) the loss is Σ_{t∈𝒯} ‖z_t − y_t‖², ``y`` then (|𝒯|, N, n_L):
+    (ρ DᵀD + 2 Σ_{t∈𝒯} e_t e_tᵀ) z = ρ Dᵀu + 2 Σ_{t∈𝒯} y_t e_t − λ Dᵀe_T.
     """
     T, N, n = u.shape
-    D, factor = system if system is not None else output_system(T, delta, rho, u.dtype, u.device)
+    D, factor = system if system is not None else output_system(T, delta, rho, u.dtype, u.device, times)
     D, factor = D.to(u.dtype), factor.to(u.dtype)
     rhs = rho * torch.einsum("st,snk->tnk", D, u)
-    rhs[-1] += 2.0 * y
+    if times is None:
+        rhs[-1] += 2.0 * y
+    else:
+        rhs[times] += 2.0 * y.to(u.dtype)
     rhs -= D[-1].view(T, 1, 1) * dual.unsqueeze(0)
     return torch.cholesky_solve(rhs.reshape(T, N * n), factor).reshape(T, N, n)
+
+
+def leaky_sums_at(a: torch.Tensor, delta: float, times: list[int]) -> torch.Tensor:
+    """S_t = Σ_{s≤t} δ^{t−s} a_s for t ∈ 𝒯 (shape (|𝒯|, N, n)), in a's dtype: what a leaky integrator
+    driven by ``a`` holds at each loss step, per unit of weight (the recurrence S_t = δ S_{t-1} + a_t)."""
+    out = torch.empty((len(times),) + tuple(a.shape[1:]), dtype=a.dtype, device=a.device)
+    S, j = torch.zeros_like(a[0]), 0
+    for t in range(times[-1] + 1):
+        S = S.mul_(delta).add_(a[t])
+        if t == times[j]:
+            out[j] = S
+            j += 1
+    return out
+
+
+def loss_weighting(T: int, delta: float, rho: float, times: list[int], dtype=torch.float64, device=None):
+    """L (|𝒯|×|𝒯|, lower triangular) with L Lᵀ = Q = (I + (2/ρ) R Rᵀ)^{-1}, R the rows 𝒯 of D^{-1}
+    ((D^{-1})_{ts} = δ^{t−s} for s ≤ t). Eliminating the potentials from the output block with the loss at
+    the steps 𝒯, per output neuron and sample (v = D z = W a + e, so z_𝒯 = S_𝒯 w + R e):
+
+        min_e (ρ/2)‖e‖² + ‖S_𝒯 w + R e − τ‖²  =  (τ − S_𝒯 w)ᵀ Q (τ − S_𝒯 w)     (Woodbury)
+    a generalised least squares in W_L; with 𝒯 = {T}, Q = ρ/(ρ + 2 Σ_t δ^{2(T−t)}), the scalar of
+    :func:`joint_output_statistics`."""
+    t = torch.arange(T, dtype=dtype, device=device)
+    lag = t.view(-1, 1) - t.view(1, -1)
+    Dinv = torch.where(lag >= 0, torch.as_tensor(delta, dtype=dtype, device=device) ** lag.clamp(min=0),
+                       torch.zeros((), dtype=dtype, device=device))
+    R = Dinv[times]
+    k = len(times)
+    Q = torch.linalg.inv(torch.eye(k, dtype=dtype, device=device) + (2.0 / rho) * (R @ R.T))
+    return cholesky(0.5 * (Q + Q.T), "loss weighting")
+
+
+def whitened(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Lᵀ S over the loss steps (S: (|𝒯|, N, n) → (|𝒯|, N, n)): Σ_k (LᵀS)_kᵀ (LᵀS)_k = Sᵀ Q S per sample."""
+    return torch.einsum("jk,jnf->knf", L.to(S.dtype), S)
+
+
+def multistep_gram(S_white: torch.Tensor) -> torch.Tensor:
+    """G = Σ_samples S_𝒯ᵀ Q S_𝒯 (n × n) from the whitened leaky sums LᵀS (|𝒯|, N, n) (:func:`whitened`): the
+    Gram of the output block with the loss at the steps 𝒯; it adds across chunks and processes."""
+    rows = S_white.reshape(-1, S_white.shape[-1])
+    return rows.T @ rows
+
+
+def multistep_cross(S_white: torch.Tensor, tau: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """C = Σ_samples τᵀ Q S_𝒯 (n_L × n) for the targets τ (|𝒯|, N, n_L), so that W_L solves
+    (G + μI) W_Lᵀ = Cᵀ (:func:`solve_weights`) with G = :func:`multistep_gram`; it adds across chunks and
+    processes."""
+    rows = S_white.reshape(-1, S_white.shape[-1])
+    t = whitened(tau.to(S_white.dtype), L).reshape(-1, tau.shape[-1])
+    return t.T @ rows
 
 
 def gated_targets(u: torch.Tensor, a_fwd: torch.Tensor, a: torch.Tensor, z_fwd: torch.Tensor, theta: float,

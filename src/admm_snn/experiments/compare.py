@@ -127,8 +127,10 @@ class CompareConfig:
 
 
 def floor_settings(settings: ADMMSettings) -> ADMMSettings:
-    """The settings whose ``init_state`` is the floor: forward init, top-down order, joint readout."""
-    return settings.replace(init="forward", order="top-down", output_solve="joint", iterations=0)
+    """The settings whose ``init_state`` is the floor: forward init, top-down order, joint readout, the
+    loss at T alone (the best readout of the random features at the time it is read; with ``loss_steps``
+    > 1 the ADMM run starts from a readout fitted at several steps instead, and no longer at the floor)."""
+    return settings.replace(init="forward", order="top-down", output_solve="joint", iterations=0, loss_steps=1)
 
 
 def admm_starts_at_floor(settings: ADMMSettings) -> bool:
