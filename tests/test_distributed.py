@@ -230,9 +230,8 @@ def test_two_processes_stay_within_the_measured_bound_with_float32_cross_sums(nm
     2% (8 of 400 samples) at every iteration. The readout, refitted exactly to the spikes at every
     iteration and small (norm about 0.1), moves most with a flipped spike: with the spike block of the top
     hidden layer solved through Woodbury's identity (64 neurons, 10 outputs) it was 10.0% apart at seed 0
-    (the hidden layer 2.4%), so its bound is 15%. With the output loss at 3 steps (the commands' N-MNIST
-    default since) the training accuracies were 8 of 400 samples apart at one iteration: the bound itself,
-    compared in samples (2% as a float difference of two accuracies rounds to just above 0.02)."""
+    (the hidden layer 2.4%), so its bound is 15%. The accuracies are compared in samples (a float
+    difference of two accuracies 8 of 400 apart rounds to just above 0.02)."""
     weights, hist, ref = _realistic_pair(nmnist_root, cache_dir_400, tmp_path)
     for l, (w_dist, w_ref) in enumerate(zip(weights, ref.weights)):
         assert _rel(w_dist, w_ref) < (0.15 if l == len(weights) - 1 else 0.1)

@@ -44,6 +44,30 @@ def _accuracy(weights, frames, labels, problem, settings) -> float:
     return float((CS.predict(weights, frames, problem, settings) == labels.to(torch.long)).to(torch.float64).mean())
 
 
+def check_arguments(settings, iterations, budget_s, frames, labels,
+                    sharded: bool = False) -> tuple[ADMMSettings, int]:
+    """(settings, iterations) after the checks of :func:`fit_conv`'s arguments (one-line SettingsErrors),
+    ``iterations`` None → ``settings.iterations``; ``labels`` a tensor. ``sharded`` (a data-parallel
+    process's shard, distributed_conv.py): an empty shard is allowed here (refused on every rank later)."""
+    settings = settings or ADMMSettings()
+    if not isinstance(settings, ADMMSettings):
+        raise SettingsError(f"settings must be an ADMMSettings, not {type(settings).__name__}")
+    iterations = settings.iterations if iterations is None else iterations
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise SettingsError(f"iterations={iterations!r} must be an integer >= 0")
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
+                                 or not budget_s > 0 or budget_s == float("inf")):
+        raise SettingsError(f"budget_s={budget_s!r} must be a finite number of seconds > 0 (or None: no budget)")
+    if not isinstance(frames, torch.Tensor) or frames.dim() not in (3, 5):
+        raise SettingsError(f"frames must be a tensor (T, N, C*H*W) or (T, N, C, H, W), not "
+                            f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
+    if labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
+        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},), one per sample")
+    if (labels.numel() == 0 and not sharded) or (labels.numel() and int(labels.min()) < 0):
+        raise SettingsError("labels must be class indices >= 0 (and at least one sample)")
+    return settings, iterations
+
+
 def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
              cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
@@ -73,23 +97,8 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     frames become the next draw (the caller's stay as they are) and the first conv layer's patch Gram is
     formed again from them; a resumed run restores the draw its checkpoint was made on.
     Bad arguments are one-line :class:`SettingsError`s."""
-    settings = settings or ADMMSettings()
-    if not isinstance(settings, ADMMSettings):
-        raise SettingsError(f"settings must be an ADMMSettings, not {type(settings).__name__}")
-    iterations = settings.iterations if iterations is None else iterations
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise SettingsError(f"iterations={iterations!r} must be an integer >= 0")
-    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
-                                 or not budget_s > 0 or budget_s == float("inf")):
-        raise SettingsError(f"budget_s={budget_s!r} must be a finite number of seconds > 0 (or None: no budget)")
-    if not isinstance(frames, torch.Tensor) or frames.dim() not in (3, 5):
-        raise SettingsError(f"frames must be a tensor (T, N, C*H*W) or (T, N, C, H, W), not "
-                            f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
     labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
-        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},), one per sample")
-    if labels.numel() == 0 or int(labels.min()) < 0:
-        raise SettingsError("labels must be class indices >= 0 (and at least one sample)")
+    settings, iterations = check_arguments(settings, iterations, budget_s, frames, labels)
     n_classes = int(n_classes or int(labels.max()) + 1)
     if int(labels.max()) >= n_classes:
         raise SettingsError(f"label {int(labels.max())} is outside 0..{n_classes - 1} (n_classes={n_classes})")

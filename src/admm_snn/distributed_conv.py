@@ -62,34 +62,11 @@ from .admm import solver as S
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
 from .conv_network import flat_frames
-from .conv_train import ConvFitResult
+from .conv_train import ConvFitResult, check_arguments
 from .data.augment import checked_draw
 from .distributed import (DEFAULT_TIMEOUT_S, Comm, _local_resampler, _shard, connect, fault_hook,
                           step_together)
 from .errors import SettingsError
-
-
-def check_arguments(settings, iterations, budget_s, frames, labels,
-                    sharded: bool = False) -> tuple[ADMMSettings, int]:
-    """(settings, iterations) after :func:`conv_train.fit_conv`'s checks of the arguments (one-line
-    SettingsErrors); ``iterations`` None → ``settings.iterations``."""
-    settings = settings or ADMMSettings()
-    if not isinstance(settings, ADMMSettings):
-        raise SettingsError(f"settings must be an ADMMSettings, not {type(settings).__name__}")
-    iterations = settings.iterations if iterations is None else iterations
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise SettingsError(f"iterations={iterations!r} must be an integer >= 0")
-    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
-                                 or not budget_s > 0 or budget_s == float("inf")):
-        raise SettingsError(f"budget_s={budget_s!r} must be a finite number of seconds > 0 (or None: no budget)")
-    if not isinstance(frames, torch.Tensor) or frames.dim() not in (3, 5):
-        raise SettingsError(f"frames must be a tensor (T, N, C*H*W) or (T, N, C, H, W), not "
-                            f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
-    if labels.dim() != 1 or labels.shape[0] != frames.shape[1]:
-        raise SettingsError(f"labels have shape {tuple(labels.shape)}; expected ({frames.shape[1]},), one per sample")
-    if labels.numel() == 0 and not sharded:  # a sharded run's empty shard is refused on every rank, later
-        raise SettingsError("labels must be class indices >= 0 (and at least one sample)")
-    return settings, iterations
 
 
 def uniform_state_shard(problem: CS.ConvProblem, settings: ADMMSettings, generator: torch.Generator, T: int,

@@ -115,10 +115,9 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"output loss: square (‖z_T − y‖², the paper) or hinge (squared hinge through free "
                         f"targets in the margin set) (default {d.output_loss})")
     g.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin of the true class (default {d.margin:g})")
-    g.add_argument("--loss-steps", type=int, default=None, metavar="K",
+    g.add_argument("--loss-steps", type=int, default=d.loss_steps, metavar="K",
                    help=f"put the output loss on K time steps spread over the frames and ending at T (T = 30, K = 3: "
-                        f"t = 10, 20, 30) instead of T alone; the prediction stays argmax z_T (default "
-                        f"{EVENT_LOSS_STEPS} on event recordings (nmnist), {d.loss_steps} otherwise)")
+                        f"t = 10, 20, 30) instead of T alone; the prediction stays argmax z_T (default {d.loss_steps})")
     g.add_argument("--margin-rounds", type=int, default=d.margin_rounds, metavar="R",
                    help=f"hinge: rounds of target / readout block minimisation per output block (default {d.margin_rounds})")
     g.add_argument("--target-gate", type=float, default=d.target_gate, metavar="K",
@@ -200,28 +199,9 @@ def _given_options(argv: list[str]) -> set[str]:
     return out
 
 
-EVENT_DATASETS = ("nmnist",)
-"""Datasets of event-camera recordings, whose class evidence arrives over the recording (saccades)."""
-
-EVENT_LOSS_STEPS = 3
-"""The commands' ``loss_steps`` on event recordings when --loss-steps is left out: the output loss at
-t = T/3, 2T/3 and T. Trained with the loss at T alone, an ADMM network on N-MNIST decides only at the end
-of the recording (its output read at t = 12 of 30: 44.7% against BPTT's 75.4%; the last 6 frames emptied
-cost it 9.5 points, BPTT 2.6); with 3 steps it is as accurate at t = 12 as at T and loses about 1 point to
-the emptied frames, at the same accuracy as recorded (89.9 against 89.3, 3 splits × 2 seeds; results.md,
-bench/robustness.py). On rate-coded images (MNIST) it lowered validation accuracy (95.5 against 96.9 at
-120 s, 784-128-10), so other datasets keep the loss at T (ADMMSettings' default, 1)."""
-
-
-def default_loss_steps(dataset: str | None) -> int:
-    """``loss_steps`` of a command that was not given --loss-steps: :data:`EVENT_LOSS_STEPS` on
-    :data:`EVENT_DATASETS`, else ADMMSettings' 1 (federated runs: always 1)."""
-    return EVENT_LOSS_STEPS if dataset in EVENT_DATASETS else 1
-
-
 def admm_settings(args):
     """ADMMSettings from the options; with --preset paper, the paper's values for every option that
-    was not given explicitly; ``loss_steps`` left out: :func:`default_loss_steps` of --dataset."""
+    was not given explicitly. --loss-steps above 1 with --federated is a one-line SettingsError."""
     from .admm.settings import ADMMSettings
     names = {f.name for f in dataclasses.fields(ADMMSettings)}
     values = {k: v for k, v in vars(args).items() if k in names}
@@ -229,10 +209,7 @@ def admm_settings(args):
         given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
         paper = ADMMSettings.paper().to_dict()
         values = {k: (v if k in given else paper[k]) for k, v in values.items()}
-    if values.get("loss_steps", 0) is None:  # federated clients' consensus readout has the loss at T only
-        federated = bool(getattr(args, "federated", False))
-        values["loss_steps"] = 1 if federated else default_loss_steps(getattr(args, "dataset", None))
-    elif values.get("loss_steps", 1) > 1 and getattr(args, "federated", False):
+    if values.get("loss_steps", 1) > 1 and getattr(args, "federated", False):
         from .errors import SettingsError
         raise SettingsError(f"--loss-steps {values['loss_steps']} is not supported with --federated (the "
                             "consensus readout has the loss at T); leave it out")
