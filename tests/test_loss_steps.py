@@ -153,7 +153,7 @@ def test_the_reported_loss_is_on_every_loss_step():
 @pytest.mark.parametrize("argv,expected", [
     (["train", "--dataset", "nmnist"], 1),
     (["train", "--dataset", "nmnist", "--loss-steps", "3"], 3),
-    (["train", "--dataset", "nmnist", "--loss-steps", "3", "--preset", "paper"], 3),
+    (["train", "--dataset", "nmnist", "--preset", "paper"], 1),
     (["train", "--preset", "paper"], 1),
 ])
 def test_the_commands_loss_steps(argv, expected):
