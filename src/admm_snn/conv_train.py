@@ -13,11 +13,11 @@ import torch
 from .admm import conv_solver as CS
 from .admm import solver as S
 from .admm.settings import ADMMSettings
-from .data.augment import checked_draw
 from .errors import SettingsError
 from .io import atomic_write_text, fingerprint, save_model
 from .resources import check_conv_memory
-from .train import _append_metrics, _prepare_out, _write_metrics, load_checkpoint, require_checkpoint, save_checkpoint
+from .train import (_append_metrics, _draw, _prepare_out, _write_metrics, load_checkpoint, require_checkpoint,
+                    save_checkpoint)
 
 
 @dataclass
@@ -128,7 +128,7 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
         X = X.clone()  # replaced in place at every redraw; the caller's frames stay as they are
 
     def draw(k: int) -> None:
-        X.copy_(checked_draw(resample, k, X).to(device=X.device, dtype=X.dtype))
+        X.copy_(_draw(resample, k, X))
     t0 = time.perf_counter()
     if resume:
         r = load_checkpoint(Path(out), settings, problem.sizes, data_fp, X.device,
@@ -219,15 +219,24 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
                       cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log,
                       out=out, checkpoint_every=checkpoint_every, resume=resume,
                       on_resume=lambda history: _write_metrics(out, history), resample=resample)
-    wall = time.perf_counter() - t0
+    result.wall_s = time.perf_counter() - t0
+    write_run(out, result, arch, settings, model_extra)
+    return result
+
+
+def write_run(out: Path, result: ConvFitResult, arch: str, settings: ADMMSettings,
+              model_extra: dict | None = None) -> None:
+    """The files of a finished conv run in ``out``, each written atomically: ``model.safetensors`` (the
+    best-validation weights, with ``arch`` and the input shape, :func:`io.save_model`; its extra record the
+    settings, the best iteration and ``model_extra``) and ``summary.json`` (iterations, best iteration,
+    ``result.wall_s``, compute, status, unit counts, architecture, input shape, settings, the last history
+    entry and ``model_extra``). Shared by :func:`train_conv` and the data-parallel trainer's rank 0."""
     extra = {"settings": settings.to_dict(), "best_iteration": result.best_iteration, **(model_extra or {})}
     input_shape = list(result.problem.input_shape)
     save_model(out / "model.safetensors", result.best_weights, settings.delta, settings.theta, extra,
                arch=arch, input_shape=input_shape)
-    summary = {"iterations": result.iterations, "best_iteration": result.best_iteration, "wall_s": wall,
+    summary = {"iterations": result.iterations, "best_iteration": result.best_iteration, "wall_s": result.wall_s,
                "compute_s": result.compute_s, "status": result.status, "sizes": result.problem.sizes,
                "arch": arch.strip(), "input_shape": input_shape, "settings": settings.to_dict(),
                "final": result.history[-1] if result.history else None, **(model_extra or {})}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    result.wall_s = wall
-    return result

@@ -50,7 +50,6 @@ data-parallel runs do not checkpoint or resume (as dense ones, :func:`distribute
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -62,8 +61,7 @@ from .admm import solver as S
 from .admm.settings import ADMMSettings
 from .admm.state import ADMMState
 from .conv_network import flat_frames
-from .conv_train import ConvFitResult, check_arguments
-from .data.augment import checked_draw
+from .conv_train import ConvFitResult, check_arguments, write_run
 from .distributed import (DEFAULT_TIMEOUT_S, Comm, _local_resampler, _shard, connect, fault_hook,
                           step_together)
 from .errors import SettingsError
@@ -170,9 +168,9 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
     ``distributed`` record (world size, shard sizes, bytes) added; no checkpoint (data-parallel runs do not
     checkpoint or resume). ``log`` (rank 0) prints the memory estimate of this machine's processes.
     Bad arguments are one-line :class:`SettingsError`s on every rank."""
-    from .io import atomic_write_text, save_model
+    from .io import atomic_write_text
     from .resources import check_conv_memory
-    from .train import _append_metrics, _prepare_out
+    from .train import _append_metrics, _draw, _prepare_out
 
     labels = torch.as_tensor(labels)
     settings, iterations = check_arguments(settings, iterations, budget_s, frames, labels, sharded)
@@ -234,7 +232,7 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
                 state = CS.init_state(X, y, problem, settings, generator, cache, shard=(start, n_total))
 
         def redraw() -> None:  # this shard of the iteration's draw, in place, before its re-projection
-            X.copy_(checked_draw(local, state.iteration + 1, X).to(device=X.device, dtype=X.dtype))
+            X.copy_(_draw(local, state.iteration + 1, X))
             S.forget_inputs(cache)
 
         history, best, best_score, best_it = [], None, -1.0, 0
@@ -277,16 +275,9 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
         result = ConvFitResult([w.detach().clone() for w in state.weights], best, history, state, problem,
                                best_iteration=best_it, iterations=it, status=status, compute_s=compute, wall_s=wall)
         if out is not None and comm.is_main:
-            extra = {"distributed": {"mode": "data-parallel", "world_size": comm.world_size, "shard_sizes": counts,
-                                     "bytes": dict(comm.bytes)}, **(model_extra or {})}
-            input_shape = list(problem.input_shape)
-            save_model(out / "model.safetensors", best, settings.delta, settings.theta,
-                       {"settings": settings.to_dict(), "best_iteration": best_it, **extra},
-                       arch=arch, input_shape=input_shape)
-            summary = {"iterations": it, "best_iteration": best_it, "wall_s": wall, "compute_s": compute,
-                       "status": status, "sizes": problem.sizes, "arch": arch.strip(), "input_shape": input_shape,
-                       "settings": settings.to_dict(), "final": history[-1] if history else None, **extra}
-            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+            write_run(out, result, arch, settings,
+                      {"distributed": {"mode": "data-parallel", "world_size": comm.world_size, "shard_sizes": counts,
+                                       "bytes": dict(comm.bytes)}, **(model_extra or {})})
         return result
     finally:
         if created:

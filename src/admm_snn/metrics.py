@@ -20,7 +20,6 @@ import torch
 
 from .admm.lagrangian import lagrangian_terms, residual_sums
 from .admm.penalties import adaptive_metrics, lagrangian_penalties
-from .admm.updates import loss_times
 from .network import LIFParams, forward
 
 
@@ -55,8 +54,7 @@ def lagrangian_of(state, frames, y, settings) -> dict:
     return lagrangian_terms(state, frames, y, *lagrangian_penalties(state, settings), settings.lif,
                             settings.output_rho, rate_penalty=settings.rate_penalty, l1=settings.l1,
                             l1_penalty=settings.l1_penalty,
-                            loss_times=loss_times(frames.shape[0], settings.loss_steps)
-                            if settings.loss_steps > 1 else None)
+                            loss_times=settings.loss_times(frames.shape[0]))
 
 
 def metric_sums(state, frames, y, labels, settings, val=None, lagrangian=None) -> tuple[list[float], float]:

@@ -345,6 +345,12 @@ class ADMMSettings:
         ``momentum`` > 0) rather than to the exact block minimiser."""
         return self.step_rule == "relative" or self.weight_step != 1.0 or self.momentum > 0
 
+    def loss_times(self, T: int) -> list[int] | None:
+        """The output loss's steps 𝒯 for T frames (:func:`updates.loss_times`), None for the loss at T alone
+        (``loss_steps`` 1, every solver's original path)."""
+        from .updates import loss_times
+        return loss_times(T, self.loss_steps) if self.loss_steps > 1 else None
+
     @property
     def output_rho(self) -> float:
         """ρ_L: the output layer's penalty (rho_out, or rho when unset)."""

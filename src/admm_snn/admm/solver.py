@@ -451,17 +451,12 @@ def update_output_joint_weights(state: ADMMState, frames, y, settings: ADMMSetti
     state.weights[-1] = W.to(state.weights[-1].dtype)
 
 
-def loss_times(settings: ADMMSettings, T: int) -> list[int] | None:
-    """The output loss's steps 𝒯 (:func:`updates.loss_times`), None for the loss at T alone (loss_steps 1)."""
-    return U.loss_times(T, settings.loss_steps) if settings.loss_steps > 1 else None
-
-
 def update_output(state: ADMMState, frames, y, settings: ADMMSettings, cache: SolverCache) -> None:
     """Output potentials: the exact joint T×T solve, or red-black sweeps of the spec's step 4. ``y``: the
     targets (N, n_L), or (|𝒯|, N, n_L) with ``loss_steps`` > 1 (one per loss step)."""
     L = state.n_layers
     T = frames.shape[0]
-    times = loss_times(settings, T)
+    times = settings.loss_times(T)
     for sl in _blocks(state, frames, settings):
         u = state.layer_inputs(frames, L - 1)[:, sl].to(state.weights[-1].dtype) @ state.weights[-1].T
         if settings.output_solve in ("joint", "potentials"):
@@ -578,7 +573,7 @@ def parallel_output(state, frames, y, settings, cache, generator, start: bool = 
 
 
 def multistep_output(state, frames, y, settings, cache, start: bool = False) -> None:
-    """The output block with the loss at the steps 𝒯 = :func:`loss_times` (``loss_steps`` > 1), exact
+    """The output block with the loss at the steps 𝒯 = ``settings.loss_times(T)`` (``loss_steps`` > 1), exact
     block coordinate descent of the jointly convex
 
         F(W_L, z_L, τ) = (ρ_L/2) Σ_t ‖z_t − δ z_{t-1} − W_L a_{L-1,t}‖² + Σ_{t∈𝒯} ‖z_t − τ_t‖² + (ρ_L μ/2)‖W_L‖²
@@ -588,7 +583,7 @@ def multistep_output(state, frames, y, settings, cache, start: bool = False) -> 
     with the loss at 𝒯 (:func:`update_output`). ``margin_rounds`` rounds; the first τ: y at the ``start``,
     else proj of the forward readout W_L S_t. Sums per block of samples, reduced through ``cache``."""
     T, L = frames.shape[0], state.n_layers
-    times = U.loss_times(T, settings.loss_steps)
+    times = settings.loss_times(T)
     gdt, wdt = DTYPES[settings.gram_dtype], state.weights[-1].dtype
     a = state.layer_inputs(frames, L - 1)
     blocks = list(_blocks(state, frames, settings))
