@@ -47,7 +47,10 @@ def test_conv_and_dense_rows_in_one_run(nmnist_root, tmp_path):
     assert admm["val_accuracy"] == max(h["val_accuracy"] for h in admm["history"])
     assert admm["curve"][-1][0] == pytest.approx(admm["train_s"])
     # the floor is conv ADMM's starting point: same seed and settings
-    assert res["admm_starts_at_floor"] and admm["curve"][0][1] == floor["val_accuracy"]
+    assert res["conv_admm_starts_at_floor"] and admm["curve"][0][1] == floor["val_accuracy"]
+    # the dense rows have the loss on 3 steps (the N-MNIST default), so dense ADMM no longer starts at its floor
+    assert res["config"]["admm"]["loss_steps"] == 3 and not res["admm_starts_at_floor"]
+    assert res["config"]["arch_loss_steps"] == 1
     if admm["best_iteration"] == 0:
         assert admm["test_accuracy"] == floor["test_accuracy"]
     assert bptt["epochs"] == 1.0 and len(bptt["history"]) == 1

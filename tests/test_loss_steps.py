@@ -151,13 +151,23 @@ def test_the_reported_loss_is_on_every_loss_step():
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["train", "--dataset", "nmnist"], 1),
-    (["train", "--dataset", "nmnist", "--loss-steps", "3"], 3),
+    (["train", "--dataset", "nmnist"], 3),
+    (["train", "--dataset", "nmnist", "--loss-steps", "1"], 1),
+    (["train", "--dataset", "nmnist", "--loss-steps", "2"], 2),
     (["train", "--dataset", "nmnist", "--preset", "paper"], 1),
+    (["train", "--dataset", "nmnist", "--federated"], 1),
+    (["train", "--dataset", "nmnist", "--arch", "8c5-p4-64"], 1),
+    (["train", "--dataset", "nmnist", "--dual"], 1),
+    (["train", "--dataset", "nmnist", "--output-solve", "potentials"], 1),
+    (["train", "--dataset", "mnist"], 1),
+    (["train", "--dataset", "mnist", "--loss-steps", "3"], 3),
+    (["train"], 1),
     (["train", "--preset", "paper"], 1),
+    (["sweep", "--dataset", "nmnist"], 3),
 ])
 def test_the_commands_loss_steps(argv, expected):
-    """The loss at T alone unless --loss-steps says otherwise (the paper preset included)."""
+    """--loss-steps left out: 3 for dense networks on N-MNIST where the settings allow it, else the loss at
+    T alone (the paper preset, federated and conv runs, the image datasets); a given value is kept."""
     from admm_snn.cli import build_parser
     from admm_snn.options import admm_settings
     args = build_parser().parse_args(argv)
@@ -172,3 +182,18 @@ def test_loss_steps_with_federated_is_a_one_line_error():
     with pytest.raises(SettingsError) as e:
         admm_settings(args)
     assert "--loss-steps 3" in str(e.value) and "--federated" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("given,dense,conv", [([], 3, 1), (["--loss-steps", "3"], 3, 3), (["--loss-steps", "1"], 1, 1)])
+def test_compare_conv_rows_keep_the_loss_at_T_unless_told(monkeypatch, given, dense, conv):
+    """compare on N-MNIST: the dense rows' ADMM has the loss on 3 steps by default, the conv rows' at T
+    alone (arch_loss_steps); an explicit --loss-steps applies to both."""
+    import admm_snn.experiments.compare as C
+    from admm_snn.cli import main
+    seen = {}
+    monkeypatch.setattr(C, "run_compare", lambda config, out, log: seen.setdefault("config", config))
+    argv = ["compare", "--dataset", "nmnist", "--data-dir", "unused", "--arch", "4c5-p4-16", "--depths", "1", *given]
+    assert main(argv) == 0
+    config = seen["config"]
+    assert config.admm.loss_steps == dense and config.conv_settings().loss_steps == conv
+    assert config.to_dict()["arch_loss_steps"] == (1 if not given else None)

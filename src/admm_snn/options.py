@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 DEFAULT_HIDDEN = 128
+# --loss-steps left out: the output loss at T/3, 2T/3 and T for dense networks on event recordings, whose
+# evidence arrives saccade by saccade (docs/results.md, "the end of the recording"), at T alone elsewhere
+EVENT_LOSS_STEPS = 3
 # admm_snn.data.options.DATASETS, written out so that building the parser does not import the data readers
 DATASETS = ["digits", "nmnist", "mnist", "fashion-mnist", "kmnist"]
 
@@ -115,9 +118,10 @@ def add_admm_options(p: argparse.ArgumentParser) -> None:
                    help=f"output loss: square (‖z_T − y‖², the paper) or hinge (squared hinge through free "
                         f"targets in the margin set) (default {d.output_loss})")
     g.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin of the true class (default {d.margin:g})")
-    g.add_argument("--loss-steps", type=int, default=d.loss_steps, metavar="K",
+    g.add_argument("--loss-steps", type=int, default=None, metavar="K",
                    help=f"put the output loss on K time steps spread over the frames and ending at T (T = 30, K = 3: "
-                        f"t = 10, 20, 30) instead of T alone; the prediction stays argmax z_T (default {d.loss_steps})")
+                        f"t = 10, 20, 30) instead of T alone; the prediction stays argmax z_T (default "
+                        f"{EVENT_LOSS_STEPS} for dense networks on N-MNIST, {d.loss_steps} otherwise)")
     g.add_argument("--margin-rounds", type=int, default=d.margin_rounds, metavar="R",
                    help=f"hinge: rounds of target / readout block minimisation per output block (default {d.margin_rounds})")
     g.add_argument("--target-gate", type=float, default=d.target_gate, metavar="K",
@@ -199,6 +203,20 @@ def _given_options(argv: list[str]) -> set[str]:
     return out
 
 
+def default_loss_steps(args, values: dict) -> int:
+    """The ``loss_steps`` of a command whose --loss-steps was left out: EVENT_LOSS_STEPS for dense networks
+    on N-MNIST (not --arch, --federated or --preset paper, and only with the settings it needs: the joint
+    output block, no dual, no L1 split of the output), 1 otherwise."""
+    from .admm.settings import ADMMSettings
+    d = ADMMSettings()
+    if (getattr(args, "dataset", None) != "nmnist" or getattr(args, "arch", None) is not None
+            or getattr(args, "federated", False) or getattr(args, "preset", "default") == "paper"):
+        return 1
+    output_solve, dual = values.get("output_solve", d.output_solve), values.get("dual", d.dual)
+    l1_output = values.get("l1_output", d.l1_output) and values.get("l1", d.l1) > 0
+    return EVENT_LOSS_STEPS if output_solve == "joint" and not dual and not l1_output else 1
+
+
 def admm_settings(args):
     """ADMMSettings from the options; with --preset paper, the paper's values for every option that
     was not given explicitly. --loss-steps above 1 with --federated is a one-line SettingsError."""
@@ -209,6 +227,8 @@ def admm_settings(args):
         given = _given_options(getattr(args, "argv", None) or sys.argv[1:])
         paper = ADMMSettings.paper().to_dict()
         values = {k: (v if k in given else paper[k]) for k, v in values.items()}
+    if values.get("loss_steps", 0) is None:
+        values["loss_steps"] = default_loss_steps(args, values)
     if values.get("loss_steps", 1) > 1 and getattr(args, "federated", False):
         from .errors import SettingsError
         raise SettingsError(f"--loss-steps {values['loss_steps']} is not supported with --federated (the "

@@ -111,7 +111,9 @@ class ADMMSettings:
                  for evidence before the end of the recording. The output block stays exact: rounds of
                  τ_t ← proj(z_t) and (W_L, z_L) jointly given τ (a generalised least squares,
                  updates.loss_weighting). Needs output_solve="joint" and no dual, L1 split of the
-                 output or federated consensus.
+                 output or federated consensus. Default 1 here; the command line (options.
+                 default_loss_steps) uses 3 for dense networks on N-MNIST, where it was level as
+                 recorded and 6-8 points more robust to timing changes and shifts (docs/results.md).
       margin_rounds rounds, per output block, of τ ← proj(W_L S) (the exact minimiser given the
                  readout) and the joint (W_L, z_L) solve given τ: block coordinate descent of the
                  readout's squared-hinge ridge regression, warm-started from the previous readout (at

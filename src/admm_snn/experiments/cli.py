@@ -19,13 +19,12 @@ def add_parsers(subparsers) -> None:
 
 # ----------------------------------------------------------------------------------------------- compare
 
-# Fewer iterations/epochs than the library defaults (ADMMSettings.iterations, BPTTSettings.epochs), so that
-# the default comparison (the 1,000 N-MNIST recordings, depths 1 2 3 5, 3 seeds, width 128: 36 training runs)
-# finishes in under 30 minutes on a 2-core CPU shared with other jobs. ADMM's validation accuracy at depth 1
-# is flat after 1-3 iterations; BPTT is still improving after 5 epochs (give --bptt-epochs 20 for its tuned
-# default). None would mean: the library default.
-COMPARE_ITERATIONS: int | None = 3
-COMPARE_BPTT_EPOCHS: int | None = 5
+# Without --budget-s each method trains for its library default (ADMMSettings.iterations = 30, BPTTSettings.epochs
+# = 20), the settings each was tuned at; a number here would replace that default for compare only (None: the
+# library default). The default comparison (the 1,000 N-MNIST recordings, depths 1 2 3 5, 3 seeds, width 128)
+# then takes about half an hour on a 2-core CPU (docs/results.md); give --budget-s for equal training time.
+COMPARE_ITERATIONS: int | None = None
+COMPARE_BPTT_EPOCHS: int | None = None
 # With --budget-s the budget decides when each method stops: these caps apply unless --iterations or
 # --bptt-epochs are given.
 BUDGET_CAP_ITERATIONS = 10000
@@ -169,7 +168,8 @@ def run_compare_command(args) -> int:
                            metrics_every=args.metrics_every, device=_device(args.device),
                            plot_sample=args.plot_sample, progress=args.progress, budget_s=args.budget_s,
                            report_samples=args.report_samples, val_samples=args.val_samples,
-                           augment_shift=args.augment_shift, archs=args.archs or [])
+                           augment_shift=args.augment_shift, archs=args.archs or [],
+                           arch_loss_steps=1 if args.loss_steps is None else None)
     run_compare(config, args.out, log=lambda msg: print(msg, flush=True))
     return 0
 

@@ -79,6 +79,9 @@ class CompareConfig:
     default 16 groups, seeded by each method's seed): ADMM redraws at every re-projection, BPTT at every
     epoch after the first; 0: off; None: :func:`admm_snn.data.augment.default_shift` of the sensor (1 on
     MNIST and N-MNIST), dense and conv rows (``archs``) alike."""
+    arch_loss_steps: int | None = None
+    """``loss_steps`` of the conv rows' ADMM (None: ``admm.loss_steps``); the command line sets 1 when
+    --loss-steps is left out, since conv rows lost with the loss on 3 steps (docs/results.md)."""
     archs: list[str] = field(default_factory=list)
     """Convolutional architectures (:func:`admm_snn.arch.parse_arch` strings such as ``12c5-p2-32c5-p2-128``),
     one row each next to the dense ``depths`` rows: ADMM by :func:`admm_snn.conv_train.fit_conv`, BPTT by
@@ -114,14 +117,20 @@ class CompareConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 0):
                 raise SettingsError(f"{name}={v!r} must be 0 (all) or a positive integer")
+        if self.arch_loss_steps is not None:
+            self.conv_settings()  # an impossible loss_steps for the conv rows: one line, before any data is read
         if self.archs and self.metrics_every != 1:
             raise SettingsError(f"metrics_every={self.metrics_every} is not supported with conv rows (--arch): "
                                 "convolutional ADMM evaluates every iteration; leave it out")
 
+    def conv_settings(self) -> ADMMSettings:
+        """The ADMM settings of the conv rows: ``admm`` with ``arch_loss_steps`` where it is set."""
+        return self.admm if self.arch_loss_steps is None else self.admm.replace(loss_steps=self.arch_loss_steps)
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("depths", "seeds", "hidden_width", "methods", "metrics_every",
                                             "device", "plot_sample", "budget_s", "report_samples", "val_samples",
-                                            "augment_shift", "archs")}
+                                            "augment_shift", "arch_loss_steps", "archs")}
         d.update(data=self.data.to_dict(), admm=self.admm.to_dict(), bptt=asdict(self.bptt))
         return d
 
@@ -518,12 +527,14 @@ def results_markdown(results: dict) -> str:
     if archs:
         L.append("- **Conv rows** (" + ", ".join(f"`{a}`" for a in archs) + "): the same split, validation subsample, "
                  "seeds" + (", budget" if budget else "") + ", iteration/epoch caps and augmentation as the dense rows. ADMM: "
-                 "`admm_snn.conv_train.fit_conv` (the conv ADMM solver, the same settings as the dense rows), the "
+                 "`admm_snn.conv_train.fit_conv` (the conv ADMM solver, the same settings as the dense rows"
+                 + (f" but loss_steps {cfg['arch_loss_steps']}" if cfg.get("arch_loss_steps") not in (None, adm.get("loss_steps"))
+                    else "") + "), the "
                  "validation split choosing the iterate (iteration 0, the start, included; evaluated every "
                  "iteration). BPTT: `admm_snn.baselines.bptt.train_bptt_conv` with the same architecture and BPTT "
                  "settings. Floor: `fit_conv` with 0 iterations and the floor's settings (random kernels and "
                  "matrices, a ridge least-squares readout of the forward hidden spikes)"
-                 + (", which is conv ADMM's iteration 0" if results.get("admm_starts_at_floor") else "")
+                 + (", which is conv ADMM's iteration 0" if results.get("conv_admm_starts_at_floor") else "")
                  + ". Accuracy and firing rates: the forward simulation of `admm_snn.conv_network`; a conv row's "
                  "firing rates are per hidden LIF layer (convolutions and dense layers, pooling is not a layer); "
                  "synaptic operations are not counted for conv rows (–).")
@@ -621,12 +632,13 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
         f"{time.perf_counter() - t_start:.1f} s")
     n_classes = _n_classes(labels, val, test)
     for a in config.archs:  # a network that does not fit, or settings conv ADMM lacks: one line, before training
-        check_conv(a, sensor_shape, n_classes, config.admm, config.methods)
+        check_conv(a, sensor_shape, n_classes, config.conv_settings(), config.methods)
     params = config.admm.lif
     results = {"config": {**config.to_dict(), "augment_shift": shift}, "split": info, "environment": environment(),
                "paper": {str(k): v for k, v in PAPER_NMNIST.items()} if config.data.dataset == "nmnist" else {},
                "runs": [], "summary": [],
-               "admm_starts_at_floor": admm_starts_at_floor(config.admm), "complete": False}
+               "admm_starts_at_floor": admm_starts_at_floor(config.admm),
+               "conv_admm_starts_at_floor": admm_starts_at_floor(config.conv_settings()), "complete": False}
     best = None  # (val accuracy, weights, depth, seed) of the best ADMM run
     total = (len(config.depths) + len(config.archs)) * config.seeds * len(config.methods)
     k = 0
@@ -659,7 +671,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
     for arch in config.archs:
         for i in range(config.seeds):
             seed = config.admm.seed + i
-            admm_s = config.admm.replace(seed=seed)
+            admm_s = config.conv_settings().replace(seed=seed)
             for m in config.methods:
                 t0 = time.perf_counter()
                 if m == "floor":
@@ -688,7 +700,7 @@ def run_compare(config: CompareConfig, out: str | Path, log=print) -> dict:
         from ..io import save_model
         _, weights, arch, seed = best_conv
         save_model(out / "best_admm_conv.safetensors", weights, params.delta, params.theta,
-                   {"settings": config.admm.replace(seed=seed).to_dict(), "data": config.data.to_dict(),
+                   {"settings": config.conv_settings().replace(seed=seed).to_dict(), "data": config.data.to_dict(),
                     "source": "admm-snn compare"}, arch=arch, input_shape=list(sensor_shape))
         results["best_conv_model"] = {"arch": arch, "seed": seed, "model": "best_admm_conv.safetensors"}
     if best is not None:
