@@ -130,3 +130,52 @@ def test_bad_input_is_a_one_line_error(call, needle):
     with pytest.raises(SettingsError) as e:
         call()
     assert "\n" not in str(e.value) and needle in str(e.value)
+
+
+def test_copy_layers_and_identity_weights_copy_the_spikes_below():
+    """A convolution with as many output as input channels, odd kernel, stride 1 (and a dense layer as
+    wide as its input) starts as a copy: with gain 1.1θ and δ = 0.95 its spike train is that of the unit
+    below, cropped by the valid convolution, so the deep network computes what the shallow one does."""
+    params = LIFParams(0.95, 1.0)
+    arch, shape = "3c3-3c3-3c5-6c3-16-16", (2, 12, 12)
+    net = CN.network_layers(arch, shape, 4)
+    assert CN.copy_layers(net) == [1, 2, 5]  # not the first layer, 3->6 channels, nor the output
+    w = CN.init_weights(arch, shape, 4, 3.0, torch.Generator().manual_seed(0), dtype=DT)
+    for l in CN.copy_layers(net):
+        w[l] = CN.identity_weight(net[l], 1.1 * params.theta, dtype=DT)
+    assert float(w[1][0, 0, 1, 1]) == pytest.approx(1.1) and float(w[1].abs().sum()) == pytest.approx(3 * 1.1)
+    assert torch.equal(w[5], 1.1 * torch.eye(16, dtype=DT))
+    frames = _frames(12, 5, 2 * 144, 3, 0.4)
+    trace = CN.forward(arch, shape, w, frames, params)
+    a1 = trace.spikes[0].reshape(12, 5, 3, 10, 10)
+    a2 = trace.spikes[1].reshape(12, 5, 3, 8, 8)
+    a3 = trace.spikes[2].reshape(12, 5, 3, 4, 4)
+    assert float(a1.mean()) > 0.05  # there is something to copy
+    assert torch.equal(a2, a1[..., 1:-1, 1:-1]) and torch.equal(a3, a2[..., 2:-2, 2:-2])
+    assert torch.equal(trace.spikes[5], trace.spikes[4])
+    # average pooling before a copy: the gain is scaled by the window so one spike still counts
+    avg = CN.network_layers("3c3-a2-3c3-8", shape, 4)
+    assert CN.copy_layers(avg) == [1]
+    assert float(CN.identity_weight(avg[1], 1.1)[0, 0, 1, 1]) == pytest.approx(4.4)
+    # noise: a random part on top, drawn from the generator
+    noisy = CN.identity_weight(net[1], 1.1, 0.5, torch.Generator().manual_seed(1), dtype=DT)
+    assert not torch.equal(noisy, w[1]) and float((noisy - w[1]).abs().max()) > 0
+
+
+def test_conv_init_state_starts_deep_layers_as_copies():
+    """conv_solver.init_state with deep_init="identity" (the default): the copy layers hold the identity
+    kernel (not rate-calibrated), the other hidden layers are calibrated; "random" keeps every layer drawn."""
+    from admm_snn.admm import conv_solver as CS
+    from admm_snn.admm.settings import ADMMSettings
+    arch, shape = "3c3-3c3-8", (2, 12, 12)
+    problem = CS.conv_problem(arch, shape, 4)
+    frames = _frames(6, 20, 288, 4, 0.3).float()
+    y = torch.nn.functional.one_hot(torch.arange(20) % 4, 4).double()
+    st = CS.init_state(frames, y, problem, ADMMSettings(), torch.Generator().manual_seed(0))
+    assert torch.equal(st.weights[1], CN.identity_weight(problem.net[1], 1.1, dtype=st.weights[1].dtype))
+    rnd = CS.init_state(frames, y, problem, ADMMSettings(deep_init="random"), torch.Generator().manual_seed(0))
+    assert not torch.equal(rnd.weights[1], st.weights[1])
+    assert torch.equal(rnd.weights[0], st.weights[0])  # the first layer is drawn and calibrated alike
+    # the copy layer fires like the layer below it (a cropped copy of its spikes)
+    a1 = st.spikes[0].reshape(6, 20, 3, 10, 10)
+    assert torch.equal(st.spikes[1].reshape(6, 20, 3, 8, 8), a1[..., 1:-1, 1:-1])

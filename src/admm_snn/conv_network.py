@@ -157,6 +157,41 @@ def init_weights(layers, input_shape, n_outputs: int, gain: float, generator: to
     return ws
 
 
+def copy_layers(net: list[Layer]) -> list[int]:
+    """Indices of the hidden layers after the first that can start as a copy of the layer below
+    (``deep_init="identity"``): convolutions with as many output as input channels, an odd kernel and
+    stride 1, and dense layers as wide as their (pooled) input. The output layer never is one."""
+    out = []
+    for i, L in enumerate(net[1:-1], start=1):
+        if L.kind == "conv" and L.out_shape[0] == L.in_shape[0] and L.kernel % 2 == 1 and L.stride == 1:
+            out.append(i)
+        elif L.kind == "dense" and L.n_out == size(L.pooled_shape):
+            out.append(i)
+    return out
+
+
+def identity_weight(L: Layer, gain: float, noise: float = 0.0, generator: torch.Generator | None = None,
+                    dtype=torch.float32, device=None) -> torch.Tensor:
+    """The weights of a copy layer (:func:`copy_layers`): g at the centre tap of each channel onto itself,
+    W[c, c, k//2, k//2] = g (a convolution), or W = g·I (dense), with g = ``gain`` × pool_size² under
+    average pooling (so that one spike in the window counts as under sum pooling), plus
+    ``noise``·N(0, 1/fan-in) (drawn from ``generator`` in float64 when noise > 0). Unit (c, i, j) then
+    receives g·pool(a_{l-1})(c, i + k//2 − p, j + k//2 − p): with g a little above θ and no pooling its
+    spike train is that of the unit below (tests/test_conv_network.py), as :func:`admm.state.identity_layers`
+    does for dense networks."""
+    g = gain * (L.pool_size ** 2 if L.pool_mode == "average" and L.pool_size > 1 and len(L.in_shape) == 3 else 1)
+    shape = L.weight_shape
+    w = torch.zeros(shape, dtype=torch.float64)
+    if L.kind == "conv":
+        c = torch.arange(shape[0])
+        w[c, c, L.kernel // 2, L.kernel // 2] = g
+    else:
+        w += g * torch.eye(shape[0], shape[1], dtype=torch.float64)
+    if noise > 0:
+        w += torch.randn(shape, generator=generator, dtype=torch.float64) * (noise / size(shape[1:]) ** 0.5)
+    return w.to(dtype=dtype, device=device)
+
+
 def check_weights(net: list[Layer], weights: Sequence[torch.Tensor]) -> None:
     """A one-line :class:`SettingsError` if the weights do not fit the layers."""
     if len(weights) != len(net):

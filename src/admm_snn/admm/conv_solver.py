@@ -127,12 +127,13 @@ def calibration_samples(n: int, n_local: int | None = None, start: int = 0) -> t
 
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, problem: ConvProblem, params,
-                    target: float, steps: int = 14, reduce=lambda t: t) -> list[torch.Tensor]:
+                    target: float, steps: int = 14, reduce=lambda t: t, keep=()) -> list[torch.Tensor]:
     """:func:`state.calibrate_rates` with the layers' operators A_l (the current A_l(sW) a = s·A_l(W) a is
     linear in the scale s): each hidden layer's weights scaled, bottom up, to the mean firing rate
-    ``target`` on ``frames``; ``reduce`` sums the spike and unit counts over processes."""
+    ``target`` on ``frames``, except the copy layers in ``keep``; ``reduce`` sums the spike and unit
+    counts over processes."""
     return calibrate(weights, frames, params, target, reduce=reduce, steps=steps,
-                     current=CN.currents(problem.net))
+                     current=CN.currents(problem.net), keep=keep)
 
 
 def reproject(state: ADMMState, frames: torch.Tensor, problem: ConvProblem, settings: ADMMSettings) -> None:
@@ -156,8 +157,9 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, problem: ConvProblem, sett
                generator: torch.Generator, cache: S.SolverCache | None = None,
                shard: tuple[int, int] | None = None) -> ADMMState:
     """The starting point, as :func:`solver.init_state`: ``init="forward"`` draws random weights
-    (:func:`conv_network.init_weights` with ``init_gain``), rate-calibrates the hidden layers
-    (``init_rate``), takes the states of their forward simulation and fits the output block to them;
+    (:func:`conv_network.init_weights` with ``init_gain``), with ``deep_init="identity"`` sets the copy
+    layers (:func:`conv_network.copy_layers`: equal channels or widths after the first hidden layer) to
+    :func:`conv_network.identity_weight`, rate-calibrates the other hidden layers (``init_rate``), takes the states of their forward simulation and fits the output block to them;
     ``init="uniform"``: W = 0, z and a uniform in [0, 1), λ = 0. ``y``: one-hot targets (N, n_L).
     ``shard`` = (start, n_total): these frames are samples start.. of n_total (data-parallel): the
     calibration takes this process's part of the one-process subsample (:func:`calibration_samples`)
@@ -175,11 +177,16 @@ def init_state(frames: torch.Tensor, y: torch.Tensor, problem: ConvProblem, sett
     else:
         weights = CN.init_weights(problem.net, problem.input_shape, sizes[-1], settings.init_gain, generator,
                                   dtype, device)
+        copies = CN.copy_layers(problem.net) if settings.deep_init == "identity" else []
+        for l in copies:  # deep layers start as copies of the layer below, as in dense networks
+            weights[l] = CN.identity_weight(problem.net[l], settings.theta * settings.identity_gain,
+                                            settings.identity_noise, generator, dtype, device)
         if settings.init_rate is not None:
             start, n_total = shard if shard is not None else (0, N)
             sample = calibration_samples(n_total, N, start)
             weights = calibrate_rates(weights, frames if sample is None else frames[:, sample.to(device)], problem,
-                                      settings.lif, settings.init_rate, reduce=(cache or S.SolverCache()).reduce)
+                                      settings.lif, settings.init_rate, reduce=(cache or S.SolverCache()).reduce,
+                                      keep=copies)
         pots = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:]]
         spikes = [torch.empty(T, N, n, dtype=dtype, device=device) for n in sizes[1:-1]]
     state = ADMMState(weights, pots, spikes, torch.zeros(N, sizes[-1], dtype=dtype, device=device), 0)

@@ -89,7 +89,7 @@ def _lif_spike_sum(current: torch.Tensor, params: LIFParams) -> tuple[torch.Tens
 
 def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: LIFParams, target: float,
                     reduce=lambda t: t, steps: int = 14, chunk: int | None = None,
-                    current=None) -> list[torch.Tensor]:
+                    current=None, keep=()) -> list[torch.Tensor]:
     """Scale each hidden layer's random weights, bottom up, so that its mean firing rate on the training
     data is ``target`` (data-driven initialisation, in the spirit of LSUV): the input current W a is
     linear in the scale, so it is computed once per layer (``chunk`` samples at a time, so compact
@@ -97,7 +97,8 @@ def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: L
     and unit counts are summed over processes with ``reduce`` (every process finds the same scale).
     Spike counts are integers summed in float64 per chunk: exact. The output layer is left as drawn.
     ``current(l, inputs, W)``: layer l's current (default ``inputs @ Wᵀ``; conv_solver passes its
-    convolutions)."""
+    convolutions). Hidden layers whose index is in ``keep`` (copy layers) keep their weights (scale 1);
+    the layers above see their spikes."""
     weights = list(weights)
     T, N = frames.shape[0], frames.shape[1]
     step = max(1, chunk or N)
@@ -119,14 +120,17 @@ def calibrate_rates(weights: list[torch.Tensor], frames: torch.Tensor, params: L
             total = sum(_lif_spike_sum(base[:, sl] * scale, params)[1].double() for sl in slices)
             return float(reduce(total) / count)
 
-        lo, hi = 0.0, 1.0
-        while rate(hi) < target and hi <= 1e4:  # grow the bracket until the rate reaches the target
-            lo, hi = hi, hi * 2.0
-        for _ in range(steps):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
-        scale = 0.5 * (lo + hi)
-        weights[l] = W * scale
+        if l in keep:
+            scale = 1.0
+        else:
+            lo, hi = 0.0, 1.0
+            while rate(hi) < target and hi <= 1e4:  # grow the bracket until the rate reaches the target
+                lo, hi = hi, hi * 2.0
+            for _ in range(steps):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
+            scale = 0.5 * (lo + hi)
+            weights[l] = W * scale
         spikes = torch.empty(T, N, base.shape[2], dtype=torch.uint8, device=W.device)
         for sl in slices:
             spikes[:, sl] = _lif_spike_sum(base[:, sl] * scale, params)[0].to(torch.uint8)
