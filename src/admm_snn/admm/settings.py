@@ -39,9 +39,9 @@ class ADMMSettings:
       iterations number of ADMM iterations (the validation split keeps the best one). 45: with the
                  relative weight step of 5% per iteration 12 were too few; on N-MNIST (599 training
                  recordings, 3 split seeds × 2 seeds) held-out accuracy 87.0 after 12, 88.6 after 30;
-                 split seeds 0-1 × 2 seeds, 30 → 45: 88.5 → 89.4 with the loss at T, 89.6 → 90.6
-                 with the loss on 3 steps, no run lower (docs/results.md "Iterations"); about 65 s
-                 there, one thread.
+                 split seeds 0-2 × 2 seeds, 30 → 45: 88.6 → 89.2 with the loss at T, 89.5 → 89.8
+                 with the loss on 3 steps, 5 of 12 runs higher and one lower (docs/results.md
+                 "Iterations"); about 65 s there, one thread.
       dual       update the dual λ of the exact output constraint (the paper). Off by default: with
                  re-projection the accumulated λ makes the readout interpolate the training set
                  (measured on N-MNIST: validation 0.84 → 0.69 over 10 iterations).
