@@ -208,13 +208,11 @@ def default_loss_steps(args, values: dict) -> int:
     on N-MNIST (not --arch, --federated or --preset paper, and only with the settings it needs: the joint
     output block, no dual, no L1 split of the output), 1 otherwise."""
     from .admm.settings import ADMMSettings
-    d = ADMMSettings()
     if (getattr(args, "dataset", None) != "nmnist" or getattr(args, "arch", None) is not None
             or getattr(args, "federated", False) or getattr(args, "preset", "default") == "paper"):
         return 1
-    output_solve, dual = values.get("output_solve", d.output_solve), values.get("dual", d.dual)
-    l1_output = values.get("l1_output", d.l1_output) and values.get("l1", d.l1) > 0
-    return EVENT_LOSS_STEPS if output_solve == "joint" and not dual and not l1_output else 1
+    allowed = ADMMSettings(**{**values, "loss_steps": 1}).loss_steps_conflict() is None
+    return EVENT_LOSS_STEPS if allowed else 1
 
 
 def admm_settings(args):

@@ -300,13 +300,10 @@ class ADMMSettings:
             raise SettingsError(f"margin_rounds={self.margin_rounds!r} must be an integer >= 1")
         if isinstance(self.loss_steps, bool) or not isinstance(self.loss_steps, int) or self.loss_steps < 1:
             raise SettingsError(f"loss_steps={self.loss_steps!r} must be an integer >= 1")
-        if self.loss_steps > 1:
-            for name, bad, need in (("output_solve", self.output_solve != "joint", "joint"),
-                                    ("dual", self.dual, "false"),
-                                    ("l1_output", self.l1_output and self.l1 > 0, "false (or l1 = 0)")):
-                if bad:
-                    raise SettingsError(f"loss_steps={self.loss_steps} needs {name}={need}, "
-                                        f"not {getattr(self, name)!r}")
+        conflict = self.loss_steps_conflict() if self.loss_steps > 1 else None
+        if conflict is not None:
+            name, need = conflict
+            raise SettingsError(f"loss_steps={self.loss_steps} needs {name}={need}, not {getattr(self, name)!r}")
         for name in ("iterations", "warmup", "reproject", "box_iterations", "anderson", "grow_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -348,6 +345,16 @@ class ADMMSettings:
         """Whether the hidden weights move by a step (``step_rule="relative"``, ``weight_step`` ≠ 1 or
         ``momentum`` > 0) rather than to the exact block minimiser."""
         return self.step_rule == "relative" or self.weight_step != 1.0 or self.momentum > 0
+
+    def loss_steps_conflict(self) -> tuple[str, str] | None:
+        """The first setting that rules out ``loss_steps`` > 1, as (name, the value it needs), or None: the
+        output block with the loss at several steps is the joint one, without the dual or an L1 split."""
+        for name, bad, need in (("output_solve", self.output_solve != "joint", "joint"),
+                                ("dual", self.dual, "false"),
+                                ("l1_output", self.l1_output and self.l1 > 0, "false (or l1 = 0)")):
+            if bad:
+                return name, need
+        return None
 
     def loss_times(self, T: int) -> list[int] | None:
         """The output loss's steps 𝒯 for T frames (:func:`updates.loss_times`), None for the loss at T alone

@@ -19,12 +19,9 @@ def add_parsers(subparsers) -> None:
 
 # ----------------------------------------------------------------------------------------------- compare
 
-# Without --budget-s each method trains for its library default (ADMMSettings.iterations = 30, BPTTSettings.epochs
-# = 20), the settings each was tuned at; a number here would replace that default for compare only (None: the
-# library default). The default comparison (the 1,000 N-MNIST recordings, depths 1 2 3 5, 3 seeds, width 128)
-# then takes about half an hour on a 2-core CPU (docs/results.md); give --budget-s for equal training time.
-COMPARE_ITERATIONS: int | None = None
-COMPARE_BPTT_EPOCHS: int | None = None
+# Without --budget-s each method trains for its library default (ADMMSettings.iterations, BPTTSettings.epochs),
+# the settings each was tuned at. The default comparison (the 1,000 N-MNIST recordings, depths 1 2 3 5, 3 seeds,
+# width 128) then takes about half an hour on a 2-core CPU (docs/results.md); give --budget-s for equal time.
 # With --budget-s the budget decides when each method stops: these caps apply unless --iterations or
 # --bptt-epochs are given.
 BUDGET_CAP_ITERATIONS = 10000
@@ -39,13 +36,12 @@ IMAGE_DEPTHS = [1, 3, 5, 7]
 IMAGE_BPTT_LR = 2e-3
 
 
-def add_bptt_options(p: argparse.ArgumentParser, epochs_default: int | None = None) -> None:
+def add_bptt_options(p: argparse.ArgumentParser) -> None:
     from ..baselines.bptt import BPTTSettings
     d = BPTTSettings()
     g = p.add_argument_group("BPTT baseline (snnTorch; see BPTTSettings)")
-    g.add_argument("--bptt-epochs", type=int, default=epochs_default or d.epochs, metavar="E",
-                   help=f"training epochs; the best validation epoch is kept (default {epochs_default or d.epochs}"
-                        + (f"; the library default is {d.epochs})" if epochs_default else ")"))
+    g.add_argument("--bptt-epochs", type=int, default=d.epochs, metavar="E",
+                   help=f"training epochs; the best validation epoch is kept (default {d.epochs})")
     g.add_argument("--bptt-lr", type=float, default=None,
                    help=f"Adam learning rate (default {IMAGE_BPTT_LR:g} on mnist, fashion-mnist, kmnist, tuned on "
                         f"MNIST validation images; {d.lr:g} otherwise)")
@@ -132,13 +128,7 @@ def add_compare_parser(subparsers) -> None:
     g.add_argument("--progress", action="store_true", help="progress bars for each training run")
     add_report_options(g)
     add_admm_options(p)
-    if COMPARE_ITERATIONS is not None:
-        p.set_defaults(iterations=COMPARE_ITERATIONS)
-        for a in p._actions:
-            if a.dest == "iterations":
-                a.help = (f"ADMM iterations (compare default {COMPARE_ITERATIONS}, fewer than the library default "
-                          "to fit a 30-minute run)")
-    add_bptt_options(p, COMPARE_BPTT_EPOCHS)
+    add_bptt_options(p)
     p.set_defaults(func=run_compare_command)
 
 
