@@ -34,11 +34,11 @@ def test_measurement_reports_capability_and_kernels(density, gram, currents):
 def test_conv_flops_count_the_products_of_the_shapes():
     """A conv layer's product is 2·(output elements)·C_in·k² (the output shape of a real conv2d); the
     spike block below a narrower dense layer is counted through Woodbury (4kn + 2k² a row), below a conv
-    layer as 2 operator applications per CG iteration."""
+    layer as 2 operator applications per CG iteration or as the direct solve's products."""
     from admm_snn.admm import conv_solver as CS
     from admm_snn.admm.settings import ADMMSettings
     from admm_snn.experiments import bench_conv as BC
-    problem = CS.conv_problem("4c5s2p1-6c3-32", (2, 16, 16), 10)
+    problem = CS.conv_problem("4c5s2p1-6c3-32", (2, 16, 16), 10, spike_solve="cg")
     conv1, conv2 = problem.net[0], problem.net[1]
     out = torch.nn.functional.conv2d(torch.zeros(3, 2, 16, 16), torch.zeros(4, 2, 5, 5), stride=2, padding=1)
     assert BC.conv_layer_flops(conv1, 3) == 2 * out.numel() * 2 * 25
@@ -52,6 +52,12 @@ def test_conv_flops_count_the_products_of_the_shapes():
                                                          + (2 * 10 * 32 ** 2 + 2 * 32 ** 3 / 3)
                                                          - (2 * 10 * 10 * 32 + 2 * 10 ** 3 / 3))
     assert dense.n_out == 32
+    # the direct solve below conv2 (4x7x7 = 196 numbers): CᵀC from 196 unit images, two factors, 2·196² a row
+    direct = CS.conv_problem("4c5s2p1-6c3-32", (2, 16, 16), 10, spike_solve="direct")
+    assert direct.spike_method(0) == "direct" and problem.spike_method(0) == "cg"
+    d = BC.conv_iteration_flops(direct, 5, 7, s)
+    assert d["layer1"] - f0["layer1"] == pytest.approx(2 * BC.conv_layer_flops(conv2, 196) + 2 * 196 ** 3 / 3
+                                                       + 2 * 35 * 196 ** 2)
 
 
 def test_conv_measurement_and_report(tmp_path):

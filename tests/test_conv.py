@@ -127,6 +127,47 @@ def test_cg_spike_solve_matches_the_dense_solve(cfg):
     assert torch.allclose(res.x.reshape(3, n), dense, atol=1e-8, rtol=1e-8)
 
 
+@pytest.mark.parametrize("cfg", CONFIGS + [(3, 11, 4, 3, 1, 1, 3, "sum"), (2, 12, 3, 5, 1, 2, 1, "sum")])
+def test_direct_spike_solve_matches_the_dense_solve(cfg):
+    """CᵀC from the probe images is the operator's matrix product, and the direct solve through the pooled
+    space (Woodbury with P Pᵀ = κI) equals the dense solve of (cI + AᵀA) x = b, for both diagonals, a small
+    one (ill-conditioned) included: stride, padding, sum and average pooling, an odd size that the pooling
+    crops, a kernel wider than half the image (the probes' windows then cover it whole)."""
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
+    n = C_in * H * H
+    basis = torch.eye(n, dtype=DT).reshape(n, C_in, H, H)
+    A = CV.conv_forward(basis, W, s, p, q, mode).reshape(n, -1).T  # (outputs, n)
+    Hp = H // q
+    m = C_in * Hp * Hp
+    C = CV.conv_forward(torch.eye(m, dtype=DT).reshape(m, C_in, Hp, Hp), W, s, p).reshape(m, -1).T
+    M = CV.conv_normal_matrix(W, (C_in, Hp, Hp), s, p)
+    assert torch.allclose(M, C.T @ C, atol=1e-12, rtol=1e-12)
+    f = CV.pooled_factors(W, (C_in, H, H), (C_in, Hp, Hp), s, p, q, mode, (0.7, 1e-3))
+    b = torch.randn((3, C_in, H, H), generator=g, dtype=DT)
+    for which, c in enumerate((0.7, 1e-3)):
+        x = CV.pooled_solve(f, b, which)
+        assert x.shape == b.shape and x.dtype == b.dtype
+        dense = torch.linalg.solve(c * torch.eye(n, dtype=DT) + A.T @ A, b.reshape(3, n).T).T
+        assert torch.allclose(x.reshape(3, n), dense, atol=1e-9 * float(dense.abs().max()), rtol=1e-9)
+    with pytest.raises(SettingsError):
+        CV.pooled_factors(W, (C_in, H, H), (C_in, Hp, Hp), s, p, q, mode, (0.7, 0.0))
+
+
+def test_spike_solve_method_weighs_flops_and_memory():
+    """auto: direct where 2n² ≤ 10 CG iterations' flops and n ≤ 4096 (n the pooled image's numbers); a given
+    method is kept; anything else is a one-line error."""
+    assert CV.spike_solve_method((12, 15, 15), (32, 11, 11), 5) == "direct"  # 12c5-p2-32c5 on N-MNIST
+    assert CV.spike_solve_method((4, 32, 32), (4, 32, 32), 3) == "cg"  # 4c3-4c3p1: 2·4096² > 10·4·4·4096·4·9
+    assert CV.spike_solve_method((64, 16, 16), (64, 16, 16), 5) == "cg"  # cheap per flop, but 16,384 numbers
+    assert CV.spike_solve_method((4, 32, 32), (4, 32, 32), 3, "direct") == "direct"
+    assert CV.spike_solve_method((12, 15, 15), (32, 11, 11), 5, "cg") == "cg"
+    with pytest.raises(SettingsError) as e:
+        CV.spike_solve_method((1, 2, 2), (1, 2, 2), 1, "lu")
+    assert "\n" not in str(e.value) and "'lu'" in str(e.value)
+
+
 def test_cg_stops_at_its_iteration_cap_and_reports_the_residual():
     W = torch.randn(2, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
     b = torch.randn(2, 1, 6, 6, dtype=DT, generator=torch.Generator().manual_seed(6))

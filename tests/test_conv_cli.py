@@ -98,6 +98,23 @@ def test_train_arch_on_the_bundled_digits_and_the_budget(tmp_path, capsys):
     assert len((budget / "metrics.jsonl").read_text().splitlines()) == summary["iterations"] + 1
 
 
+def test_conv_spike_solve_option(tmp_path, capsys):
+    """--conv-spike-solve direct|cg|auto: two conv layers (the spikes of 3c3 feed 4c3); CG logs its
+    iterations in metrics.jsonl, the direct solve logs none, and both train to a model; auto picks the
+    direct solve for this small layer (the same weights as direct)."""
+    weights = {}
+    for method in ("direct", "cg", "auto"):
+        out = tmp_path / method
+        assert main(["train", *DIGITS, "--iterations", "2", "--arch", "3c3-4c3-12", "--conv-spike-solve", method,
+                     "--out", str(out)]) == 0
+        summary = _summary_line(capsys.readouterr().out)
+        assert summary["iterations"] == 2
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        assert bool(last["cg"]) == (method == "cg")
+        weights[method] = load_model(out / "model.safetensors")["weights"]
+    assert all(torch.equal(x, y) for x, y in zip(weights["auto"], weights["direct"]))
+
+
 def test_conv_run_resumes_from_its_checkpoint(tmp_path, capsys):
     """admm-snn train --arch writes a checkpoint (at the end, and every --checkpoint-every iterations) and
     --resume trains on to more --iterations: the same weights as the uninterrupted run, one metrics line
@@ -213,6 +230,8 @@ def _bad_cases(model, tmp):
         "report samples": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--report-samples", "10"], ["--report-samples"]),
         "paper preset": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--preset", "paper"], ["schedule", "convolutional"]),
         "l1": (lambda: ["train", *DIGITS, "--arch", "3c3-12", "--l1", "0.1"], ["l1", "convolutional"]),
+        "conv spike solve without arch": (lambda: ["train", *DIGITS, "--conv-spike-solve", "cg"],
+                                          ["--conv-spike-solve", "--arch"]),
         "eval damaged header": (lambda: ["eval", "--model", str(damaged())], ["model.safetensors", "sizes"]),
         "export damaged header": (lambda: ["export", "--model", str(damaged()), str(tmp / "x.nir")],
                                   ["model.safetensors", "sizes"]),
@@ -222,6 +241,7 @@ def _bad_cases(model, tmp):
 
 CASE_NAMES = ["unreadable arch", "arch after dense", "kernel too large", "hidden and arch", "nproc resume", "federated",
               "resume", "augment shift", "augment too far", "augment groups", "report samples", "paper preset", "l1",
+              "conv spike solve without arch",
               "eval damaged header", "export damaged header", "eval other input shape"]
 
 

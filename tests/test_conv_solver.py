@@ -98,14 +98,18 @@ def _spike_objective(state, frames, prob, settings, l):
     return J
 
 
-@pytest.mark.parametrize("l", [0, 1])
-def test_spike_block_meets_its_tolerance(l):
+@pytest.mark.parametrize("l,method", [(0, "cg"), (0, "direct"), (0, "auto"), (1, "auto")])
+def test_spike_block_meets_its_tolerance(l, method):
     """Layer 0 feeds a convolution (after pooling): CG to the problem's tolerance, i.e. per (t, sample)
-    ‖∇J(a)‖ ≤ tol·‖∇J(0)‖ (the block is separable over (t, sample) and ∇J = Ma − b). Layer 1 feeds an
+    ‖∇J(a)‖ ≤ tol·‖∇J(0)‖ (the block is separable over (t, sample) and ∇J = Ma − b), or the direct
+    solve through the pooled space, exact ("auto" picks it for this small layer). Layer 1 feeds an
     average-pooled dense layer: the dense block's Cholesky solve, exact."""
     tol = 1e-2  # loose, so that CG stops at it (the block's operator has low rank: CG is exact in a few steps)
     prob, frames, y, settings, state = _after_one_iteration()
     prob.cg_tol = tol
+    prob.spike_solve = method
+    cg = l == 0 and method == "cg"
+    assert l == 1 or prob.spike_method(l) == ("cg" if cg else "direct")
     new = _copy(state)
     W = state.weights[l]
     u = prob.net[l].current(state.layer_inputs(frames, l), W)
@@ -118,15 +122,17 @@ def test_spike_block_meets_its_tolerance(l):
     n_0, n_a = g_0.norm(dim=-1), g_a.norm(dim=-1)
     assert float(n_a[n_0 == 0].sum()) <= 1e-12  # b = 0 rows (silent, no target): a = 0
     rel = n_a[n_0 > 0] / n_0[n_0 > 0]
-    if l == 0:
+    if cg:
         assert float(rel.max()) <= tol * (1 + 1e-6)
         assert float(rel.max()) > 1e-12  # CG stopped at its tolerance, not at an exact solve
         assert all(r <= tol for _, r in prob.cg_log[0])
     else:
         assert float(rel.max()) <= 1e-9
+        assert 0 not in prob.cg_log  # no CG ran
     assert not torch.allclose(new.spikes[l], state.spikes[l], atol=1e-6)
     # a tighter tolerance solves the same system more exactly (the CG answer is the block minimiser)
     prob.cg_tol = 1e-11
+    prob.spike_solve = "cg"
     tight = _copy(state)
     CS.update_spikes(tight, frames, prob, settings, l, u)
     assert torch.allclose(tight.spikes[l], new.spikes[l], atol=0.05)
@@ -141,13 +147,17 @@ def test_spike_block_meets_its_tolerance(l):
     last = torch.linalg.solve(AtA + settings.beta * eye, -g_0[-1].T).T
     exact = torch.cat([inner.reshape(g_0[:-1].shape), last[None]])
     assert torch.allclose(tight.spikes[l], exact, atol=1e-8, rtol=1e-8)
+    if not cg:
+        assert torch.allclose(new.spikes[l], exact, atol=1e-8, rtol=1e-8)
 
 
-def test_full_image_kernels_train_as_the_dense_network():
+@pytest.mark.parametrize("method", ["cg", "direct"])
+def test_full_image_kernels_train_as_the_dense_network(method):
     """A conv network whose kernels cover the whole image (6c7 on 7×7, then 4c1 on 1×1) is the dense
-    network 98-6-4-3: two ADMM iterations of the conv solver (its CG spike block at a tight tolerance)
-    give the dense solver's weights, states and dual."""
+    network 98-6-4-3: two ADMM iterations of the conv solver (its spike block under the 4c1 layer by CG
+    at a tight tolerance, or by the direct solve) give the dense solver's weights, states and dual."""
     prob, frames, y, settings, state, g = _problem("6c7-4c1", (2, 7, 7), N=16, T=8, tol=1e-13, dual=True, warmup=0)
+    prob.spike_solve = method
     dense = _copy(state)
     dense.weights = [w.reshape(w.shape[0], -1).clone() for w in state.weights]
     g_dense = torch.Generator().manual_seed(5)
@@ -162,7 +172,7 @@ def test_full_image_kernels_train_as_the_dense_network():
     for a, b in zip(state.spikes + state.potentials, dense.spikes + dense.potentials):
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-8)
     assert torch.allclose(state.dual, dense.dual, atol=1e-8) and float(dense.dual.abs().max()) > 0
-    assert max(it for it, _ in prob.cg_log[0]) > 0
+    assert (max(it for it, _ in prob.cg_log[0]) > 0) if method == "cg" else 0 not in prob.cg_log
 
 
 @pytest.mark.parametrize("change,needle", [
@@ -177,6 +187,9 @@ def test_unsupported_settings_are_one_line_errors(change, needle):
     assert "\n" not in str(e.value) and needle in str(e.value)
     with pytest.raises(SettingsError):
         CS.conv_problem(*SMALL, 3, cg_tol=0.0)
+    with pytest.raises(SettingsError) as e:
+        CS.conv_problem(*SMALL, 3, spike_solve="lu")
+    assert "\n" not in str(e.value) and "'lu'" in str(e.value)
 
 
 def test_a_conv_network_learns_on_mnist(shared_data, tmp_path):

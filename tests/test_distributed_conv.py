@@ -26,7 +26,8 @@ from admm_snn.io import load_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ARCH, SHAPE = "3c3-p2-4c2-12", (2, 8, 8)
-"""A conv layer that feeds a convolution (its spike block by CG), pooling, a dense layer, the output."""
+"""A conv layer that feeds a convolution (its spike block by CG or by the direct solve), pooling, a dense
+layer, the output."""
 
 
 def _env(**kw):
@@ -60,8 +61,12 @@ def conv_rows_batch_invariant() -> bool:
     v = F.conv_transpose2d(u, W)
     M = torch.randn(12, 36, generator=g)
     rows = u.reshape(1500, -1)[:, :36]
+    S = torch.randn(48, 48, generator=g, dtype=torch.float64)
+    factor = torch.linalg.cholesky(S @ S.T + torch.eye(48, dtype=torch.float64))
+    b = v.reshape(1500, -1)[:, :48].to(torch.float64).T  # the direct spike solve's columns
     return (torch.equal(u[:700], F.conv2d(a[:700], W)) and torch.equal(v[700:], F.conv_transpose2d(u[700:], W))
-            and torch.equal((rows @ M.T)[700:], rows[700:] @ M.T))
+            and torch.equal((rows @ M.T)[700:], rows[700:] @ M.T)
+            and torch.equal(torch.cholesky_solve(b, factor)[:, 700:], torch.cholesky_solve(b[:, 700:], factor)))
 
 
 WORKER = textwrap.dedent('''
@@ -69,6 +74,7 @@ WORKER = textwrap.dedent('''
     import os, sys, torch
     sys.path.insert(0, {tests!r})
     from test_distributed_conv import ARCH, SHAPE, problem_data
+    method = {method!r}
     from admm_snn.admm.settings import ADMMSettings
     from admm_snn.data.augment import ShiftResampler
     from admm_snn.distributed import connect
@@ -80,19 +86,21 @@ WORKER = textwrap.dedent('''
                           iterations=r.iterations, status=r.status, compute_s=r.compute_s,
                           sizes=[a.shape[1] for a in r.state.spikes[:1]])
     full = train_distributed_conv(frames, labels, ARCH, SHAPE, settings, val=(frames[:, :90], labels[:90]),
-                                  comm=comm, resample=ShiftResampler(frames, SHAPE, 1, 3, groups=4))
+                                  comm=comm, resample=ShiftResampler(frames, SHAPE, 1, 3, groups=4),
+                                  spike_solve=method)
     budget = full.history[2]["wall_s"]  # about two iterations' compute: where it stops depends on the timing
     cut = train_distributed_conv(frames, labels, ARCH, SHAPE, settings.replace(iterations=50), comm=comm,
-                                 budget_s=budget)
+                                 budget_s=budget, spike_solve=method)
     torch.save(dict(full=keep(full), cut=keep(cut), budget=budget), os.path.join({out!r}, f"rank{{comm.rank}}.pt"))
     comm.close()
 ''')
 
 
 @pytest.mark.determinism
-def test_two_processes_equal_one_process_and_agree_on_the_budget(tmp_path):
+@pytest.mark.parametrize("method", ["cg", "direct"])
+def test_two_processes_equal_one_process_and_agree_on_the_budget(tmp_path, method):
     """float32 states with float64 cross products (--cross-dtype float64), shift augmentation, CG spike
-    blocks, the calibration on a subsample, validation: the 2-process weights, best weights and history
+    blocks (or the direct solve: no reduction, each row's own solve), the calibration on a subsample, validation: the 2-process weights, best weights and history
     are fit_conv's on all the data, bit for bit where the per-sample operations are batch-invariant
     (:func:`conv_rows_batch_invariant`; else, as with float32 cross sums, rounding differences that threshold
     flips amplify: the hidden layers within 10%, the readout within 35%. Measured with torch's and MKL's
@@ -102,13 +110,14 @@ def test_two_processes_equal_one_process_and_agree_on_the_budget(tmp_path):
     flipped spike moves it most, as in tests/test_distributed.py). Every rank returns the same result, and
     a budget run stops every rank after the same iteration (the slowest process's seconds count)."""
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(__import__("pathlib").Path(__file__).parent), out=str(tmp_path)))
+    script.write_text(WORKER.format(tests=str(__import__("pathlib").Path(__file__).parent), out=str(tmp_path),
+                                    method=method))
     assert L.launch_local(2, [], env=_env(), program=[sys.executable, str(script)]) == 0
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     frames, labels = problem_data()
     settings = ADMMSettings(iterations=4, cross_dtype="float64")
     ref = fit_conv(frames, labels, ARCH, SHAPE, settings, val=(frames[:, :90], labels[:90]),
-                   resample=ShiftResampler(frames, SHAPE, 1, 3, groups=4))
+                   resample=ShiftResampler(frames, SHAPE, 1, 3, groups=4), spike_solve=method)
     full = ranks[0]["full"]
     assert ranks[0]["full"]["sizes"] == ranks[1]["full"]["sizes"] == [150]  # each rank held half the states
     exact = conv_rows_batch_invariant()
@@ -129,7 +138,7 @@ def test_two_processes_equal_one_process_and_agree_on_the_budget(tmp_path):
             assert m["firing_rate"] == pytest.approx(r["firing_rate"], rel=1e-6)
             steps = [{l: [c[0] for c in v] for l, v in h["cg"].items()} for h in (m, r)]
             assert steps[0] == steps[1]  # the same CG iterations (every process ran the slowest row's)
-    assert full["history"][1]["cg"] and full["history"][1]["allreduce_bytes"] > 0
+    assert bool(full["history"][1]["cg"]) == (method == "cg") and full["history"][1]["allreduce_bytes"] > 0
     # every rank: the same result, the same seconds (the slowest process's), the same stop
     for key in ("full", "cut"):
         a, b = ranks[0][key], ranks[1][key]

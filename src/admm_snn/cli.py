@@ -43,6 +43,9 @@ def cmd_train(args) -> int:
     import os
     if getattr(args, "arch", None) is not None:
         return cmd_train_conv(args)
+    if getattr(args, "conv_spike_solve", "auto") != "auto":
+        from .errors import SettingsError
+        raise SettingsError("--conv-spike-solve is for convolutional networks (--arch); leave it out")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         from .launch import run_worker
         return run_worker(args)
@@ -106,7 +109,7 @@ def cmd_train_conv(args) -> int:
                             n_classes=splits.train.n_classes, val=inputs.val, budget_s=args.budget_s,
                             model_extra=inputs.extra, on_record=progress, log=None if args.quiet else print,
                             checkpoint_every=args.checkpoint_every or settings.iterations, resume=bool(args.resume),
-                            resample=inputs.resample)
+                            resample=inputs.resample, spike_solve=args.conv_spike_solve)
     finally:
         if bar is not None:
             bar.close()

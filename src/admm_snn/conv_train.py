@@ -70,8 +70,8 @@ def check_arguments(settings, iterations, budget_s, frames, labels,
 
 def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, settings: ADMMSettings | None = None,
              iterations: int | None = None, *, n_classes: int | None = None, val: tuple | None = None,
-             cg_tol: float = 1e-4, cg_max_iterations: int = 100, budget_s: float | None = None,
-             on_record=None, log=None, out: str | Path | None = None, checkpoint_every: int = 0,
+             cg_tol: float = 1e-4, cg_max_iterations: int = 100, spike_solve: str = "auto",
+             budget_s: float | None = None, on_record=None, log=None, out: str | Path | None = None, checkpoint_every: int = 0,
              resume: bool = False, on_resume=None, resample=None) -> ConvFitResult:
     """Train the convolutional network ``arch`` (e.g. ``"12c5-p2-32c5-p2-128"``) on time-major ``frames``
     (T, N, C·H·W) or (T, N, C, H, W) of inputs of ``input_shape`` (C, H, W) with the conv ADMM solver
@@ -80,7 +80,12 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     History entries: ``iteration``, ``train_accuracy`` (of the forward simulation, the output argmax),
     ``val_accuracy`` (with ``val`` = (frames, labels)), ``firing_rate`` (per hidden layer), ``seconds``
     (the iteration's compute), ``wall_s`` (the compute so far, initialisation included), ``cg`` (iterations
-    and relative residual of each CG spike solve, by layer).
+    and relative residual of each CG spike solve, by layer; the layers solved directly are not in it).
+
+    ``spike_solve``: how the spikes of a layer below a convolution are solved: "direct" (exact, through
+    Cholesky factors of the pooled space's matrix), "cg" (conjugate gradients to the relative residual
+    ``cg_tol``, at most ``cg_max_iterations``) or "auto" (per layer, by their FLOPs:
+    :func:`admm.conv.spike_solve_method`).
 
     ``budget_s``: stop once the compute (initialisation plus iterations, without the report) has reached
     this many seconds, after the iteration during which it was reached (the result's ``status`` is then
@@ -102,7 +107,7 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
     n_classes = int(n_classes or int(labels.max()) + 1)
     if int(labels.max()) >= n_classes:
         raise SettingsError(f"label {int(labels.max())} is outside 0..{n_classes - 1} (n_classes={n_classes})")
-    problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations)
+    problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations, spike_solve)
     CS.check_settings(problem, settings)
     check_conv_memory(problem, int(frames.shape[0]), int(frames.shape[1]), settings, str(frames.device), log,
                       frames.dtype if frames.dtype in (torch.uint8, torch.bool) else None)
@@ -186,7 +191,8 @@ def fit_conv(frames: torch.Tensor, labels: torch.Tensor, arch, input_shape, sett
 def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shape, settings: ADMMSettings,
                out: str | Path, *, n_classes: int | None = None, val: tuple | None = None,
                budget_s: float | None = None, model_extra: dict | None = None, on_record=None,
-               cg_tol: float = 1e-4, cg_max_iterations: int = 100, log=None, checkpoint_every: int = 0,
+               cg_tol: float = 1e-4, cg_max_iterations: int = 100, spike_solve: str = "auto", log=None,
+               checkpoint_every: int = 0,
                resume: bool = False, resample=None) -> ConvFitResult:
     """:func:`fit_conv` for ``settings.iterations`` iterations, writing the run into the folder ``out``
     as :func:`train.train` does for dense networks: ``metrics.jsonl`` (one line per history entry,
@@ -201,7 +207,7 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
     labels = torch.as_tensor(labels)
     if labels.numel():  # settings the conv solver does not implement fail before the folder is made
         k = int(n_classes or int(labels.max()) + 1)
-        CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations), settings)
+        CS.check_settings(CS.conv_problem(arch, input_shape, k, cg_tol, cg_max_iterations, spike_solve), settings)
     out = Path(out)
     if resume:
         require_checkpoint(out)
@@ -216,7 +222,8 @@ def train_conv(frames: torch.Tensor, labels: torch.Tensor, arch: str, input_shap
 
     t0 = time.perf_counter()
     result = fit_conv(frames, labels, arch, input_shape, settings, n_classes=n_classes, val=val, cg_tol=cg_tol,
-                      cg_max_iterations=cg_max_iterations, budget_s=budget_s, on_record=record, log=log,
+                      cg_max_iterations=cg_max_iterations, spike_solve=spike_solve, budget_s=budget_s,
+                      on_record=record, log=log,
                       out=out, checkpoint_every=checkpoint_every, resume=resume,
                       on_resume=lambda history: _write_metrics(out, history), resample=resample)
     result.wall_s = time.perf_counter() - t0

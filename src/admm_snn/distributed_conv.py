@@ -143,6 +143,7 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
                            timeout_s: float = DEFAULT_TIMEOUT_S, rank: int | None = None,
                            world_size: int | None = None, init_method: str | None = None, device: str = "cpu",
                            budget_s: float | None = None, cg_tol: float = 1e-4, cg_max_iterations: int = 100,
+                           spike_solve: str = "auto",
                            on_record=None, log=None, model_extra: dict | None = None,
                            resample=None) -> ConvFitResult:
     """:func:`conv_train.fit_conv` on all the data, computed by the processes of a ``torch.distributed``
@@ -156,7 +157,7 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
     every shard. The process group: ``comm``, else the initialised default group, else one created here
     from ``rank``/``world_size``/``init_method`` or the torchrun environment with ``backend`` and
     ``timeout_s`` (destroyed at the end). ``settings``, ``iterations``, ``n_classes``, ``budget_s``,
-    ``cg_tol``, ``cg_max_iterations`` and ``resample`` (shift augmentation over all the data; each rank
+    ``cg_tol``, ``cg_max_iterations``, ``spike_solve`` and ``resample`` (shift augmentation over all the data; each rank
     redraws its shard: ``ShiftResampler.shard``) as in :func:`conv_train.fit_conv`; ``budget_s`` counts the
     slowest process's seconds, so every process stops after the same iteration.
 
@@ -192,7 +193,7 @@ def train_distributed_conv(frames: torch.Tensor, labels: torch.Tensor, arch, inp
         n_classes = int(n_classes or int(ends[0]) + 1)
         if int(ends[0]) >= n_classes:
             raise SettingsError(f"label {int(ends[0])} is outside 0..{n_classes - 1} (n_classes={n_classes})")
-        problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations)
+        problem = CS.conv_problem(arch, input_shape, n_classes, cg_tol, cg_max_iterations, spike_solve)
         CS.check_settings(problem, settings)
         dtype = S.DTYPES[settings.dtype]
         compact = Xf.dtype in (torch.uint8, torch.bool)

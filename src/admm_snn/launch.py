@@ -198,7 +198,8 @@ def run_conv_worker(args) -> int:
                                             comm=comm, device=device, budget_s=args.budget_s,
                                             model_extra=inputs.extra, on_record=progress,
                                             log=print if comm.is_main and not args.quiet else None,
-                                            resample=inputs.resample)
+                                            resample=inputs.resample,
+                                            spike_solve=getattr(args, "conv_spike_solve", "auto"))
         finally:
             if bar is not None:
                 bar.close()

@@ -280,6 +280,11 @@ def add_arch_options(p: argparse.ArgumentParser) -> None:
                    help="stop once the training compute (initialisation and iterations, without the report) has "
                         "reached S seconds, after the iteration that reached it (default: no budget; not with --nproc "
                         "for dense networks; with --arch --nproc the slowest process's seconds count)")
+    p.add_argument("--conv-spike-solve", choices=["auto", "direct", "cg"], default="auto",
+                   help="--arch: how the spikes of a layer below a convolution are solved: direct (exact, a Cholesky "
+                        "factor of the pooled image's (C*H*W)^2 matrix), cg (conjugate gradients to a relative "
+                        "residual of 1e-4) or auto (default: direct where it costs fewer flops than 10 CG "
+                        "iterations and the pooled image has at most 4096 numbers)")
 
 
 def augment_shift(args) -> int | None:

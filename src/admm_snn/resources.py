@@ -167,7 +167,10 @@ def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, d
                    of every hidden layer (R·2·Σ_{hidden} n_l·b)
         gram       per layer the weight block's Gram and factor (2·m²·g, m = C_in·k² or the pooled
                    inputs) and the spike block's matrices: 4·k²·g through Woodbury's identity below a
-                   narrower layer (updates.low_rank), 4·n_l²·b for the n×n matrices and factors otherwise
+                   narrower layer (updates.low_rank), 4·n_l²·b for the n×n matrices and factors otherwise;
+                   below a conv layer solved directly (conv.spike_solve_method) CᵀC, its two factors and a
+                   temporary (4·p²·8, p = the pooled image's numbers) and the float64 right-hand sides and
+                   solutions of the pooled systems (2·R·p·8)
     """
     from .admm.updates import low_rank
     b = BYTES[settings.dtype]
@@ -188,6 +191,9 @@ def estimate_conv_memory(problem, T: int, N: int, settings, frames_dtype=None, d
             n, k = layer.n_out, net[l + 1].n_out
             low = net[l + 1].kind == "dense" and low_rank((k, n), settings.beta, settings.spike_solver)
             gram += 4 * k * k * g if low else (0 if net[l + 1].kind == "conv" else 4 * n * n * b)
+            if net[l + 1].kind == "conv" and problem.spike_method(l) == "direct":
+                p = size(net[l + 1].pooled_shape)
+                gram += 4 * p * p * 8 + 2 * R * p * 8
     total = frames + state + working + gram
     return {"frames": frames, "state": state, "working": working, "gram": gram, "total": total}
 

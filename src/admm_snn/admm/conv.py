@@ -1,4 +1,4 @@
-"""The blocks of a convolutional LIF layer: the maths only (not yet wired into the solver or the CLI).
+"""The blocks of a convolutional LIF layer: the maths only (admm/conv_solver.py wires them into the solver).
 
 A convolutional hidden layer l has weights W (C_out, C_in, k, k) and currents u_t = W ∗ a_{l-1,t}
 (2-D cross-correlation, ``torch.nn.functional.conv2d``, with a stride and a zero padding); a pooling
@@ -13,13 +13,20 @@ and everything the dense blocks need has a convolutional counterpart here:
   squares over the kernel, with the patch Gram G = Σ_{t,samples} P_tᵀ P_t ((C_in k²)² entries) and the
   cross sums C = Σ X_tᵀ P_t, summed over positions, time, samples (and processes: plain sums):
   W_flat = (C + μ W₀)(G + μI)^{-1}, exactly :func:`updates.solve_weights`.
-- **Spikes of the layer below** (:func:`solve_spikes_cg`): the spike block's normal equations
-  (βI + ρ AᵀA) a = b couple every position of a sample, so instead of a factorisation they are solved
-  matrix-free by conjugate gradients, with A (conv of the pooled spikes) and Aᵀ (the adjoint:
-  ``conv_transpose2d`` then the pooling's adjoint) as the only operations. CG, not an FFT
-  diagonalisation: the stride, the zero padding and the pooling make AᵀA block-Toeplitz at best, not
-  circulant, so an FFT would solve a different (periodic) problem; CG solves this one, to the relative
-  residual ``tol`` it is given (tests/test_conv.py checks it against the dense solve).
+- **Spikes of the layer below**: the spike block's normal equations (c I + AᵀA) a = b couple every
+  position of a sample. Two exact ways, chosen per layer by :func:`spike_solve_method`:
+  * **direct** (:func:`pooled_factors`, :func:`pooled_solve`): with A = C P (C the convolution on the
+    pooled image, P the pooling, P Pᵀ = κ I because its windows do not overlap: κ = p² for sum pooling,
+    1/p² for average, 1 without), Woodbury's identity through the pooled space gives
+        a = (b − Pᵀ P b / κ) / c + Pᵀ (c I + κ CᵀC)^{-1} P b / κ,
+    one Cholesky factor of the (C_in·H_p·W_p)² matrix c I + κ CᵀC per system (CᵀC built by applying
+    the convolution and its adjoint to the unit images) and two triangular solves per right-hand side;
+  * **cg** (:func:`solve_spikes_cg`): matrix-free conjugate gradients, with A (conv of the pooled
+    spikes) and Aᵀ (the adjoint: ``conv_transpose2d`` then the pooling's adjoint) as the only
+    operations, to the relative residual ``tol`` it is given, for pooled images too large to factor.
+  Not an FFT diagonalisation: the stride, the zero padding and the pooling make AᵀA block-Toeplitz at
+  best, not circulant, so an FFT would solve a different (periodic) problem. tests/test_conv.py checks
+  both against the dense solve.
 - **Potentials** stay element-wise (the dense layer's red-black update applies unchanged).
 
 Shapes: spikes a (B, C_in, H, W) per time step (time and samples flattened into B by the caller).
@@ -50,6 +57,8 @@ def pool_adjoint(g: torch.Tensor, size: int, shape: tuple, mode: str = "sum") ->
     up = g.repeat_interleave(size, dim=-2).repeat_interleave(size, dim=-1)
     if mode != "sum":
         up = up / (size * size)
+    if tuple(up.shape) == tuple(shape):  # the windows tile the input: no uncovered rows or columns
+        return up
     out = g.new_zeros(shape)
     out[..., :up.shape[-2], :up.shape[-1]] = up
     return out
@@ -121,6 +130,104 @@ def solve_conv_weights(G: torch.Tensor, C: torch.Tensor, shape: tuple, ridge: fl
 # ----------------------------------------------------------------------------------------------------
 # The spike block of a layer that feeds a convolution
 # ----------------------------------------------------------------------------------------------------
+
+DIRECT_MAX_UNITS = 4096
+"""The largest pooled image (C_in·H_p·W_p numbers) whose spike systems :func:`spike_solve_method` factors
+("auto"): two float64 factors of 4096² take 256 MiB."""
+
+CG_ITERATIONS_ASSUMED = 10
+"""The CG iterations per system that :func:`spike_solve_method` assumes when it weighs CG against the
+direct solve (the N-MNIST runs take 8-15 to the default tolerance 1e-4)."""
+
+
+def spike_solve_method(pooled_shape: tuple, out_shape: tuple, kernel: int, method: str = "auto") -> str:
+    """"direct" or "cg" for the spike systems of a layer below a convolution whose pooled input has
+    ``pooled_shape`` (C_in, H_p, W_p) and output ``out_shape`` (C_out, H', W'). A given method is kept;
+    "auto" takes the direct solve when the pooled image has at most :data:`DIRECT_MAX_UNITS` numbers and
+    its two triangular solves per right-hand side (2 n² flops, n = C_in·H_p·W_p) cost at most what
+    :data:`CG_ITERATIONS_ASSUMED` CG iterations do (each a convolution and its adjoint: 4·C_out·H'·W'·C_in·k²
+    flops). A rule in flops, so that every machine picks the same solver (and the same iterates)."""
+    if method in ("direct", "cg"):
+        return method
+    if method != "auto":
+        raise SettingsError(f"conv spike solve {method!r} must be auto, direct or cg")
+    n = pooled_shape[0] * pooled_shape[1] * pooled_shape[2]
+    conv = 4 * out_shape[0] * out_shape[1] * out_shape[2] * pooled_shape[0] * kernel * kernel
+    return "direct" if n <= DIRECT_MAX_UNITS and 2 * n * n <= CG_ITERATIONS_ASSUMED * conv else "cg"
+
+
+def conv_normal_matrix(W: torch.Tensor, pooled_shape: tuple, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """CᵀC (n × n, float64, n = C_in·H·W for images of ``pooled_shape`` (C_in, H, W)) for the convolution
+    C: a ↦ W ∗ a (no pooling). Column (i, y, x) is Cᵀ C e_{i,y,x}, and it is zero outside the pixels
+    within k − 1 of (y, x) (C e reaches the outputs whose window covers (y, x), Cᵀ spreads them back over
+    their windows), whatever the stride and padding. So unit images d = 2k − 1 apart do not overlap:
+    one probe image per channel and offset (i, y mod d, x mod d) holds all of them, and each column is
+    its probe's response masked to its own (2k − 1)² window: C_in·min(d, H)·min(d, W) images through
+    the convolution and its adjoint instead of n (12·15·15 with k = 5: 972 instead of 2,700)."""
+    C_in, H, Wd = pooled_shape
+    k = W.shape[-1]
+    d = 2 * k - 1
+    dy, dx = min(d, H), min(d, Wd)
+    dev = W.device
+    W64 = W.to(torch.float64)
+    ys, xs = torch.arange(H, device=dev), torch.arange(Wd, device=dev)
+    probes = torch.zeros(C_in, dy, dx, C_in, H, Wd, dtype=torch.float64, device=dev)
+    my = (ys[None, :] % d == torch.arange(dy, device=dev)[:, None]).to(torch.float64)  # (offset, y)
+    mx = (xs[None, :] % d == torch.arange(dx, device=dev)[:, None]).to(torch.float64)
+    impulses = my[:, None, :, None] * mx[None, :, None, :]  # (dy, dx, H, W): the pixels of each offset
+    for i in range(C_in):
+        probes[i, :, :, i] = impulses
+    images = probes.reshape(-1, C_in, H, Wd)
+    response = conv_adjoint(conv_forward(images, W64, stride, padding), W64, tuple(images.shape), stride, padding)
+    response = response.reshape(C_in, dy, dx, C_in, H, Wd)
+    # column (i, y, x) = response[i, y mod d, x mod d] on the window |y' − y| < k, |x' − x| < k
+    cols = response[:, (ys % d)][:, :, (xs % d)]  # (C_in, H, W, C_in, H, W)
+    near_y = ((ys[:, None] - ys[None, :]).abs() < k).to(torch.float64)  # (y, y')
+    near_x = ((xs[:, None] - xs[None, :]).abs() < k).to(torch.float64)
+    cols = cols * near_y[None, :, None, None, :, None] * near_x[None, None, :, None, None, :]
+    n = C_in * H * Wd
+    out = cols.reshape(n, n)  # row (i, y, x) = column (i, y, x) of CᵀC
+    return (out + out.T) / 2  # symmetric to rounding; exactly symmetric for the factorisation
+
+
+@dataclass
+class PooledFactors:
+    """The factors of :func:`pooled_solve`: Cholesky factors of c I + κ CᵀC, one per diagonal c."""
+    diagonals: tuple
+    factors: tuple
+    kappa: float
+    pool_size: int
+    pool_mode: str
+
+
+def pooled_factors(W: torch.Tensor, in_shape: tuple, pooled_shape: tuple, stride: int, padding: int,
+                   pool_size: int, pool_mode: str, diagonals: tuple) -> PooledFactors:
+    """Cholesky factors of c I + κ CᵀC (float64) for each c of ``diagonals`` (all > 0), κ = P Pᵀ's scale:
+    p² for sum pooling over p×p windows, 1/p² for average pooling, 1 without pooling."""
+    if not all(c > 0 for c in diagonals):
+        raise SettingsError(f"the spike block's diagonals {diagonals} must be > 0")
+    q = pool_size if len(in_shape) == 3 else 1
+    kappa = 1.0 if q == 1 else (float(q * q) if pool_mode == "sum" else 1.0 / (q * q))
+    M = conv_normal_matrix(W, pooled_shape, stride, padding)
+    factors = tuple(U.cholesky(U.plus_diagonal(kappa * M, c), "spike-update matrix") for c in diagonals)
+    return PooledFactors(tuple(diagonals), factors, kappa, q, pool_mode)
+
+
+def pooled_solve(f: PooledFactors, b: torch.Tensor, which: int) -> torch.Tensor:
+    """x = (c I + Pᵀ CᵀC P)^{-1} b for the rows b (B, C_in, H, W), c = ``f.diagonals[which]``, exact:
+    x = (b − Pᵀ P b / κ) / c + Pᵀ y / κ with (c I + κ CᵀC) y = P b (P Pᵀ = κ I); the n×n solve in float64,
+    the pooling and its adjoint in b's dtype. Without pooling x = y."""
+    c = f.diagonals[which]
+    shape = tuple(b.shape)
+    Pb = pool(b, f.pool_size, f.pool_mode)
+    pooled = Pb.shape
+    y = torch.cholesky_solve(Pb.reshape(shape[0], -1).T.to(torch.float64), f.factors[which]).T
+    y = y.to(b.dtype).reshape(pooled)
+    if f.pool_size == 1:
+        return y
+    back = pool_adjoint(y - Pb * (1.0 / c), f.pool_size, shape, f.pool_mode)
+    return b / c + back / f.kappa
+
 
 @dataclass
 class CGResult:

@@ -15,8 +15,9 @@ dense code itself; only the blocks through an operator differ:
 
 - **weights of a conv layer**: least squares over the kernel with the patch Gram (conv.patch_sums,
   conv.solve_conv_weights), summed over positions, time and samples;
-- **spikes of a layer feeding a conv layer**: (ρ_{l+1} AᵀA + c I) a_t = b_t solved matrix-free by CG
-  (conv.solve_spikes_cg) to the problem's relative tolerance;
+- **spikes of a layer feeding a conv layer**: (ρ_{l+1} AᵀA + c I) a_t = b_t, solved exactly through the
+  pooled space by Cholesky factors of c I + κ CᵀC (conv.pooled_factors) or matrix-free by CG
+  (conv.solve_spikes_cg) to the problem's relative tolerance, as conv.spike_solve_method chooses;
 - a layer feeding a **dense** layer (pooled or not) uses the dense spike block with the dense layer's
   effective matrix W_{l+1} P (P the pooling's matrix; P = I without pooling).
 
@@ -56,13 +57,23 @@ hold about this many numbers (32 MiB in float64); G and C are plain sums over th
 @dataclass
 class ConvProblem:
     """The network being trained: its weighted layers (:func:`conv_network.network_layers`, the output
-    layer last) and the CG spike block's relative tolerance and iteration cap."""
+    layer last), how the spike blocks under a convolution are solved (``spike_solve``: "auto", "direct"
+    or "cg", :func:`conv.spike_solve_method`) and the CG spike block's relative tolerance and iteration
+    cap."""
 
     net: list
     cg_tol: float = 1e-4
     cg_max_iterations: int = 100
     cg_log: dict = field(default_factory=dict)
-    """layer l → (iterations, relative residual) of each CG solve of its last spike block (t < T, t = T)."""
+    """layer l → (iterations, relative residual) of each CG solve of its last spike block (t < T, t = T);
+    only the layers solved by CG."""
+    spike_solve: str = "auto"
+
+    def spike_method(self, l: int) -> str:
+        """"direct" or "cg": how the spikes of hidden layer l (0-based), which feed the conv layer l + 1,
+        are solved."""
+        nxt = self.net[l + 1]
+        return CV.spike_solve_method(tuple(nxt.pooled_shape), tuple(nxt.out_shape), nxt.kernel, self.spike_solve)
 
     @property
     def input_shape(self) -> tuple:
@@ -74,13 +85,17 @@ class ConvProblem:
         return [self.net[0].n_in] + [L.n_out for L in self.net]
 
 
-def conv_problem(arch, input_shape, n_outputs: int, cg_tol: float = 1e-4, cg_max_iterations: int = 100) -> ConvProblem:
+def conv_problem(arch, input_shape, n_outputs: int, cg_tol: float = 1e-4, cg_max_iterations: int = 100,
+                 spike_solve: str = "auto") -> ConvProblem:
     """The :class:`ConvProblem` of an architecture (string or parsed) on inputs of ``input_shape``."""
     if not (0 < cg_tol < 1):
         raise SettingsError(f"cg_tol={cg_tol} must be in (0, 1)")
     if isinstance(cg_max_iterations, bool) or not isinstance(cg_max_iterations, int) or cg_max_iterations < 1:
         raise SettingsError(f"cg_max_iterations={cg_max_iterations!r} must be an integer >= 1")
-    return ConvProblem(CN.network_layers(arch, input_shape, n_outputs), cg_tol, cg_max_iterations)
+    if spike_solve not in ("auto", "direct", "cg"):
+        raise SettingsError(f"conv spike solve {spike_solve!r} must be auto, direct or cg")
+    return ConvProblem(CN.network_layers(arch, input_shape, n_outputs), cg_tol, cg_max_iterations,
+                       spike_solve=spike_solve)
 
 
 def check_settings(problem: ConvProblem, settings: ADMMSettings) -> None:
@@ -245,11 +260,13 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     with A the next layer's operator. Next layer dense: A = W_{l+1} P (:func:`effective_matrix`) and the
     dense block as it is (:func:`updates.spike_matrices`, :func:`updates.spike_rhs`,
     :func:`updates.solve_spikes`, any spike solver). Next layer conv: b by :func:`spike_rhs_conv`, the
-    systems divided by ρ_{l+1} and solved by CG (:func:`conv.solve_spikes_cg`) from the current spikes to
-    the relative residual ``problem.cg_tol`` per (t, sample); then clipped to [0, 1] unless the spike
-    solver is "free". The rate penalty γ Σ a shifts b by −γ. ``cache.reduce`` (data-parallel: a sum over
-    processes) makes every process run CG until every row of every process has converged, as one
-    process on all the samples does."""
+    systems divided by ρ_{l+1} and solved either exactly through the pooled space
+    (:func:`conv.pooled_factors`, :func:`conv.pooled_solve`) or by CG (:func:`conv.solve_spikes_cg`) from
+    the current spikes to the relative residual ``problem.cg_tol`` per (t, sample), as
+    :meth:`ConvProblem.spike_method` says; then clipped to [0, 1] unless the spike solver is "free".
+    The rate penalty γ Σ a shifts b by −γ. ``cache.reduce`` (data-parallel: a sum over processes) makes
+    every process run CG until every row of every process has converged, as one process on all the
+    samples does; the direct solve needs no reduction (every process factors the same matrix)."""
     delta, theta = settings.delta, settings.theta
     nxt, W_next = problem.net[l + 1], state.weights[l + 1]
     dual_next = l + 1 == state.n_layers - 1
@@ -280,23 +297,35 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     del c, d_next, h
     T, N = z.shape[0], z.shape[1]
     img = tuple(nxt.in_shape)
-    op = normal_operator(nxt, W_next)
     a = state.spikes[l]
+    systems = ((slice(0, T - 1), (rho_l * theta ** 2 + beta_l) / rho_next), (slice(T - 1, T), beta_l / rho_next))
+    direct = problem.spike_method(l) == "direct"
+    if direct:
+        factors = CV.pooled_factors(W_next, img, tuple(nxt.pooled_shape), nxt.stride, nxt.padding, nxt.pool_size,
+                                    nxt.pool_mode, tuple(diag for _, diag in systems))
+        problem.cg_log.pop(l, None)
+    else:
+        op = normal_operator(nxt, W_next)
     log = []
-    for rows, diag in ((slice(0, T - 1), (rho_l * theta ** 2 + beta_l) / rho_next), (slice(T - 1, T), beta_l / rho_next)):
+    for which, (rows, diag) in enumerate(systems):
         n_t = rows.stop - rows.start
         if n_t == 0:
             continue
         b = rhs[rows].reshape((n_t * N,) + img) / rho_next
-        x0 = a[rows].reshape((n_t * N,) + img)
-        res = CV.solve_spikes_cg(b, op, diag, x0=x0, tol=problem.cg_tol, max_iterations=problem.cg_max_iterations,
-                                 reduce=cache.reduce if cache is not None else None)
-        sol = res.x.reshape(n_t, N, -1)
+        if direct:
+            sol = CV.pooled_solve(factors, b, which).reshape(n_t, N, -1)
+        else:
+            x0 = a[rows].reshape((n_t * N,) + img)
+            res = CV.solve_spikes_cg(b, op, diag, x0=x0, tol=problem.cg_tol,
+                                     max_iterations=problem.cg_max_iterations,
+                                     reduce=cache.reduce if cache is not None else None)
+            sol = res.x.reshape(n_t, N, -1)
+            log.append((res.iterations, res.relative_residual))
         if settings.spike_solver != "free":
             sol = sol.clamp(0.0, 1.0)
         a[rows] = sol
-        log.append((res.iterations, res.relative_residual))
-    problem.cg_log[l] = log
+    if not direct:
+        problem.cg_log[l] = log
 
 
 def weight_sums(layer, inputs: torch.Tensor, x: torch.Tensor, dtype, rows: int = PATCH_ELEMENTS,

@@ -15,8 +15,10 @@ hidden layer l with R = T·N rows (images):
 
 - ``currents``: A_l a_{l-1} twice (the sweep's and the re-projection's);
 - ``spikes``: the right-hand side Aᵀ_{l+1} c and the solve: through Woodbury's identity below a narrower
-  dense layer (4kn + 2k² per row), the n×n Cholesky solve (2n²) below a wider one, or CG below a conv
-  layer (2 operator applications per CG iteration, the iterations the run took);
+  dense layer (4kn + 2k² per row), the n×n Cholesky solve (2n²) below a wider one; below a conv layer
+  either the direct solve through the pooled space (CᵀC from p unit images, two p×p Cholesky factors,
+  2p² per row; p = the pooled image's numbers) or CG (2 operator applications per CG iteration, the
+  iterations the run took), as ``conv.spike_solve_method`` chooses;
 - ``weights``: the cross sums C = Σ X P (and the patch Gram Σ PᵀP, except the first conv layer's, which
   is formed once) and the kernel's solve;
 - the output block as in the dense count (joint solve on the flattened last hidden layer).
@@ -54,8 +56,14 @@ def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict 
         n = layer.n_out
         if nxt.kind == "conv":
             f += conv_layer_flops(nxt, R)  # Aᵀ c
-            its = (cg_iterations or {}).get(l, 0)
-            f += its * 2 * conv_layer_flops(nxt, R)  # each CG iteration: A then Aᵀ on every row
+            if problem.spike_method(l) == "direct":
+                p = size(nxt.pooled_shape)
+                # CᵀC from p unit images (a convolution and its adjoint each), two Cholesky factors, and
+                # the two triangular solves of every row
+                f += 2 * conv_layer_flops(nxt, p) + 2 * p ** 3 / 3 + 2.0 * R * p * p
+            else:
+                its = (cg_iterations or {}).get(l, 0)
+                f += its * 2 * conv_layer_flops(nxt, R)  # each CG iteration: A then Aᵀ on every row
         else:
             k = nxt.n_out
             f += 2.0 * R * k * n  # Wᵀ c
@@ -114,7 +122,7 @@ def measure_conv(cfg: dict) -> dict:
     frames, labels, source, density = make_data(N, T, cfg["frames"], cfg.get("data_dir"), cfg.get("cache_dir"),
                                                 device=device)
     settings = ADMMSettings(**dict(cfg.get("set", {})))
-    problem = CS.conv_problem(cfg["arch"], (2, 34, 34), 10)
+    problem = CS.conv_problem(cfg["arch"], (2, 34, 34), 10, spike_solve=cfg.get("spike_solve", "auto"))
     y = torch.nn.functional.one_hot(labels, 10).to(S.DTYPES[settings.dtype])
     gen = torch.Generator().manual_seed(settings.seed)
     cache = S.SolverCache()
@@ -141,6 +149,8 @@ def measure_conv(cfg: dict) -> dict:
             "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": str(device),
             "threads": torch.get_num_threads(), "init_s": t_init, "first_iteration_s": t_first,
             "iteration_s": times, "sec_per_iter": sec, "flops": flops, "cg_iterations": cg,
+            "spike_solve": {l: problem.spike_method(l) for l in range(len(problem.net) - 1)
+                            if problem.net[l + 1].kind == "conv"},
             "gflops_per_s": flops["total"] / sec / 1e9, "peak_bytes": peak, "rss_start": rss0}
 
 
@@ -164,8 +174,9 @@ def markdown(results: list[dict], mm_rate: float, conv_rates: dict, header: str)
     ok = [r for r in results if "error" not in r]
     if ok:
         r = ok[-1]
-        L += ["", f"FLOPs of one iteration by layer at N = {r['N']} (GFLOP; CG iterations of the spike blocks "
-              f"below a conv layer: {r['cg_iterations'] or 'none'}):", "",
+        solves = ", ".join(f"layer {int(l) + 1}: {m}" for l, m in r.get("spike_solve", {}).items()) or "none"
+        L += ["", f"FLOPs of one iteration by layer at N = {r['N']} (GFLOP; spike blocks below a conv layer: "
+              f"{solves}; their CG iterations: {r['cg_iterations'] or 'none'}):", "",
               "| part | GFLOP |", "|---|---:|"]
         L += [f"| {k} | {v / 1e9:.2f} |" for k, v in r["flops"].items()]
     return "\n".join(L) + "\n"
@@ -191,7 +202,8 @@ def run(args) -> int:
     for N in args.n:
         cfg = {"N": N, "T": args.time_steps, "arch": args.arch, "set": overrides,
                "iterations": args.iterations, "frames": args.frames, "data_dir": args.data_dir,
-               "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads}
+               "cache_dir": args.cache_dir, "device": args.device, "threads": args.threads,
+               "spike_solve": args.conv_spike_solve}
         r = _child(cfg, args.timeout, module="admm_snn.experiments.bench_conv")
         results.append(r)
         if "error" in r:
@@ -201,6 +213,7 @@ def run(args) -> int:
                   f"{r['gflops_per_s']:.1f} GFLOP/s", flush=True)
     header = (f"# admm-snn bench --arch {args.arch}\n\nCPU: {cpu_model()}; torch CPU capability: "
               f"{torch.backends.cpu.get_cpu_capability()}\n\nT={args.time_steps}, overrides={overrides}, "
+              f"conv spike solve={args.conv_spike_solve}, "
               f"frames={args.frames}, device={args.device}, threads={torch.get_num_threads()}")
     (out / "bench.md").write_text(markdown(results, mm_rate, conv_rates, header))
     (out / "bench.json").write_text(json.dumps({"fp32_mm_flops": mm_rate, "conv2d_flops": conv_rates,

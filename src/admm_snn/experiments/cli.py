@@ -274,6 +274,9 @@ def _bench_arguments(p) -> None:
                    help="a convolutional network on N-MNIST-shaped data (e.g. 8c5-p4-64): seconds per iteration, "
                         "FLOPs by layer and the measured conv2d rate (experiments/bench_conv.py); --hidden, "
                         "--schedules and --preset do not apply")
+    p.add_argument("--conv-spike-solve", choices=["auto", "direct", "cg"], default="auto",
+                   help="with --arch: how the spikes below a convolution are solved (as admm-snn train's option; "
+                        "default auto)")
     p.add_argument("--schedules", nargs="+", default=["parallel", "sequential"],
                    choices=["parallel", "sequential"], help="which schedules (default both)")
     p.add_argument("--preset", choices=["default", "paper"], default="default",
