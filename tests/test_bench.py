@@ -52,11 +52,12 @@ def test_conv_flops_count_the_products_of_the_shapes():
                                                          + (2 * 10 * 32 ** 2 + 2 * 32 ** 3 / 3)
                                                          - (2 * 10 * 10 * 32 + 2 * 10 ** 3 / 3))
     assert dense.n_out == 32
-    # the direct solve below conv2 (4x7x7 = 196 numbers): CᵀC from 196 unit images, two factors, 2·196² a row
+    # the direct solve below conv2 (4x7x7 = 196 numbers): CᵀC from 4·5·5 probe images (3x3 kernel: unit
+    # images 5 apart share one), two factors, 2·196² a row
     direct = CS.conv_problem("4c5s2p1-6c3-32", (2, 16, 16), 10, spike_solve="direct")
     assert direct.spike_method(0) == "direct" and problem.spike_method(0) == "cg"
     d = BC.conv_iteration_flops(direct, 5, 7, s)
-    assert d["layer1"] - f0["layer1"] == pytest.approx(2 * BC.conv_layer_flops(conv2, 196) + 2 * 196 ** 3 / 3
+    assert d["layer1"] - f0["layer1"] == pytest.approx(2 * BC.conv_layer_flops(conv2, 100) + 2 * 196 ** 3 / 3
                                                        + 2 * 35 * 196 ** 2)
 
 

@@ -16,8 +16,8 @@ hidden layer l with R = T·N rows (images):
 - ``currents``: A_l a_{l-1} twice (the sweep's and the re-projection's);
 - ``spikes``: the right-hand side Aᵀ_{l+1} c and the solve: through Woodbury's identity below a narrower
   dense layer (4kn + 2k² per row), the n×n Cholesky solve (2n²) below a wider one; below a conv layer
-  either the direct solve through the pooled space (CᵀC from p unit images, two p×p Cholesky factors,
-  2p² per row; p = the pooled image's numbers) or CG (2 operator applications per CG iteration, the
+  either the direct solve through the pooled space (CᵀC from C_in·min(2k − 1, H_p)·min(2k − 1, W_p) probe
+  images, two p×p Cholesky factors, 2p² per row; p = the pooled image's numbers) or CG (2 operator applications per CG iteration, the
   iterations the run took), as ``conv.spike_solve_method`` chooses;
 - ``weights``: the cross sums C = Σ X P (and the patch Gram Σ PᵀP, except the first conv layer's, which
   is formed once) and the kernel's solve;
@@ -58,9 +58,12 @@ def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict 
             f += conv_layer_flops(nxt, R)  # Aᵀ c
             if problem.spike_method(l) == "direct":
                 p = size(nxt.pooled_shape)
-                # CᵀC from p unit images (a convolution and its adjoint each), two Cholesky factors, and
-                # the two triangular solves of every row
-                f += 2 * conv_layer_flops(nxt, p) + 2 * p ** 3 / 3 + 2.0 * R * p * p
+                C_in, H, W = nxt.pooled_shape
+                d = 2 * nxt.kernel - 1
+                probes = C_in * min(d, H) * min(d, W)
+                # CᵀC from the probe images (a convolution and its adjoint each), two Cholesky factors,
+                # and the two triangular solves of every row
+                f += 2 * conv_layer_flops(nxt, probes) + 2 * p ** 3 / 3 + 2.0 * R * p * p
             else:
                 its = (cg_iterations or {}).get(l, 0)
                 f += its * 2 * conv_layer_flops(nxt, R)  # each CG iteration: A then Aᵀ on every row
