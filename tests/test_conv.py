@@ -108,16 +108,22 @@ def test_conv_weight_block_is_the_least_squares_minimiser(cfg, proximal):
     assert torch.allclose(W.reshape(C_out, -1), ref, atol=1e-9, rtol=1e-9)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS)
-def test_cg_spike_solve_matches_the_dense_solve(cfg):
-    """(cI + AᵀA) x = b by matrix-free CG equals the dense solve with the operator's matrix (built from
-    its columns) to the tolerance it reports."""
+def _operator(cfg):
+    """(generator, random kernel W, n = C_in·H·H, the explicit matrix A (outputs, n) of a ↦ W ∗ pool(a))."""
     C_in, H, C_out, k, s, p, q, mode = cfg
     g = torch.Generator().manual_seed(4)
     W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
     n = C_in * H * H
     basis = torch.eye(n, dtype=DT).reshape(n, C_in, H, H)
-    A = CV.conv_forward(basis, W, s, p, q, mode).reshape(n, -1).T  # (outputs, n)
+    return g, W, n, CV.conv_forward(basis, W, s, p, q, mode).reshape(n, -1).T
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_cg_spike_solve_matches_the_dense_solve(cfg):
+    """(cI + AᵀA) x = b by matrix-free CG equals the dense solve with the operator's matrix (built from
+    its columns) to the tolerance it reports."""
+    C_in, H, C_out, k, s, p, q, mode = cfg
+    g, W, n, A = _operator(cfg)
     c = 0.7
     b = torch.randn((3, C_in, H, H), generator=g, dtype=DT)
     res = CV.solve_spikes_cg(b, lambda v: CV.conv_adjoint(CV.conv_forward(v, W, s, p, q, mode), W, tuple(v.shape),
@@ -134,11 +140,7 @@ def test_direct_spike_solve_matches_the_dense_solve(cfg):
     one (ill-conditioned) included: stride, padding, sum and average pooling, an odd size that the pooling
     crops, a kernel wider than half the image (the probes' windows then cover it whole)."""
     C_in, H, C_out, k, s, p, q, mode = cfg
-    g = torch.Generator().manual_seed(4)
-    W = torch.randn(C_out, C_in, k, k, generator=g, dtype=DT)
-    n = C_in * H * H
-    basis = torch.eye(n, dtype=DT).reshape(n, C_in, H, H)
-    A = CV.conv_forward(basis, W, s, p, q, mode).reshape(n, -1).T  # (outputs, n)
+    g, W, n, A = _operator(cfg)
     Hp = H // q
     m = C_in * Hp * Hp
     C = CV.conv_forward(torch.eye(m, dtype=DT).reshape(m, C_in, Hp, Hp), W, s, p).reshape(m, -1).T
