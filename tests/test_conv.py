@@ -146,7 +146,7 @@ def test_direct_spike_solve_matches_the_dense_solve(cfg):
     C = CV.conv_forward(torch.eye(m, dtype=DT).reshape(m, C_in, Hp, Hp), W, s, p).reshape(m, -1).T
     M = CV.conv_normal_matrix(W, (C_in, Hp, Hp), s, p)
     assert torch.allclose(M, C.T @ C, atol=1e-12, rtol=1e-12)
-    f = CV.pooled_factors(W, (C_in, H, H), (C_in, Hp, Hp), s, p, q, mode, (0.7, 1e-3))
+    f = CV.pooled_factors(W, (C_in, Hp, Hp), s, p, q, mode, (0.7, 1e-3))
     b = torch.randn((3, C_in, H, H), generator=g, dtype=DT)
     for which, c in enumerate((0.7, 1e-3)):
         x = CV.pooled_solve(f, b, which)
@@ -154,7 +154,7 @@ def test_direct_spike_solve_matches_the_dense_solve(cfg):
         dense = torch.linalg.solve(c * torch.eye(n, dtype=DT) + A.T @ A, b.reshape(3, n).T).T
         assert torch.allclose(x.reshape(3, n), dense, atol=1e-9 * float(dense.abs().max()), rtol=1e-9)
     with pytest.raises(SettingsError):
-        CV.pooled_factors(W, (C_in, H, H), (C_in, Hp, Hp), s, p, q, mode, (0.7, 0.0))
+        CV.pooled_factors(W, (C_in, Hp, Hp), s, p, q, mode, (0.7, 0.0))
 
 
 def test_spike_solve_method_weighs_flops_and_memory():

@@ -140,6 +140,15 @@ CG_ITERATIONS_ASSUMED = 10
 direct solve (the N-MNIST runs take 8-15 to the default tolerance 1e-4)."""
 
 
+SPIKE_SOLVES = ("auto", "direct", "cg")
+
+
+def check_spike_solve(method: str) -> None:
+    """A one-line SettingsError unless ``method`` is one of :data:`SPIKE_SOLVES`."""
+    if method not in SPIKE_SOLVES:
+        raise SettingsError(f"conv spike solve {method!r} must be auto, direct or cg")
+
+
 def spike_solve_method(pooled_shape: tuple, out_shape: tuple, kernel: int, method: str = "auto") -> str:
     """"direct" or "cg" for the spike systems of a layer below a convolution whose pooled input has
     ``pooled_shape`` (C_in, H_p, W_p) and output ``out_shape`` (C_out, H', W'). A given method is kept;
@@ -147,13 +156,19 @@ def spike_solve_method(pooled_shape: tuple, out_shape: tuple, kernel: int, metho
     its two triangular solves per right-hand side (2 n² flops, n = C_in·H_p·W_p) cost at most what
     :data:`CG_ITERATIONS_ASSUMED` CG iterations do (each a convolution and its adjoint: 4·C_out·H'·W'·C_in·k²
     flops). A rule in flops, so that every machine picks the same solver (and the same iterates)."""
-    if method in ("direct", "cg"):
-        return method
+    check_spike_solve(method)
     if method != "auto":
-        raise SettingsError(f"conv spike solve {method!r} must be auto, direct or cg")
+        return method
     n = pooled_shape[0] * pooled_shape[1] * pooled_shape[2]
     conv = 4 * out_shape[0] * out_shape[1] * out_shape[2] * pooled_shape[0] * kernel * kernel
     return "direct" if n <= DIRECT_MAX_UNITS and 2 * n * n <= CG_ITERATIONS_ASSUMED * conv else "cg"
+
+
+def probe_images(pooled_shape: tuple, kernel: int) -> int:
+    """How many probe images :func:`conv_normal_matrix` sends through the convolution and its adjoint for
+    images of ``pooled_shape`` (C_in, H, W): C_in·min(2k − 1, H)·min(2k − 1, W)."""
+    d = 2 * kernel - 1
+    return pooled_shape[0] * min(d, pooled_shape[1]) * min(d, pooled_shape[2])
 
 
 def conv_normal_matrix(W: torch.Tensor, pooled_shape: tuple, stride: int = 1, padding: int = 0) -> torch.Tensor:
@@ -162,8 +177,8 @@ def conv_normal_matrix(W: torch.Tensor, pooled_shape: tuple, stride: int = 1, pa
     within k − 1 of (y, x) (C e reaches the outputs whose window covers (y, x), Cᵀ spreads them back over
     their windows), whatever the stride and padding. So unit images d = 2k − 1 apart do not overlap:
     one probe image per channel and offset (i, y mod d, x mod d) holds all of them, and each column is
-    its probe's response masked to its own (2k − 1)² window: C_in·min(d, H)·min(d, W) images through
-    the convolution and its adjoint instead of n (12·15·15 with k = 5: 972 instead of 2,700)."""
+    its probe's response masked to its own (2k − 1)² window: :func:`probe_images` images through the
+    convolution and its adjoint instead of n (12·15·15 with k = 5: 972 instead of 2,700)."""
     C_in, H, Wd = pooled_shape
     k = W.shape[-1]
     d = 2 * k - 1
@@ -200,13 +215,13 @@ class PooledFactors:
     pool_mode: str
 
 
-def pooled_factors(W: torch.Tensor, in_shape: tuple, pooled_shape: tuple, stride: int, padding: int,
-                   pool_size: int, pool_mode: str, diagonals: tuple) -> PooledFactors:
+def pooled_factors(W: torch.Tensor, pooled_shape: tuple, stride: int, padding: int, pool_size: int,
+                   pool_mode: str, diagonals: tuple) -> PooledFactors:
     """Cholesky factors of c I + κ CᵀC (float64) for each c of ``diagonals`` (all > 0), κ = P Pᵀ's scale:
-    p² for sum pooling over p×p windows, 1/p² for average pooling, 1 without pooling."""
+    p² for sum pooling over p×p windows, 1/p² for average pooling, 1 without pooling (``pool_size`` 1)."""
     if not all(c > 0 for c in diagonals):
         raise SettingsError(f"the spike block's diagonals {diagonals} must be > 0")
-    q = pool_size if len(in_shape) == 3 else 1
+    q = pool_size
     kappa = 1.0 if q == 1 else (float(q * q) if pool_mode == "sum" else 1.0 / (q * q))
     M = conv_normal_matrix(W, pooled_shape, stride, padding)
     factors = tuple(U.cholesky(U.plus_diagonal(kappa * M, c), "spike-update matrix") for c in diagonals)

@@ -92,8 +92,7 @@ def conv_problem(arch, input_shape, n_outputs: int, cg_tol: float = 1e-4, cg_max
         raise SettingsError(f"cg_tol={cg_tol} must be in (0, 1)")
     if isinstance(cg_max_iterations, bool) or not isinstance(cg_max_iterations, int) or cg_max_iterations < 1:
         raise SettingsError(f"cg_max_iterations={cg_max_iterations!r} must be an integer >= 1")
-    if spike_solve not in ("auto", "direct", "cg"):
-        raise SettingsError(f"conv spike solve {spike_solve!r} must be auto, direct or cg")
+    CV.check_spike_solve(spike_solve)
     return ConvProblem(CN.network_layers(arch, input_shape, n_outputs), cg_tol, cg_max_iterations,
                        spike_solve=spike_solve)
 
@@ -301,7 +300,7 @@ def update_spikes(state: ADMMState, frames, problem: ConvProblem, settings: ADMM
     systems = ((slice(0, T - 1), (rho_l * theta ** 2 + beta_l) / rho_next), (slice(T - 1, T), beta_l / rho_next))
     direct = problem.spike_method(l) == "direct"
     if direct:
-        factors = CV.pooled_factors(W_next, img, tuple(nxt.pooled_shape), nxt.stride, nxt.padding, nxt.pool_size,
+        factors = CV.pooled_factors(W_next, tuple(nxt.pooled_shape), nxt.stride, nxt.padding, nxt.pool_size,
                                     nxt.pool_mode, tuple(diag for _, diag in systems))
         problem.cg_log.pop(l, None)
     else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..admm.conv import probe_images
 from ..admm.updates import low_rank
 from ..arch import size
 from .bench import _peak_rss, _rss_now, _sync, cpu_model, make_data, matmul_rate
@@ -58,9 +59,7 @@ def conv_iteration_flops(problem, T: int, N: int, settings, cg_iterations: dict 
             f += conv_layer_flops(nxt, R)  # Aᵀ c
             if problem.spike_method(l) == "direct":
                 p = size(nxt.pooled_shape)
-                C_in, H, W = nxt.pooled_shape
-                d = 2 * nxt.kernel - 1
-                probes = C_in * min(d, H) * min(d, W)
+                probes = probe_images(tuple(nxt.pooled_shape), nxt.kernel)
                 # CᵀC from the probe images (a convolution and its adjoint each), two Cholesky factors,
                 # and the two triangular solves of every row
                 f += 2 * conv_layer_flops(nxt, probes) + 2 * p ** 3 / 3 + 2.0 * R * p * p
